@@ -1,0 +1,3 @@
+from resnetctl.cli import main
+
+main()

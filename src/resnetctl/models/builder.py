@@ -1,0 +1,227 @@
+"""One builder for every registered ResNet: blocks are functions tensor -> tensor.
+
+Every layer is named from its place (``stage2_block1_conv2``), and every hyperparameter is
+passed down explicitly through :class:`LayerFactory`, so weight decay cannot get lost between
+the builder and a block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from resnetctl.errors import ModelError
+from resnetctl.models.layers import ChannelZeroPad, RandomCropFlip
+from resnetctl.models.specs import ResNetSpec, get_spec
+
+AUGMENTATIONS = ("none", "crop-flip", "resized-crop-flip")
+
+
+@dataclass(frozen=True)
+class LayerFactory:
+    """Conv/BN/dense layers with the model-wide hyperparameters applied."""
+
+    l2: float
+    bn_momentum: float
+    bn_epsilon: float
+
+    def _regularizer(self):
+        return keras.regularizers.L2(self.l2) if self.l2 > 0 else None
+
+    def conv(self, x, filters, kernel, stride=1, name=""):
+        return keras.layers.Conv2D(
+            filters,
+            kernel,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            kernel_regularizer=self._regularizer(),
+            name=name,
+        )(x)
+
+    def bn(self, x, name):
+        return keras.layers.BatchNormalization(
+            momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name
+        )(x)
+
+    def bn_relu(self, x, name):
+        return keras.layers.Activation("relu", name=f"{name}_relu")(self.bn(x, f"{name}_bn"))
+
+    def dense(self, x, units, name):
+        return keras.layers.Dense(
+            units,
+            kernel_initializer="he_normal",
+            kernel_regularizer=self._regularizer(),
+            name=name,
+        )(x)
+
+
+def _shortcut(f: LayerFactory, x, source, out_channels, stride, kind, prefix):
+    """The residual branch's partner. ``source`` is what a projection reads (pre-activated)."""
+    if stride == 1 and x.shape[-1] == out_channels:
+        return x
+    if kind == "A":
+        return ChannelZeroPad(out_channels, stride, name=f"{prefix}_shortcut_pad")(x)
+    if kind == "avgpool" and stride > 1:
+        source = keras.layers.AveragePooling2D(
+            stride, strides=stride, padding="same", name=f"{prefix}_shortcut_pool"
+        )(source)
+        stride = 1
+    projected = f.conv(source, out_channels, 1, stride, name=f"{prefix}_shortcut_conv")
+    return projected
+
+
+def basic_block(f, x, width, stride, shortcut, prefix, **_):
+    """Two 3x3 convolutions, post-activation (He et al. 2015)."""
+    y = f.conv(x, width, 3, stride, name=f"{prefix}_conv1")
+    y = f.bn_relu(y, f"{prefix}_1")
+    y = f.conv(y, width, 3, name=f"{prefix}_conv2")
+    y = f.bn(y, f"{prefix}_2_bn")
+    s = _shortcut(f, x, x, width, stride, shortcut, prefix)
+    if s is not x and shortcut != "A":
+        s = f.bn(s, f"{prefix}_shortcut_bn")
+    y = keras.layers.Add(name=f"{prefix}_add")([s, y])
+    return keras.layers.Activation("relu", name=f"{prefix}_out")(y)
+
+
+def bottleneck_block(f, x, width, stride, shortcut, prefix, expansion=4):
+    """1x1 reduce, 3x3 (carrying the stride, as torchvision's v1.5), 1x1 expand; post-activation."""
+    inner = width // expansion
+    y = f.conv(x, inner, 1, name=f"{prefix}_conv1")
+    y = f.bn_relu(y, f"{prefix}_1")
+    y = f.conv(y, inner, 3, stride, name=f"{prefix}_conv2")
+    y = f.bn_relu(y, f"{prefix}_2")
+    y = f.conv(y, width, 1, name=f"{prefix}_conv3")
+    y = f.bn(y, f"{prefix}_3_bn")
+    s = _shortcut(f, x, x, width, stride, shortcut, prefix)
+    if s is not x and shortcut != "A":
+        s = f.bn(s, f"{prefix}_shortcut_bn")
+    y = keras.layers.Add(name=f"{prefix}_add")([s, y])
+    return keras.layers.Activation("relu", name=f"{prefix}_out")(y)
+
+
+def preact_basic_block(f, x, width, stride, shortcut, prefix, **_):
+    """BN-ReLU before each 3x3 convolution (He et al. 2016); projections read the activation."""
+    a = f.bn_relu(x, f"{prefix}_preact")
+    y = f.conv(a, width, 3, stride, name=f"{prefix}_conv1")
+    y = f.bn_relu(y, f"{prefix}_1")
+    y = f.conv(y, width, 3, name=f"{prefix}_conv2")
+    s = _shortcut(f, x, a, width, stride, shortcut, prefix)
+    return keras.layers.Add(name=f"{prefix}_add")([s, y])
+
+
+def preact_bottleneck_block(f, x, width, stride, shortcut, prefix, expansion=4):
+    """Pre-activation bottleneck: BN-ReLU-1x1, BN-ReLU-3x3 (stride), BN-ReLU-1x1."""
+    inner = width // expansion
+    a = f.bn_relu(x, f"{prefix}_preact")
+    y = f.conv(a, inner, 1, name=f"{prefix}_conv1")
+    y = f.bn_relu(y, f"{prefix}_1")
+    y = f.conv(y, inner, 3, stride, name=f"{prefix}_conv2")
+    y = f.bn_relu(y, f"{prefix}_2")
+    y = f.conv(y, width, 1, name=f"{prefix}_conv3")
+    s = _shortcut(f, x, a, width, stride, shortcut, prefix)
+    return keras.layers.Add(name=f"{prefix}_add")([s, y])
+
+
+BLOCK_FUNCTIONS = {
+    "basic": basic_block,
+    "bottleneck": bottleneck_block,
+    "preact_basic": preact_basic_block,
+    "preact_bottleneck": preact_bottleneck_block,
+}
+
+
+def _stem(f: LayerFactory, x, spec: ResNetSpec):
+    if spec.stem == "cifar":
+        x = f.conv(x, spec.stem_width, 3, name="stem_conv")
+        # A pre-activation network activates at the start of its first block instead.
+        return x if spec.preact else f.bn_relu(x, "stem")
+    if spec.stem == "imagenet":
+        x = f.conv(x, spec.stem_width, 7, 2, name="stem_conv")
+        x = f.bn_relu(x, "stem")
+        return keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    # tiny_imagenet: 5x5 at stride 1, 1-pixel zero padding, 3x3 max pool at stride 2.
+    x = f.conv(x, spec.stem_width, 5, name="stem_conv")
+    x = f.bn_relu(x, "stem")
+    x = keras.layers.ZeroPadding2D(1, name="stem_pad")(x)
+    return keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+
+
+def build_from_spec(
+    spec: ResNetSpec,
+    *,
+    input_size: int | None = None,
+    num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    weight_decay: float = 0.0,
+    bn_momentum: float = 0.9,
+    bn_epsilon: float = 1e-5,
+    augmentation: str = "none",
+    max_shift: int | None = None,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build ``spec`` as a functional model: raw uint8 RGB in, class probabilities out.
+
+    ``mean``/``std`` (per channel, 0-255 scale) become a Normalization layer, so a saved
+    model needs nothing beside it to predict. ``weight_decay`` is the decay coefficient of
+    the papers (gradient += wd * w), applied as an L2 penalty of ``wd / 2`` on conv and dense
+    kernels. ``augmentation`` adds a training-only :class:`RandomCropFlip` after the input.
+    """
+    input_size = int(input_size or spec.input_size)
+    num_classes = int(num_classes or spec.num_classes)
+    if input_size < 8:
+        raise ModelError(f"Input size must be at least 8 pixels. Received: input_size={input_size}")
+    if num_classes < 2:
+        raise ModelError(f"A classifier needs 2 or more classes. Received: num_classes={num_classes}")
+    if augmentation not in AUGMENTATIONS:
+        raise ModelError(f"Unknown augmentation {augmentation!r}", hint=f"use one of {AUGMENTATIONS}")
+    f = LayerFactory(l2=weight_decay / 2.0, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+
+    inputs = keras.Input((input_size, input_size, 3), dtype="uint8", name="image")
+    x = inputs
+    if augmentation != "none":
+        mode = "translate" if augmentation == "crop-flip" else "resized"
+        shift = max_shift if max_shift is not None else max(1, input_size // 8)
+        x = RandomCropFlip(mode=mode, max_shift=shift, seed=seed, name="augment")(x)
+    mean = np.asarray(mean if mean is not None else (127.5,) * 3, dtype="float32")
+    std = np.asarray(std if std is not None else (64.0,) * 3, dtype="float32")
+    x = keras.layers.Normalization(mean=mean, variance=std**2, dtype="float32", name="normalize")(x)
+
+    x = _stem(f, x, spec)
+    block = BLOCK_FUNCTIONS[spec.block]
+    for s, (repeats, width) in enumerate(zip(spec.stages, spec.widths, strict=True), start=1):
+        for b in range(1, repeats + 1):
+            stride = 2 if (b == 1 and s > 1) else 1
+            x = block(
+                f,
+                x,
+                width,
+                stride,
+                spec.shortcut,
+                prefix=f"stage{s}_block{b}",
+                expansion=spec.expansion,
+            )
+    if spec.preact:
+        x = f.bn_relu(x, "final")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = f.dense(x, num_classes, name="logits")
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=spec.name)
+
+
+def create_model(name: str, **overrides) -> keras.Model:
+    """Build a registered model by name; ``None`` overrides fall back to the model's defaults.
+
+    ``shortcut``, ``stages`` and ``widths`` change the spec; the rest go to the builder.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    spec = get_spec(name)
+    spec_changes = {k: overrides.pop(k) for k in ("shortcut", "stages", "widths") if k in overrides}
+    if spec_changes:
+        spec = spec.replace(**spec_changes)
+    return build_from_spec(spec, **overrides)
