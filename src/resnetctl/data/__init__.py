@@ -1,0 +1,1 @@
+"""Datasets: readers of the official formats, the HDF5 store, and the training input."""

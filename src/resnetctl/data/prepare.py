@@ -1,0 +1,279 @@
+"""``resnetctl prepare``: any supported source -> a dataset dir, written whole or not at all.
+
+Everything is written into a hidden temporary folder beside the target and renamed into place
+at the end, so an interrupted or failed run (Ctrl+C, crash, full disk) leaves nothing that
+looks finished; the next run removes the leftovers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resnetctl import __version__, atomic, paths
+from resnetctl.data import store
+from resnetctl.data.images import BadImage, decode_image, ordered_parallel_map, resize_center_crop
+from resnetctl.data.records import ArrayRecords, FileRecords, Records, SourceData, stratified_split
+from resnetctl.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    md5: str
+
+
+DOWNLOADS = {
+    "cifar10": Download("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                        "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": Download("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                         "eb9058c3a382ffc7106e4002c42a8d85"),
+    "tiny-imagenet": Download("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                              "90528d7ca1a48142e341f4ef8d21d0de"),
+}
+KINDS = ("shapes", "cifar10", "cifar100", "tiny-imagenet", "folder")
+
+
+class PrepareProgress:
+    """Hooks a front end implements to show progress; the default shows nothing."""
+
+    def start_split(self, split: str, total: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+    def end_split(self, split: str, written: int, skipped: int) -> None: ...
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(kind: str) -> Path:
+    import keras
+
+    spec = DOWNLOADS[kind]
+    try:
+        return Path(
+            keras.utils.get_file(
+                fname=spec.url.rsplit("/", 1)[-1],
+                origin=spec.url,
+                file_hash=spec.md5,
+                hash_algorithm="md5",
+                cache_dir=str(paths.download_cache_dir()),
+                cache_subdir="downloads",
+            )
+        )
+    except Exception as exc:  # network errors and checksum mismatches alike
+        raise DatasetError(
+            f"Could not download {kind} from {spec.url} ({exc})",
+            hint=f"download it yourself and pass --source FILE (md5 {spec.md5})",
+        ) from None
+
+
+def _read_source(kind: str, source: Path | None, seed: int) -> SourceData:
+    if kind == "shapes":
+        from resnetctl.data.shapes import generate_shapes
+
+        return generate_shapes(seed=seed)
+    if source is None:
+        raise DatasetError(f"`prepare {kind}` needs --source DIR", hint="one subfolder per class")
+    if kind in ("cifar10", "cifar100"):
+        from resnetctl.data.cifar import read_cifar
+
+        return read_cifar(kind, source)
+    if kind == "tiny-imagenet":
+        from resnetctl.data.tiny_imagenet import read_tiny_imagenet
+
+        return read_tiny_imagenet(source)
+    from resnetctl.data.folder import read_folder
+
+    return read_folder(source)
+
+
+def _carve_splits(data: SourceData, val_split: float, test_split: float, rng) -> dict[str, Records]:
+    """Add a stratified ``val`` (and for folders a ``test``) carved from ``train``."""
+    splits = dict(data.splits)
+    if "test" not in splits and test_split > 0:
+        kept, carved = stratified_split(splits["train"].labels, test_split, rng)
+        splits["test"] = splits["train"].subset(carved)
+        splits["train"] = splits["train"].subset(kept)
+    if "val" not in splits and val_split > 0:
+        kept, carved = stratified_split(splits["train"].labels, val_split, rng)
+        splits["val"] = splits["train"].subset(carved)
+        splits["train"] = splits["train"].subset(kept)
+    order = ["train", "val", "test", "unlabelled"]
+    return {s: splits[s] for s in order if s in splits and len(splits[s])}
+
+
+def _decode_block(records: FileRecords, size: int):
+    def decode(index: np.ndarray):
+        images, keep, skipped = [], [], []
+        for i in index:
+            name = records.names[i]
+            try:
+                images.append(decode_image(records.read(name), size))
+                keep.append(i)
+            except BadImage as exc:
+                skipped.append({"file": name, "reason": str(exc)})
+        array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+        return array, np.asarray(keep, dtype=np.int64), skipped
+
+    return decode
+
+
+def _write_split(records: Records, path: Path, size: int, progress: PrepareProgress,
+                 workers: int | None) -> tuple[store.SplitWriter, list[dict]]:
+    is_files = isinstance(records, FileRecords)
+    writer = store.SplitWriter(path, size, len(records), store_names=is_files)
+    skipped: list[dict] = []
+    blocks = np.array_split(np.arange(len(records)), max(1, -(-len(records) // writer.chunk)))
+    try:
+        if isinstance(records, ArrayRecords):
+            for index in blocks:
+                images = records.images[index]
+                if images.shape[1:3] != (size, size):
+                    images = np.stack([resize_center_crop(im, size) for im in images])
+                writer.append(images, records.labels[index])
+                progress.advance(len(index))
+        else:
+            decoded = ordered_parallel_map(_decode_block(records, size), blocks, workers)
+            for index, (images, keep, bad) in zip(blocks, decoded, strict=True):
+                writer.append(images, records.labels[keep], [records.names[i] for i in keep])
+                skipped.extend(bad)
+                progress.advance(len(index))
+    finally:
+        writer.close()
+    return writer, skipped
+
+
+def prepare_dataset(
+    kind: str,
+    source: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    val_split: float = 0.1,
+    test_split: float = 0.1,
+    size: int | None = None,
+    force: bool = False,
+    seed: int = 0,
+    checksum: str | None = None,
+    workers: int | None = None,
+    progress: PrepareProgress | None = None,
+) -> store.DatasetInfo:
+    """Turn an official archive, a folder, or the generated demo into a dataset dir."""
+    if kind not in KINDS:
+        raise DatasetError(f"Unknown dataset kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
+    for label, value in (("--val-split", val_split), ("--test-split", test_split)):
+        if not 0 <= value < 1:
+            raise DatasetError(f"{label} must be in [0, 1). Received: {value}")
+    if size is not None and size < 8:
+        raise DatasetError(f"--size must be at least 8 pixels. Received: {size}")
+    progress = progress or PrepareProgress()
+    source_path = Path(source).expanduser() if source else None
+    if kind == "folder" and source_path is None:
+        raise DatasetError("`prepare folder` needs --source DIR", hint="one subfolder per class")
+    if source_path is not None and not source_path.exists():
+        raise DatasetError(f"Source {source_path} does not exist")
+    name = name or (source_path.name if kind == "folder" else kind)
+    root = paths.data_dir(data_dir)
+    target = root / name
+    if (target / store.META).exists() and not force:
+        raise DatasetError(f"Dataset {name!r} is already prepared at {target}",
+                           hint="pass --force to replace it")
+    if source_path is None and kind in DOWNLOADS:
+        source_path = _download(kind)
+
+    digest = None
+    if source_path is not None and source_path.is_file():
+        digest = file_digest(source_path, "md5" if checksum and len(checksum) == 32 else "sha256")
+        if checksum and digest != checksum.lower():
+            raise DatasetError(f"Checksum mismatch for {source_path}: expected {checksum}, got {digest}",
+                               hint="the file is damaged or not the one you meant; download it again")
+    data = _read_source(kind, source_path, seed)
+    image_size = int(size or data.image_size or 0)
+    if not image_size:
+        raise DatasetError(f"Images in {source_path} come in various sizes",
+                           hint="pass --size N to resize them to NxN (e.g. --size 64)")
+    rng = np.random.default_rng(seed)
+    splits = _carve_splits(data, val_split, test_split if kind == "folder" else 0.0, rng)
+
+    root.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale_temps(root, name)
+    tmp = atomic.temp_sibling(target)
+    tmp.mkdir()
+    try:
+        meta_splits, skipped, train_writer = {}, [], None
+        for split, records in splits.items():
+            if split in ("train", "val"):  # consecutive images of mixed classes for streaming
+                records = records.subset(rng.permutation(len(records)))
+            progress.start_split(split, len(records))
+            writer, bad = _write_split(records, tmp / f"{split}.h5", image_size, progress, workers)
+            progress.end_split(split, writer.count, len(bad))
+            skipped.extend(bad)
+            if writer.count == 0:
+                raise DatasetError(f"No usable image in the {split} split of {source_path}",
+                                   hint="see the skipped files above")
+            labelled = split != "unlabelled"
+            meta_splits[split] = {"count": writer.count, "labelled": labelled}
+            if labelled:
+                meta_splits[split]["class_counts"] = _class_counts(tmp / f"{split}.h5", len(data.classes))
+            if split == "train":
+                train_writer = writer
+        mean, std = train_writer.mean_std()
+        meta = {
+            "format_version": store.FORMAT_VERSION,
+            "name": name,
+            "kind": kind,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "resnetctl_version": __version__,
+            "source": {"path": str(source_path) if source_path else None, "checksum": digest,
+                       "checksum_algorithm": ("md5" if digest and len(digest) == 32 else "sha256")
+                       if digest else None},
+            "image_size": image_size,
+            "classes": data.classes,
+            "class_ids": data.class_ids,
+            "mean": mean,
+            "std": std,
+            "splits": meta_splits,
+            "val_split": val_split,
+            "seed": seed,
+            "skipped": skipped,
+            "ignored_files": len(data.ignored),
+        }
+        atomic.write_json(tmp / store.META, meta)
+        if target.exists():
+            old = target.with_name(f".{name}{atomic.TEMP_MARK}old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise DatasetError(f"Disk full while writing {name} in {root}",
+                               hint="free some space or choose --data-dir elsewhere") from None
+        raise DatasetError(f"Cannot write {name} in {root}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return store.open_dataset(target)
+
+
+def _class_counts(path: Path, num_classes: int) -> list[int]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return np.bincount(f["labels"][...], minlength=num_classes).astype(int).tolist()

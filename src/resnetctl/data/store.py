@@ -1,0 +1,196 @@
+"""The dataset-dir contract: ``<split>.h5`` (uint8 RGB images, int labels) + ``meta.json``.
+
+Images are chunked so a batch of consecutive images is one contiguous read; ``meta.json`` is
+written last and the folder renamed into place only when complete (see ``prepare``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from resnetctl import paths
+from resnetctl.errors import DatasetError
+
+FORMAT_VERSION = 1
+META = "meta.json"
+
+
+def chunk_length(image_size: int) -> int:
+    """Images per HDF5 chunk: about 1 MiB, between 1 and 256 images."""
+    return int(max(1, min(256, (1 << 20) // (image_size * image_size * 3))))
+
+
+class SplitWriter:
+    """Appends images to one split file in chunk-sized pieces; keeps per-channel sums."""
+
+    def __init__(self, path: Path, image_size: int, capacity: int, store_names: bool):
+        self.path = path
+        self.size = image_size
+        self.chunk = chunk_length(image_size)
+        self.count = 0
+        self.sum = np.zeros(3, np.float64)
+        self.sum_sq = np.zeros(3, np.float64)
+        self.file = h5py.File(path, "w")
+        shape = (image_size, image_size, 3)
+        self.images = self.file.create_dataset(
+            "images",
+            shape=(max(capacity, 1), *shape),
+            maxshape=(None, *shape),
+            dtype=np.uint8,
+            chunks=(self.chunk, *shape),
+        )
+        self.labels = self.file.create_dataset(
+            "labels", shape=(max(capacity, 1),), maxshape=(None,), dtype=np.int32
+        )
+        self.names = (
+            self.file.create_dataset(
+                "filenames", shape=(max(capacity, 1),), maxshape=(None,),
+                dtype=h5py.string_dtype(),
+            )
+            if store_names
+            else None
+        )
+
+    def append(self, images: np.ndarray, labels: np.ndarray, names: list[str] | None = None):
+        n = len(labels)
+        if n == 0:
+            return
+        end = self.count + n
+        if end > self.images.shape[0]:
+            for ds in (self.images, self.labels, self.names):
+                if ds is not None:
+                    ds.resize(end, axis=0)
+        self.images[self.count : end] = images
+        self.labels[self.count : end] = labels
+        if self.names is not None and names is not None:
+            self.names[self.count : end] = names
+        pixels = images.reshape(-1, 3).astype(np.float64)
+        self.sum += pixels.sum(axis=0)
+        self.sum_sq += np.square(pixels).sum(axis=0)
+        self.count = end
+
+    def close(self) -> None:
+        for ds in (self.images, self.labels, self.names):
+            if ds is not None:
+                ds.resize(self.count, axis=0)
+        self.file.attrs["format_version"] = FORMAT_VERSION
+        self.file.close()
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        pixels = max(1, self.count * self.size * self.size)
+        mean = self.sum / pixels
+        std = np.sqrt(np.maximum(self.sum_sq / pixels - mean**2, 0.0))
+        return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A prepared dataset: where it is and what its meta.json says."""
+
+    name: str
+    path: Path
+    meta: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def mean(self) -> list[float]:
+        return self.meta["mean"]
+
+    @property
+    def std(self) -> list[float]:
+        return self.meta["std"]
+
+    @property
+    def splits(self) -> dict[str, int]:
+        return {name: s["count"] for name, s in self.meta["splits"].items()}
+
+    def split_path(self, split: str) -> Path:
+        if split not in self.meta["splits"]:
+            have = ", ".join(self.meta["splits"]) or "none"
+            raise DatasetError(
+                f"Dataset {self.name!r} has no split {split!r}", hint=f"it has: {have}"
+            )
+        return self.path / f"{split}.h5"
+
+    def is_labelled(self, split: str) -> bool:
+        return bool(self.meta["splits"][split].get("labelled", True))
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(
+            f"{path / META} is unreadable ({exc})", hint="prepare the dataset again with --force"
+        ) from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(
+            f"{path} has dataset format {meta.get('format_version')}, this resnetctl reads "
+            f"{FORMAT_VERSION}",
+            hint="prepare it again with --force",
+        )
+    return meta
+
+
+def list_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:
+    root = paths.data_dir(data_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and not child.name.startswith(".") and (child / META).is_file():
+            found.append(DatasetInfo(child.name, child, _read_meta(child)))
+    return found
+
+
+def open_dataset(name_or_path: str | Path, data_dir: str | Path | None = None) -> DatasetInfo:
+    """Find a prepared dataset by name (under the data dir) or by its folder path."""
+    candidate = Path(name_or_path).expanduser()
+    if not (candidate / META).is_file():
+        candidate = paths.data_dir(data_dir) / str(name_or_path)
+    if not (candidate / META).is_file():
+        have = ", ".join(d.name for d in list_datasets(data_dir)) or "none yet"
+        raise DatasetError(
+            f"No prepared dataset {str(name_or_path)!r} in {paths.data_dir(data_dir)}",
+            hint=f"prepared: {have}; run `resnetctl prepare {name_or_path}` first",
+        )
+    return DatasetInfo(candidate.name, candidate, _read_meta(candidate))
+
+
+def load_dataset(
+    name_or_path: str | Path, split: str = "train", data_dir: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split in memory: ``(images uint8 (N,H,W,3), labels int32 (N,))``."""
+    return read_split(open_dataset(name_or_path, data_dir), split)
+
+
+def read_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    path = info.split_path(split)
+    try:
+        with h5py.File(path, "r") as f:
+            return f["images"][...], f["labels"][...]
+    except OSError as exc:
+        raise DatasetError(f"Cannot read {path}: {exc}", hint="prepare it again with --force") from None
+
+
+def read_filenames(info: DatasetInfo, split: str) -> list[str] | None:
+    with h5py.File(info.split_path(split), "r") as f:
+        if "filenames" not in f:
+            return None
+        return [n.decode() if isinstance(n, bytes) else n for n in f["filenames"][...]]
