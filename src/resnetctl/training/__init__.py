@@ -1,0 +1,1 @@
+"""Training: configuration, schedules, callbacks and the trainer."""
