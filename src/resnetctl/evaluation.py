@@ -1,0 +1,163 @@
+"""Rank-1 / rank-k accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resnetctl import atomic
+from resnetctl.data.store import DatasetInfo, open_dataset, read_filenames, read_split
+from resnetctl.errors import RunError
+from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model
+
+CONFUSION_IMAGE_MAX_CLASSES = 50
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to evaluate: a model file, the dataset it is scored on, and the run (if any)."""
+
+    model_path: Path
+    label: str
+    dataset: DatasetInfo
+    run: RunDir | None
+
+
+def resolve_target(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None,
+                   dataset=None, data_dir=None) -> Target:
+    if model_path is not None:
+        if dataset is None:
+            raise RunError("--model needs --dataset NAME to know what to score it on")
+        return Target(Path(model_path), Path(model_path).stem, open_dataset(dataset, data_dir), None)
+    rd = find_run(run, runs_dir)
+    config = rd.config()
+    if checkpoint in ("best", "last"):
+        path = rd.best_path if checkpoint == "best" else rd.last_path
+        if not path.exists():
+            path = rd.last_path
+        label = checkpoint
+    else:
+        try:
+            epoch = int(checkpoint)
+        except ValueError:
+            raise RunError(f"Unknown checkpoint {checkpoint!r}", hint="use best, last or an epoch number") from None
+        path, label = rd.epoch_path(epoch), f"epoch{epoch:04d}"
+        if not path.exists():
+            have = ", ".join(map(str, rd.checkpoints())) or "none"
+            raise RunError(f"No checkpoint of epoch {epoch} in {rd.path}", hint=f"epochs with a checkpoint: {have}")
+    if not path.exists():
+        raise RunError(f"Run {rd.path} has no checkpoint yet", hint="it stopped before its first epoch ended")
+    info = open_dataset(dataset or config["dataset"], data_dir or config.get("data_dir"))
+    return Target(path, label, info, rd)
+
+
+def predict(model, images: np.ndarray, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
+    probs = model.predict(images, batch_size=batch_size, verbose=0)
+    if tta == "flip":
+        probs = (probs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    elif tta is not None:
+        raise RunError(f"Unknown test-time augmentation {tta!r}", hint="use flip")
+    return np.asarray(probs, dtype=np.float64)
+
+
+def rank_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of images whose label is among the ``k`` highest probabilities."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(5, n * 0.35 + 2), max(4, n * 0.35 + 1.5)))
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def write_predictions(path: Path, names: list[str], probs: np.ndarray, class_ids: list[str], k: int):
+    """One line per image, ``<file> <class> ... <class>`` best first: the Tiny ImageNet
+    challenge's submission format."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    lines = [" ".join([Path(n).name, *(class_ids[c] for c in row)]) for n, row in zip(names, top, strict=True)]
+    atomic.write_text(path, "\n".join(lines) + "\n")
+
+
+def evaluate(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None, dataset=None,
+             data_dir=None, split: str = "test", topk: int = 5, tta: str | None = None,
+             predict_path=None, batch_size: int = 256) -> dict:
+    """Score a checkpoint on a split; writes ``eval-<split>-<checkpoint>.json`` into its run."""
+    target = resolve_target(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model_path,
+                            dataset=dataset, data_dir=data_dir)
+    info = target.dataset
+    info.split_path(split)  # a clear error for an unknown split, before loading anything
+    if topk < 1 or topk > info.num_classes:
+        raise RunError(f"--topk must be between 1 and the {info.num_classes} classes. Received: {topk}")
+    if not info.is_labelled(split) and predict_path is None:
+        raise RunError(f"Split {split!r} has no labels to score",
+                       hint="write its predictions with --predict FILE.csv instead")
+    model = load_model(target.model_path, compile=False)
+    images, labels = read_split(info, split)
+    probs = predict(model, images, batch_size, tta)
+    result: dict = {"split": split, "checkpoint": target.label, "model": str(target.model_path),
+                    "dataset": info.name, "images": int(len(images)), "topk": topk, "tta": tta}
+    if target.run is not None:
+        result["run"] = target.run.name
+        try:
+            result["epoch"] = checkpoint_info(target.model_path)["epoch"]
+        except RunError:
+            pass
+    if predict_path is not None:
+        names = read_filenames(info, split) or [f"{split}_{i}" for i in range(len(images))]
+        write_predictions(Path(predict_path), names, probs, info.meta.get("class_ids") or info.classes, topk)
+        result["predictions"] = str(predict_path)
+    if not info.is_labelled(split):
+        return result
+
+    labels = labels.astype(np.int64)
+    predicted = probs.argmax(axis=1)
+    matrix = confusion_matrix(labels, predicted, info.num_classes)
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    result.update({
+        "rank_1": rank_k_accuracy(probs, labels, 1),
+        f"rank_{topk}": rank_k_accuracy(probs, labels, topk),
+        "loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)))),
+        "per_class": [{"class": c, "accuracy": float(a), "images": int(n)}
+                      for c, a, n in zip(info.classes, per_class, matrix.sum(axis=1), strict=True)],
+        "confusion_matrix": matrix.tolist(),
+    })
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:10], off.shape))[0]
+    result["top_confusions"] = [
+        {"true": info.classes[t], "predicted": info.classes[p], "images": int(off[t, p])}
+        for t, p in worst if off[t, p] > 0
+    ]
+    if target.run is not None:
+        stem = f"eval-{split}-{target.label}"
+        if info.num_classes <= CONFUSION_IMAGE_MAX_CLASSES:
+            png = target.run.path / f"{stem}-confusion.png"
+            plot_confusion(matrix, info.classes, png)
+            result["confusion_png"] = str(png)
+        atomic.write_json(target.run.path / f"{stem}.json", result)
+    return result
