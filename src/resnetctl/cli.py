@@ -349,7 +349,11 @@ def summary(
 def main() -> None:
     """Entry point: user errors become one red line and a non-zero exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # Typer returns Exit codes here (130 for Ctrl+C)
+        if isinstance(code, int) and code:
+            if code == 130:
+                err_console.print("[bold red]interrupted[/]")
+            sys.exit(code)
     except ResnetctlError as exc:
         if STATE["verbose"]:
             err_console.print_exception()

@@ -117,8 +117,11 @@ def load_model(path: str | Path, compile: bool = True):
     path = Path(path)
     if not path.is_file():
         raise RunError(f"No model file at {path}")
+    from resnetctl.models.builder import deep_graph_recursion
+
     try:
-        return keras.saving.load_model(path, compile=compile)
+        with deep_graph_recursion():
+            return keras.saving.load_model(path, compile=compile)
     except Exception as exc:  # Keras raises many kinds for a damaged file
         raise RunError(f"Cannot load {path}: {exc}") from None
 

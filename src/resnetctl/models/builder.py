@@ -7,6 +7,8 @@ the builder and a block.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -211,7 +213,20 @@ def build_from_spec(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = f.dense(x, num_classes, name="logits")
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=spec.name)
+    with deep_graph_recursion():
+        return keras.Model(inputs, outputs, name=spec.name)
+
+
+@contextlib.contextmanager
+def deep_graph_recursion(limit: int = 30_000):
+    """Keras maps a functional graph recursively, one Python frame per layer: ResNet1202
+    (about 4,000 layers) needs more than Python's default limit of 1,000."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def create_model(name: str, **overrides) -> keras.Model:

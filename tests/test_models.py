@@ -1,0 +1,149 @@
+"""The model zoo: every registered model builds, runs, saves and reloads; counts are pinned."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import resnetctl
+from resnetctl.models import create_model, get_spec, list_models
+from resnetctl.models.builder import build_from_spec
+from resnetctl.models.profile import count_macs, profile_model
+from tests.conftest import invoke, run_cli
+
+# He et al. 2015, table 6 (parameters) and the per-image MACs published for these models.
+PAPER = {
+    "resnet20": (0.27e6, 40.81e6),
+    "resnet32": (0.46e6, 69.12e6),
+    "resnet44": (0.66e6, 97.44e6),
+    "resnet56": (0.85e6, 125.75e6),
+    "resnet110": (1.7e6, 252.89e6),
+}
+PINNED_TRAINABLE = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
+                    "resnet56": 853_018, "resnet110": 1_727_962}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_runs_saves_and_reloads(name, tmp_path):
+    spec = get_spec(name)
+    size = 32 if spec.stem != "imagenet" else 64  # any input size works; keep it small
+    model = create_model(name, input_size=size, num_classes=7, augmentation="crop-flip", seed=0)
+    images = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    probs = keras.ops.convert_to_numpy(model(images, training=False))
+    assert probs.shape == (2, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = resnetctl.load_model(path, compile=False)
+    again = keras.ops.convert_to_numpy(reloaded(images, training=False))
+    np.testing.assert_allclose(again, probs, rtol=1e-5, atol=1e-6)
+    assert reloaded.get_layer("stage1_block1_add") is not None  # layers named by stage and block
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_cifar_resnets_match_the_paper(name):
+    model = create_model(name)
+    profile = profile_model(model, get_spec(name))
+    paper_params, paper_macs = PAPER[name]
+    assert profile.trainable_params == PINNED_TRAINABLE[name]
+    assert round(profile.trainable_params / 1e6, 2 if paper_params < 1e6 else 1) == paper_params / 1e6
+    assert abs(profile.macs - paper_macs) / paper_macs < 0.02
+    assert profile.depth == int(name.removeprefix("resnet"))
+
+
+def test_imagenet_resnets_match_published_counts():
+    for name, params, gmacs in (("resnet18", 11_689_512, 1.82), ("resnet50", 25_557_032, 4.09)):
+        model = create_model(name)
+        profile = profile_model(model, get_spec(name))
+        assert profile.trainable_params == params  # torchvision's counts
+        assert abs(profile.macs / 1e9 - gmacs) / gmacs < 0.02
+
+
+def test_shortcut_kinds_change_parameters_as_expected():
+    a = create_model("resnet20", shortcut="A")
+    b = create_model("resnet20", shortcut="B")
+    avg = create_model("resnet20", shortcut="avgpool")
+    count = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)  # noqa: E731
+    # option B adds two 1x1 projections (16->32, 32->64) with their batch norms
+    assert count(b) - count(a) == 16 * 32 + 32 * 64 + 2 * (32 + 64)
+    assert count(avg) == count(b)
+    assert "stage2_block1_shortcut_pool" in [layer.name for layer in avg.layers]
+
+
+def test_weight_decay_reaches_every_kernel():
+    model = create_model("resnet20", weight_decay=2e-4)
+    kernels = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)]
+    assert kernels and all(layer.kernel_regularizer is not None for layer in kernels)
+    assert kernels[0].kernel_regularizer.get_config()["l2"] == pytest.approx(1e-4)
+
+
+def test_wide_preact_and_tiny_imagenet_architectures():
+    wide = create_model("preact-resnet56-wide")
+    assert wide.get_layer("stem_conv").kernel.shape == (3, 3, 3, 64)
+    assert wide.get_layer("stage3_block9_conv3").kernel.shape[-1] == 256
+    assert wide.get_layer("stage3_block9_conv2").kernel.shape[-1] == 64  # inner width a quarter
+    tiny = create_model("tiny-imagenet-resnet41")
+    assert tiny.get_layer("stem_conv").kernel.shape == (5, 5, 3, 64)
+    assert tiny.get_layer("stem_pool").output.shape[1:3] == (32, 32)
+    assert tiny.get_layer("stage3_block6_add").output.shape[1:] == (8, 8, 512)
+    assert tiny.output_shape == (None, 200)
+
+
+def test_unknown_model_and_bad_options_are_clear_errors():
+    result = invoke("build", "resnet57")
+    assert result.exit_code != 0
+    assert "Unknown model 'resnet57'" in str(result.exception)
+    result = invoke("build", "resnet20", "--shortcut", "Z")
+    assert result.exit_code != 0 and "shortcut" in str(result.exception)
+
+
+def test_build_cli_json_and_save(tmp_path):
+    out = tmp_path / "r20.keras"
+    proc = run_cli("build", "resnet20", "--input-size", "32", "--num-classes", "10", "--json",
+                   "--save", out)
+    report = json.loads(proc.stdout)
+    assert report["name"] == "resnet20"
+    assert report["trainable_params"] == PINNED_TRAINABLE["resnet20"]
+    assert report["input_shape"] == [32, 32, 3] and report["num_classes"] == 10
+    assert [s["name"] for s in report["stages"]] == ["stem", "stage1", "stage2", "stage3", "head"]
+    # reloadable with plain Keras after `import resnetctl`
+    code = (f"import resnetctl, keras; m = keras.saving.load_model({str(out)!r}); "
+            "print(m.count_params())")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(proc.stdout.split()[-1]) == report["params"]
+
+
+def test_build_list_shows_every_model():
+    result = invoke("build", "--list", "--json")
+    assert result.exit_code == 0, result.output
+    names = [row["name"] for row in json.loads(result.stdout)]
+    assert names == list_models()
+
+
+def test_help_is_fast_because_keras_is_not_imported():
+    import subprocess
+    import sys
+
+    code = "import sys, resnetctl.cli; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False False"
+    assert run_cli("--version").stdout.startswith("resnetctl ")
+    for command in ("prepare", "build", "train", "resume", "evaluate", "summary"):
+        assert "Usage" in run_cli(command, "-h").stdout
+
+
+def test_macs_count_convolutions_and_dense_only():
+    spec = get_spec("resnet20").replace(stages=(1, 1, 1))
+    model = build_from_spec(spec, num_classes=10)
+    manual = 32 * 32 * 9 * 3 * 16  # stem
+    manual += 2 * 32 * 32 * 9 * 16 * 16  # stage 1
+    manual += 16 * 16 * 9 * 16 * 32 + 16 * 16 * 9 * 32 * 32  # stage 2
+    manual += 8 * 8 * 9 * 32 * 64 + 8 * 8 * 9 * 64 * 64  # stage 3
+    manual += 64 * 10
+    assert count_macs(model) == manual
