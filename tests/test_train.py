@@ -1,0 +1,180 @@
+"""train / resume / evaluate / summary on the real CIFAR subset, through real subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import resnetctl
+from resnetctl.evaluation import rank_k_accuracy
+from resnetctl.runs import RunDir, checkpoint_info
+from tests.conftest import invoke, run_cli
+
+
+
+def steps_per_epoch(dataset_dir, batch_size=64) -> int:
+    meta = json.loads((dataset_dir / "meta.json").read_text())
+    return math.ceil(meta["splits"]["train"]["count"] / batch_size)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def trained(cifar_small, data_dir, runs):
+    """resnet8, 3 epochs, then resumed from epoch 2 with a constant lr for a 4-epoch total."""
+    common = ["--runs-dir", runs]
+    run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--epochs", 3,
+            "--batch-size", 64, "--checkpoint-every", 1, "--run", "e2e", *common)
+    run = RunDir(runs / "e2e")
+    before = run.history()
+    run_cli("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, *common)
+    return run, before
+
+
+def test_train_writes_the_run_dir_contract(trained, cifar_small):
+    run, before = trained
+    config = json.loads(run.config_path.read_text())
+    assert config["model"] == "resnet8" and config["steps_per_epoch"] == steps_per_epoch(cifar_small)
+    assert {"keras", "backend", "numpy", "python", "resnetctl"} <= set(config["versions"])
+    assert config["dataset_info"]["mean"] and config["augmentation"] == "crop-flip"
+    with open(run.history_path) as f:
+        header = next(csv.reader(f))
+    assert header == ["epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
+                      "images_per_second"]
+    assert [r["epoch"] for r in before] == [1, 2, 3]
+    assert [r["lr"] for r in before] == pytest.approx([0.1, 0.1 * 2 / 3, 0.1 / 3], rel=1e-5)
+    assert run.monitor_path.stat().st_size > 10_000
+    assert run.best_path.exists() and run.last_path.exists()
+    assert not list(run.path.rglob(".*.tmp-*"))
+
+
+def test_resume_continues_where_it_stopped(trained, cifar_small):
+    run, before = trained
+    steps = steps_per_epoch(cifar_small)
+    history = run.history()
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]  # each epoch exactly once
+    assert history[:2] == before[:2]  # kept rows are untouched
+    assert [r["lr"] for r in history[2:]] == pytest.approx([0.005, 0.005])
+    # the first resumed epoch continues the curve instead of starting over
+    assert history[2]["loss"] < history[0]["loss"]
+    assert sorted(run.checkpoints()) == [1, 2, 3, 4]
+    assert checkpoint_info(run.epoch_path(3))["epoch"] == 3
+
+    resumed_from = resnetctl.load_model(run.epoch_path(2))
+    assert int(resumed_from.optimizer.iterations.numpy()) == 2 * steps
+    lr = float(np.asarray(resumed_from.optimizer.learning_rate))
+    assert lr == pytest.approx(0.1 * (1 - 2 / 3), rel=1e-5)  # schedule position restored
+    last = resnetctl.load_model(run.last_path)
+    assert int(last.optimizer.iterations.numpy()) == 4 * steps
+    assert float(np.asarray(last.optimizer.learning_rate)) == pytest.approx(0.005)
+    config = json.loads(run.config_path.read_text())
+    assert config["epochs"] == 4 and config["segments"] == [{"from_epoch": 2, "lr": 0.005}]
+
+
+def test_resume_errors_are_clear(trained, runs, tmp_path):
+    proc = run_cli("resume", "--run", "e2e", "--epoch", 99, "--runs-dir", runs, check=False)
+    assert proc.returncode == 1 and "No checkpoint of epoch 99" in proc.stderr
+    assert "1, 2, 3, 4" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("resume", "--run", "e2e", "--runs-dir", runs, check=False)
+    assert proc.returncode == 1 and "--epochs" in proc.stderr  # already finished
+    proc = run_cli("resume", "--runs-dir", tmp_path, check=False)
+    assert proc.returncode == 1 and "No runs" in proc.stderr
+
+
+def test_evaluate_matches_a_direct_recomputation(trained, runs, data_dir):
+    run, _ = trained
+    proc = run_cli("evaluate", "--run", run.path, "--json", "--data-dir", data_dir)
+    result = json.loads(proc.stdout)  # nothing but JSON on stdout
+    assert result["split"] == "test" and result["checkpoint"] == "best" and result["images"] == 1000
+    model = resnetctl.load_model(run.best_path, compile=False)
+    images, labels = resnetctl.load_dataset("cifar-small", "test", data_dir)
+    probs = model.predict(images, batch_size=256, verbose=0)
+    assert result["rank_1"] == pytest.approx(float(np.mean(probs.argmax(1) == labels)))
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    assert result["rank_5"] == pytest.approx(float(np.mean((top5 == labels[:, None]).any(1))))
+    ranks = [rank_k_accuracy(probs.astype(np.float64), labels, k) for k in range(1, 11)]
+    assert ranks == sorted(ranks) and ranks[-1] == 1.0
+    assert np.asarray(result["confusion_matrix"]).sum() == 1000
+    assert (run.path / "eval-test-best.json").exists()
+    assert (run.path / "eval-test-best-confusion.png").exists()
+    three = json.loads(run_cli("evaluate", "--run", run.path, "--topk", 3, "--checkpoint", "1",
+                               "--json", "--data-dir", data_dir).stdout)
+    assert three["checkpoint"] == "epoch0001" and 0 <= three["rank_1"] <= three["rank_3"] <= 1
+
+
+def test_evaluate_bad_input(trained, runs, data_dir):
+    run, _ = trained
+    for args, message in ((["--split", "holdout"], "no split 'holdout'"),
+                          (["--topk", 11], "--topk must be between 1 and the 10 classes"),
+                          (["--checkpoint", 7], "No checkpoint of epoch 7")):
+        proc = run_cli("evaluate", "--run", run.path, "--data-dir", data_dir, *args, check=False)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    result = invoke("evaluate", "--runs-dir", data_dir / "nowhere")
+    assert result.exit_code != 0 and "No runs" in str(result.exception)
+
+
+def test_summary_shows_train_and_resume(trained, runs):
+    run, _ = trained
+    one = json.loads(run_cli("summary", "e2e", "--runs-dir", runs, "--json").stdout)
+    assert one["epochs_done"] == 4 and one["epochs"] == 4 and one["model"] == "resnet8"
+    assert one["segments"] == [{"from_epoch": 2, "lr": 0.005}]
+    assert len(one["sparkline"]) == 4 and one["monitor"].endswith("monitor.png")
+    text = run_cli("summary", "e2e", "--runs-dir", runs).stdout
+    assert "4 of 4" in text and "epoch 2: 0.005" in text
+
+
+def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
+    cmd = [sys.executable, "-m", "resnetctl", "train", "resnet8", "--dataset", "cifar-small",
+           "--data-dir", str(data_dir), "--runs-dir", str(runs), "--run", "interrupted",
+           "--epochs", "50", "--batch-size", "64", "--stream"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history = runs / "interrupted" / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert time.time() - sent < 30
+    assert proc.returncode == 130, err
+    assert "resnetctl resume --run" in err and "Traceback" not in err
+    run = RunDir(runs / "interrupted")
+    assert not list(run.path.rglob(".*.tmp-*"))
+    done = run.history()[-1]["epoch"]
+    assert checkpoint_info(run.last_path)["epoch"] == done
+    run_cli("resume", "--run", run.path, "--epochs", done + 1)
+    assert [r["epoch"] for r in run.history()] == list(range(1, done + 2))
+    summary = json.loads(run_cli("summary", "--runs-dir", runs, "--json").stdout)
+    assert {s["run"] for s in summary} >= {"e2e", "interrupted"}
+
+
+def test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs):
+    proc = run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir,
+                   "--runs-dir", runs, "--run", "diverged", "--epochs", 2, "--lr", "1e12",
+                   "--schedule", "constant", "--label-smoothing", 0, check=False)
+    assert proc.returncode == 130, proc.stderr
+    assert "non-finite" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_input_errors(cifar_small, data_dir, runs):
+    for args, message in ((["resnet8", "--dataset", "nope"], "No prepared dataset 'nope'"),
+                          (["resnet9"], "Unknown model 'resnet9'"),
+                          (["resnet8", "--schedule", "step"], "--milestones"),
+                          (["resnet8", "--dataset", "cifar-small", "--run", "e2e"], "already exists")):
+        proc = run_cli("train", *args, "--data-dir", data_dir, "--runs-dir", runs, check=False)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
