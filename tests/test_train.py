@@ -171,7 +171,7 @@ def test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs)
     assert "non-finite" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_train_input_errors(cifar_small, data_dir, runs):
+def test_train_input_errors(trained, cifar_small, data_dir, runs):
     for args, message in ((["resnet8", "--dataset", "nope"], "No prepared dataset 'nope'"),
                           (["resnet9"], "Unknown model 'resnet9'"),
                           (["resnet8", "--schedule", "step"], "--milestones"),
