@@ -81,7 +81,8 @@ def test_tiny_imagenet_mini_is_prepared_as_the_project_did(data_dir):
     with zipfile.ZipFile(TINY_MINI) as z:
         wnids = z.read("tiny-imagenet-200/wnids.txt").decode().split()
         words = dict(line.split("\t", 1) for line in z.read("tiny-imagenet-200/words.txt").decode().splitlines())
-        annotations = [line.split("\t") for line in z.read("tiny-imagenet-200/val/val_annotations.txt").decode().splitlines()]
+        annotation_text = z.read("tiny-imagenet-200/val/val_annotations.txt").decode()
+        annotations = [line.split("\t") for line in annotation_text.splitlines()]
         images, labels, names = _h5(root / "test.h5")
         for image, label, name in zip(images, labels, names, strict=True):
             name = name.decode()

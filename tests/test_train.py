@@ -19,7 +19,6 @@ from resnetctl.runs import RunDir, checkpoint_info
 from tests.conftest import invoke, run_cli
 
 
-
 def steps_per_epoch(dataset_dir, batch_size=64) -> int:
     meta = json.loads((dataset_dir / "meta.json").read_text())
     return math.ceil(meta["splits"]["train"]["count"] / batch_size)

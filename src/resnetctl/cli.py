@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,8 +20,7 @@ from resnetctl.errors import ResnetctlError
 
 app = typer.Typer(
     name="resnetctl",
-    help="Train the ResNets of the papers from scratch: prepare data, build, train, resume, "
-    "evaluate, summarise.",
+    help="Train the ResNets of the papers from scratch: prepare data, build, train, resume, evaluate, summarise.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
@@ -31,11 +30,14 @@ console = Console()
 err_console = Console(stderr=True)
 STATE = {"verbose": False}
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Where datasets live "
-                    "[default: $RESNETCTL_DATA_DIR or the per-user data folder].")]
-RunsDir = Annotated[Optional[Path], typer.Option("--runs-dir", help="Where runs live "
-                    "[default: $RESNETCTL_RUNS_DIR or ./runs].")]
-RunOpt = Annotated[Optional[str], typer.Option("--run", help="Run name or path [default: the latest run].")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where datasets live [default: $RESNETCTL_DATA_DIR or the per-user data folder]."),
+]
+RunsDir = Annotated[
+    Path | None, typer.Option("--runs-dir", help="Where runs live [default: $RESNETCTL_RUNS_DIR or ./runs].")
+]
+RunOpt = Annotated[str | None, typer.Option("--run", help="Run name or path [default: the latest run].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
 
 
@@ -48,8 +50,9 @@ def _version(value: bool):
 @app.callback()
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and backend logs.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ):
     STATE["verbose"] = verbose
     if not verbose:
@@ -63,15 +66,17 @@ def _print_json(obj) -> None:
 # --------------------------------------------------------------------------- prepare
 @app.command()
 def prepare(
-    kind: Annotated[Optional[str], typer.Argument(help="shapes | cifar10 | cifar100 | tiny-imagenet | folder")] = None,
-    source: Annotated[Optional[Path], typer.Option(help="Local archive or folder (no download).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Store under this name [default: the kind].")] = None,
+    kind: Annotated[str | None, typer.Argument(help="shapes | cifar10 | cifar100 | tiny-imagenet | folder")] = None,
+    source: Annotated[Path | None, typer.Option(help="Local archive or folder (no download).")] = None,
+    name: Annotated[str | None, typer.Option(help="Store under this name [default: the kind].")] = None,
     data_dir: DataDir = None,
     val_split: Annotated[float, typer.Option(help="Share of train carved out as a stratified val split.")] = 0.1,
-    test_split: Annotated[float, typer.Option(help="folder only: share carved out as test when there is no test/.")] = 0.1,
-    size: Annotated[Optional[int], typer.Option(help="Resize to NxN (shorter side + centre crop).")] = None,
+    test_split: Annotated[
+        float, typer.Option(help="folder only: share carved out as test when there is no test/.")
+    ] = 0.1,
+    size: Annotated[int | None, typer.Option(help="Resize to NxN (shorter side + centre crop).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing dataset of that name.")] = False,
-    checksum: Annotated[Optional[str], typer.Option(help="Expected md5 or sha256 of --source.")] = None,
+    checksum: Annotated[str | None, typer.Option(help="Expected md5 or sha256 of --source.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of the shapes demo.")] = 0,
     list_: Annotated[bool, typer.Option("--list", help="List prepared datasets.")] = False,
     as_json: JsonOpt = False,
@@ -81,29 +86,54 @@ def prepare(
 
     if list_ or kind is None:
         found = list_datasets(data_dir)
-        rows = [{"name": d.name, "splits": d.splits, "image_size": d.image_size,
-                 "classes": d.num_classes, "path": str(d.path)} for d in found]
+        rows = [
+            {
+                "name": d.name,
+                "splits": d.splits,
+                "image_size": d.image_size,
+                "classes": d.num_classes,
+                "path": str(d.path),
+            }
+            for d in found
+        ]
         if as_json:
             return _print_json(rows)
         table = Table("name", "splits", "size", "classes", "path", title="prepared datasets")
         for r in rows:
-            table.add_row(r["name"], ", ".join(f"{k} {v}" for k, v in r["splits"].items()),
-                          f"{r['image_size']}px", str(r["classes"]), r["path"])
+            table.add_row(
+                r["name"],
+                ", ".join(f"{k} {v}" for k, v in r["splits"].items()),
+                f"{r['image_size']}px",
+                str(r["classes"]),
+                r["path"],
+            )
         console.print(table if rows else "No datasets prepared yet: try `resnetctl prepare shapes`.")
         return
     from resnetctl.data.prepare import prepare_dataset
     from resnetctl.ui import PrepareBar
 
     with PrepareBar(err_console if as_json else console) as bar:
-        info = prepare_dataset(kind, source, name=name, data_dir=data_dir, val_split=val_split,
-                               test_split=test_split, size=size, force=force, seed=seed,
-                               checksum=checksum, progress=bar)
+        info = prepare_dataset(
+            kind,
+            source,
+            name=name,
+            data_dir=data_dir,
+            val_split=val_split,
+            test_split=test_split,
+            size=size,
+            force=force,
+            seed=seed,
+            checksum=checksum,
+            progress=bar,
+        )
     if as_json:
         return _print_json({"name": info.name, "path": str(info.path), **info.meta})
     skipped = info.meta["skipped"]
-    console.print(f"[green]Prepared[/] {info.name} at {info.path}: "
-                  + ", ".join(f"{k} {v}" for k, v in info.splits.items())
-                  + f"; {info.num_classes} classes, {info.image_size}px")
+    console.print(
+        f"[green]Prepared[/] {info.name} at {info.path}: "
+        + ", ".join(f"{k} {v}" for k, v in info.splits.items())
+        + f"; {info.num_classes} classes, {info.image_size}px"
+    )
     if skipped:
         console.print(f"[yellow]Skipped {len(skipped)} unusable image(s)[/] (listed in meta.json):")
         for s in skipped[:10]:
@@ -113,14 +143,14 @@ def prepare(
 # --------------------------------------------------------------------------- build
 @app.command()
 def build(
-    model: Annotated[Optional[str], typer.Argument(help="Model name, e.g. resnet56.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Take input size and classes from a prepared dataset.")] = None,
+    model: Annotated[str | None, typer.Argument(help="Model name, e.g. resnet56.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Take input size and classes from a prepared dataset.")] = None,
     data_dir: DataDir = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Input height = width.")] = None,
-    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes.")] = None,
-    shortcut: Annotated[Optional[str], typer.Option(help="A | B | avgpool (CIFAR ResNets default to A).")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Input height = width.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Number of classes.")] = None,
+    shortcut: Annotated[str | None, typer.Option(help="A | B | avgpool (CIFAR ResNets default to A).")] = None,
     weight_decay: Annotated[float, typer.Option(help="Decay coefficient on conv/dense kernels.")] = 0.0,
-    save: Annotated[Optional[Path], typer.Option(help="Save the untrained model to PATH.keras.")] = None,
+    save: Annotated[Path | None, typer.Option(help="Save the untrained model to PATH.keras.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List every model with depth, parameters, MACs.")] = False,
     as_json: JsonOpt = False,
 ):
@@ -135,14 +165,29 @@ def build(
         for n in list_models():
             spec = get_spec(n)
             p = profile_model(build_from_spec(spec), spec)
-            rows.append({"name": n, "depth": spec.depth, "block": spec.block, "input": spec.input_size,
-                         "params": p.params, "trainable_params": p.trainable_params, "macs": p.macs})
+            rows.append(
+                {
+                    "name": n,
+                    "depth": spec.depth,
+                    "block": spec.block,
+                    "input": spec.input_size,
+                    "params": p.params,
+                    "trainable_params": p.trainable_params,
+                    "macs": p.macs,
+                }
+            )
         if as_json:
             return _print_json(rows)
         table = Table("model", "depth", "block", "input", "params", "MACs", title="models")
         for r in rows:
-            table.add_row(r["name"], str(r["depth"]), r["block"], f"{r['input']}px",
-                          f"{r['trainable_params'] / 1e6:.2f}M", f"{r['macs'] / 1e6:,.1f}M")
+            table.add_row(
+                r["name"],
+                str(r["depth"]),
+                r["block"],
+                f"{r['input']}px",
+                f"{r['trainable_params'] / 1e6:.2f}M",
+                f"{r['macs'] / 1e6:,.1f}M",
+            )
         console.print(table)
         return
     spec = get_spec(model)
@@ -157,8 +202,9 @@ def build(
     from resnetctl.models.builder import build_from_spec
     from resnetctl.models.profile import profile_model
 
-    keras_model = build_from_spec(spec, input_size=input_size, num_classes=num_classes, mean=mean,
-                                  std=std, weight_decay=weight_decay)
+    keras_model = build_from_spec(
+        spec, input_size=input_size, num_classes=num_classes, mean=mean, std=std, weight_decay=weight_decay
+    )
     profile = profile_model(keras_model, spec)
     if save:
         from resnetctl import atomic
@@ -170,14 +216,21 @@ def build(
             keras_model.save(tmp)
     if as_json:
         return _print_json({**profile.to_dict(), "saved": str(save) if save else None})
-    table = Table("stage", "output", "layout", "repeats",
-                  title=f"{spec.name} ({spec.depth} layers, {spec.block}, shortcut {spec.shortcut})")
+    table = Table(
+        "stage",
+        "output",
+        "layout",
+        "repeats",
+        title=f"{spec.name} ({spec.depth} layers, {spec.block}, shortcut {spec.shortcut})",
+    )
     for row in profile.stages:
         table.add_row(row.name, row.output_size, row.layout, f"x{row.repeats}")
     console.print(table)
-    console.print(f"input {profile.input_shape}, {profile.num_classes} classes; "
-                  f"params {profile.params:,} (trainable {profile.trainable_params:,}); "
-                  f"MACs per image {profile.macs:,} ({profile.macs / 1e6:,.1f}M)")
+    console.print(
+        f"input {profile.input_shape}, {profile.num_classes} classes; "
+        f"params {profile.params:,} (trainable {profile.trainable_params:,}); "
+        f"MACs per image {profile.macs:,} ({profile.macs / 1e6:,.1f}M)"
+    )
     if save:
         console.print(f"saved {save}")
 
@@ -188,37 +241,57 @@ def train(
     model: Annotated[str, typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).")],
     dataset: Annotated[str, typer.Option(help="Prepared dataset name or path.")] = "shapes",
     data_dir: DataDir = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Total epochs [30].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Global batch size [128].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate [0.1].")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="poly | step | cosine | constant [poly].")] = None,
-    power: Annotated[Optional[float], typer.Option(help="poly: lr0 * (1 - epoch/epochs) ** power [1.0].")] = None,
-    milestones: Annotated[Optional[str], typer.Option(help="step: epochs where lr drops 10x, e.g. 82,123.")] = None,
-    warmup_epochs: Annotated[Optional[float], typer.Option(help="Linear warmup length [0].")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd (momentum 0.9, Nesterov) | adamw [sgd].")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Decay coefficient [5e-4].")] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="[0.1]")] = None,
-    augmentation: Annotated[Optional[str], typer.Option(help="crop-flip | resized-crop-flip | none [by image size].")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="float32 | mixed_float16 | mixed_bfloat16.")] = None,
-    jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA compilation [Keras decides].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="[0]")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(help="Keep checkpoints/epoch_NNNN.keras every N epochs [5].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Total epochs [30].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size [128].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Initial learning rate [0.1].")] = None,
+    schedule: Annotated[str | None, typer.Option(help="poly | step | cosine | constant [poly].")] = None,
+    power: Annotated[float | None, typer.Option(help="poly: lr0 * (1 - epoch/epochs) ** power [1.0].")] = None,
+    milestones: Annotated[str | None, typer.Option(help="step: epochs where lr drops 10x, e.g. 82,123.")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warmup length [0].")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd (momentum 0.9, Nesterov) | adamw [sgd].")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Decay coefficient [5e-4].")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="[0.1]")] = None,
+    augmentation: Annotated[
+        str | None, typer.Option(help="crop-flip | resized-crop-flip | none [by image size].")
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help="float32 | mixed_float16 | mixed_bfloat16.")] = None,
+    jit: Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA compilation [Keras decides].")] = None,
+    seed: Annotated[int | None, typer.Option(help="[0]")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Keep checkpoints/epoch_NNNN.keras every N epochs [5].")
+    ] = None,
     runs_dir: RunsDir = None,
-    run: Annotated[Optional[str], typer.Option(help="Run name [model-dataset-timestamp].")] = None,
+    run: Annotated[str | None, typer.Option(help="Run name [model-dataset-timestamp].")] = None,
     tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard logs.")] = False,
-    in_memory: Annotated[Optional[bool], typer.Option("--in-memory/--stream", help="Hold train in memory or stream it from HDF5 [by size].")] = None,
+    in_memory: Annotated[
+        bool | None, typer.Option("--in-memory/--stream", help="Hold train in memory or stream it from HDF5 [by size].")
+    ] = None,
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
     from resnetctl.training.config import TrainConfig
     from resnetctl.training.trainer import train as run_training
 
     config = TrainConfig(model=model).with_overrides(
-        dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
-        batch_size=batch_size, lr=lr, schedule=schedule, power=power,
-        milestones=_parse_milestones(milestones), warmup_epochs=warmup_epochs, optimizer=optimizer,
-        weight_decay=weight_decay, label_smoothing=label_smoothing, augmentation=augmentation,
-        precision=precision, jit=jit, seed=seed, checkpoint_every=checkpoint_every,
-        runs_dir=str(runs_dir) if runs_dir else None, run=run, tensorboard=tensorboard or None,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        power=power,
+        milestones=_parse_milestones(milestones),
+        warmup_epochs=warmup_epochs,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        augmentation=augmentation,
+        precision=precision,
+        jit=jit,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        runs_dir=str(runs_dir) if runs_dir else None,
+        run=run,
+        tensorboard=tensorboard or None,
         in_memory=in_memory,
     )
     _report(run_training(config, console))
@@ -228,9 +301,9 @@ def train(
 def resume(
     run: RunOpt = None,
     runs_dir: RunsDir = None,
-    epoch: Annotated[Optional[int], typer.Option(help="Restart from this epoch's checkpoint [latest].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Continue with this constant learning rate.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Change the total number of epochs.")] = None,
+    epoch: Annotated[int | None, typer.Option(help="Restart from this epoch's checkpoint [latest].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Continue with this constant learning rate.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Change the total number of epochs.")] = None,
 ):
     """Continue a run from a checkpoint, optionally with a new learning rate."""
     from resnetctl.training.trainer import resume as resume_training
@@ -252,8 +325,10 @@ def _parse_milestones(text: str | None):
 def _report(result) -> None:
     if result.history:
         last = result.history[-1]
-        console.print(f"[green]Done[/]: {result.run.path} at epoch {last['epoch']}; "
-                      f"evaluate with `resnetctl evaluate --run {result.run.path}`")
+        console.print(
+            f"[green]Done[/]: {result.run.path} at epoch {last['epoch']}; "
+            f"evaluate with `resnetctl evaluate --run {result.run.path}`"
+        )
 
 
 # --------------------------------------------------------------------------- evaluate / summary
@@ -262,27 +337,42 @@ def evaluate(
     run: RunOpt = None,
     runs_dir: RunsDir = None,
     checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
-    model: Annotated[Optional[Path], typer.Option("--model", help="Any .keras file from this tool (needs --dataset).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset [the run's].")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Any .keras file from this tool (needs --dataset).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset [the run's].")] = None,
     data_dir: DataDir = None,
     split: Annotated[str, typer.Option(help="test | val | train | unlabelled.")] = "test",
     topk: Annotated[int, typer.Option(help="K of rank-K accuracy.")] = 5,
-    tta: Annotated[Optional[str], typer.Option(help="Test-time augmentation: flip.")] = None,
-    predict: Annotated[Optional[Path], typer.Option(help="Write top-K predictions per image (Tiny ImageNet challenge format).")] = None,
+    tta: Annotated[str | None, typer.Option(help="Test-time augmentation: flip.")] = None,
+    predict: Annotated[
+        Path | None, typer.Option(help="Write top-K predictions per image (Tiny ImageNet challenge format).")
+    ] = None,
     as_json: JsonOpt = False,
 ):
     """Rank-1 and rank-K accuracy, loss, per-class accuracy and the confusion matrix."""
     from resnetctl.evaluation import evaluate as run_evaluation
 
-    r = run_evaluation(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset,
-                       data_dir=data_dir, split=split, topk=topk, tta=tta, predict_path=predict)
+    r = run_evaluation(
+        run,
+        runs_dir=runs_dir,
+        checkpoint=checkpoint,
+        model_path=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        split=split,
+        topk=topk,
+        tta=tta,
+        predict_path=predict,
+    )
     if as_json:
         return _print_json(r)
     head = f"{r['model']} on {r['dataset']}/{r['split']} ({r['images']} images)"
     console.print(head, highlight=False)
     if "rank_1" in r:
-        console.print(f"rank-1 [bold]{r['rank_1']:.4f}[/]  rank-{topk} [bold]{r[f'rank_{topk}']:.4f}[/]  "
-                      f"loss {r['loss']:.4f}")
+        console.print(
+            f"rank-1 [bold]{r['rank_1']:.4f}[/]  rank-{topk} [bold]{r[f'rank_{topk}']:.4f}[/]  loss {r['loss']:.4f}"
+        )
         table = Table("class", "accuracy", "images", title="per class")
         for c in r["per_class"]:
             table.add_row(c["class"], f"{c['accuracy']:.3f}", str(c["images"]))
@@ -300,7 +390,7 @@ def evaluate(
 
 @app.command()
 def summary(
-    runs: Annotated[Optional[list[str]], typer.Argument(help="Run names or paths [every run].")] = None,
+    runs: Annotated[list[str] | None, typer.Argument(help="Run names or paths [every run].")] = None,
     runs_dir: RunsDir = None,
     as_json: JsonOpt = False,
 ):
@@ -320,17 +410,21 @@ def summary(
         table = Table(show_header=False, title=f"run {s['run']}")
         ev = s["latest_evaluation"]
         for key, value in [
-            ("model", s["model"]), ("dataset", s["dataset"]),
+            ("model", s["model"]),
+            ("dataset", s["dataset"]),
             ("recipe", ", ".join(f"{k}={v}" for k, v in s["recipe"].items())),
             ("lr changes", ", ".join(f"epoch {g['from_epoch']}: {g['lr']}" for g in s["segments"]) or "-"),
             ("epochs", f"{s['epochs_done']} of {s['epochs']}"),
-            ("best", f"{s['curve']} {s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}"
-             if s["best_epoch"] else "-"),
+            (
+                "best",
+                f"{s['curve']} {s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}" if s["best_epoch"] else "-",
+            ),
             ("curve", s["sparkline"] or "-"),
             ("evaluation", f"{ev['split']} rank-1 {ev['rank_1']:.4f} ({ev['checkpoint']})" if ev else "-"),
             ("time", f"{s['seconds']:.0f}s, {s['images_per_second']} images/s"),
             ("checkpoints", ", ".join(map(str, s["checkpoints"])) or "-"),
-            ("files", s["path"]), ("monitor", s["monitor"] or "-"),
+            ("files", s["path"]),
+            ("monitor", s["monitor"] or "-"),
             ("resume", s["resume_command"] or "finished"),
         ]:
             table.add_row(key, str(value))
@@ -339,10 +433,16 @@ def summary(
     table = Table("run", "model", "dataset", "epochs", "best val", "test rank-1", "img/s", "curve")
     for s in rows:
         ev = s["latest_evaluation"]
-        table.add_row(s["run"], s["model"], s["dataset"], f"{s['epochs_done']}/{s['epochs']}",
-                      f"{s['best_val_accuracy']:.4f}" if s["best_epoch"] else "-",
-                      f"{ev['rank_1']:.4f}" if ev else "-", str(s["images_per_second"] or "-"),
-                      s["sparkline"])
+        table.add_row(
+            s["run"],
+            s["model"],
+            s["dataset"],
+            f"{s['epochs_done']}/{s['epochs']}",
+            f"{s['best_val_accuracy']:.4f}" if s["best_epoch"] else "-",
+            f"{ev['rank_1']:.4f}" if ev else "-",
+            str(s["images_per_second"] or "-"),
+            s["sparkline"],
+        )
     console.print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,10 +124,8 @@ def evaluate(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=No
                     "dataset": info.name, "images": int(len(images)), "topk": topk, "tta": tta}
     if target.run is not None:
         result["run"] = target.run.name
-        try:
+        with contextlib.suppress(RunError):  # a .keras file not written by train has no epoch
             result["epoch"] = checkpoint_info(target.model_path)["epoch"]
-        except RunError:
-            pass
     if predict_path is not None:
         names = read_filenames(info, split) or [f"{split}_{i}" for i in range(len(images))]
         write_predictions(Path(predict_path), names, probs, info.meta.get("class_ids") or info.classes, topk)
