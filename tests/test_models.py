@@ -22,15 +22,21 @@ PAPER = {
     "resnet56": (0.85e6, 125.75e6),
     "resnet110": (1.7e6, 252.89e6),
 }
-PINNED_TRAINABLE = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
-                    "resnet56": 853_018, "resnet110": 1_727_962}
+PINNED_TRAINABLE = {
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+}
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_builds_runs_saves_and_reloads(name, tmp_path):
     spec = get_spec(name)
     size = 32 if spec.stem != "imagenet" else 64  # any input size works; keep it small
-    model = create_model(name, input_size=size, num_classes=7, augmentation="crop-flip", seed=0)
+    # zero_init_last: untrained 1000-layer networks overflow in inference mode without it
+    model = create_model(name, input_size=size, num_classes=7, augmentation="crop-flip", seed=0, zero_init_last=True)
     images = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
     probs = keras.ops.convert_to_numpy(model(images, training=False))
     assert probs.shape == (2, 7)
@@ -102,16 +108,14 @@ def test_unknown_model_and_bad_options_are_clear_errors():
 
 def test_build_cli_json_and_save(tmp_path):
     out = tmp_path / "r20.keras"
-    proc = run_cli("build", "resnet20", "--input-size", "32", "--num-classes", "10", "--json",
-                   "--save", out)
+    proc = run_cli("build", "resnet20", "--input-size", "32", "--num-classes", "10", "--json", "--save", out)
     report = json.loads(proc.stdout)
     assert report["name"] == "resnet20"
     assert report["trainable_params"] == PINNED_TRAINABLE["resnet20"]
     assert report["input_shape"] == [32, 32, 3] and report["num_classes"] == 10
     assert [s["name"] for s in report["stages"]] == ["stem", "stage1", "stage2", "stage3", "head"]
     # reloadable with plain Keras after `import resnetctl`
-    code = (f"import resnetctl, keras; m = keras.saving.load_model({str(out)!r}); "
-            "print(m.count_params())")
+    code = f"import resnetctl, keras; m = keras.saving.load_model({str(out)!r}); print(m.count_params())"
     import subprocess
     import sys
 
@@ -147,3 +151,24 @@ def test_macs_count_convolutions_and_dense_only():
     manual += 8 * 8 * 9 * 32 * 64 + 8 * 8 * 9 * 64 * 64  # stage 3
     manual += 64 * 10
     assert count_macs(model) == manual
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact-resnet20", "resnet50"])
+def test_zero_init_last_makes_every_residual_branch_start_at_zero(name):
+    model = create_model(name, input_size=32, zero_init_last=True)
+    last = [
+        layer
+        for layer in model.layers
+        if layer.name.endswith(("_2_bn", "_3_bn", "_conv2", "_conv3")) and layer.name.split("_")[1].startswith("block")
+    ]
+    spec = get_spec(name)
+    suffix = ("_conv3" if spec.bottleneck else "_conv2") if spec.preact else ("_3_bn" if spec.bottleneck else "_2_bn")
+    weights = [
+        layer.gamma if isinstance(layer, keras.layers.BatchNormalization) else layer.kernel
+        for layer in last
+        if layer.name.endswith(suffix)
+    ]
+    assert len(weights) == sum(spec.stages)
+    assert all(float(np.abs(keras.ops.convert_to_numpy(w)).max()) == 0.0 for w in weights)
+    default = create_model(name, input_size=32)  # the papers' initialisation stays the default
+    assert float(np.abs(keras.ops.convert_to_numpy(default.get_layer(f"stage1_block1{suffix}").weights[0])).max()) > 0

@@ -177,3 +177,37 @@ def test_train_input_errors(trained, cifar_small, data_dir, runs):
                           (["resnet8", "--dataset", "cifar-small", "--run", "e2e"], "already exists")):
         proc = run_cli("train", *args, "--data-dir", data_dir, "--runs-dir", runs, check=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+
+
+def test_evaluate_a_run_without_checkpoints(cifar_small, data_dir, runs):
+    """The diverged run stopped in its first epoch: nothing to evaluate or resume."""
+    if not (runs / "diverged").exists():
+        test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs)
+    proc = run_cli("evaluate", "--run", runs / "diverged", "--data-dir", data_dir, check=False)
+    assert proc.returncode == 1 and "has no checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("resume", "--run", runs / "diverged", check=False)
+    assert proc.returncode == 1 and "has no checkpoint" in proc.stderr
+
+
+def test_predictions_for_unlabelled_tiny_imagenet_images(data_dir, tmp_path):
+    from tests.conftest import TINY_MINI
+
+    if not (data_dir / "tiny-imagenet").exists():
+        run_cli("prepare", "tiny-imagenet", "--source", TINY_MINI, "--data-dir", data_dir)
+    model = tmp_path / "tiny.keras"
+    run_cli("build", "resnet8", "--dataset", "tiny-imagenet", "--data-dir", data_dir, "--save", model)
+    out = tmp_path / "predictions.csv"
+    proc = run_cli("evaluate", "--model", model, "--dataset", "tiny-imagenet", "--data-dir", data_dir,
+                   "--split", "unlabelled", "--predict", out, "--json")
+    result = json.loads(proc.stdout)
+    assert result["images"] == 100 and "rank_1" not in result
+    meta = json.loads((data_dir / "tiny-imagenet" / "meta.json").read_text())
+    lines = out.read_text().splitlines()
+    assert len(lines) == 100
+    for line in lines:
+        name, *classes = line.split(" ")
+        assert name.startswith("test_") and name.endswith(".JPEG")
+        assert len(classes) == 5 == len(set(classes)) and set(classes) <= set(meta["class_ids"])
+    proc = run_cli("evaluate", "--model", model, "--dataset", "tiny-imagenet", "--data-dir", data_dir,
+                   "--split", "unlabelled", check=False)
+    assert proc.returncode == 1 and "--predict" in proc.stderr

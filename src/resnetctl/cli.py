@@ -150,6 +150,7 @@ def build(
     num_classes: Annotated[int | None, typer.Option(help="Number of classes.")] = None,
     shortcut: Annotated[str | None, typer.Option(help="A | B | avgpool (CIFAR ResNets default to A).")] = None,
     weight_decay: Annotated[float, typer.Option(help="Decay coefficient on conv/dense kernels.")] = 0.0,
+    zero_init_last: Annotated[bool, typer.Option(help="Start each residual branch at zero.")] = False,
     save: Annotated[Path | None, typer.Option(help="Save the untrained model to PATH.keras.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List every model with depth, parameters, MACs.")] = False,
     as_json: JsonOpt = False,
@@ -262,6 +263,9 @@ def train(
     ] = None,
     runs_dir: RunsDir = None,
     run: Annotated[str | None, typer.Option(help="Run name [model-dataset-timestamp].")] = None,
+    zero_init_last: Annotated[
+        bool, typer.Option(help="Start each residual branch at zero (timm's zero_init_last).")
+    ] = False,
     tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard logs.")] = False,
     in_memory: Annotated[
         bool | None, typer.Option("--in-memory/--stream", help="Hold train in memory or stream it from HDF5 [by size].")
@@ -293,6 +297,7 @@ def train(
         run=run,
         tensorboard=tensorboard or None,
         in_memory=in_memory,
+        zero_init_last=zero_init_last or None,
     )
     _report(run_training(config, console))
 

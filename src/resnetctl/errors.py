@@ -33,7 +33,7 @@ class RunError(ResnetctlError):
     """A run directory, checkpoint or training option that cannot be used."""
 
 
-class TrainingStopped(ResnetctlError):
-    """Training stopped early on purpose (signal, non-finite loss); the run stays resumable."""
+class Stopped(ResnetctlError):
+    """Stopped early on purpose (a signal, a non-finite loss); nothing half-written is left."""
 
     exit_code = 130

@@ -21,7 +21,8 @@ from resnetctl import __version__, atomic, paths
 from resnetctl.data import store
 from resnetctl.data.images import BadImage, decode_image, ordered_parallel_map, resize_center_crop
 from resnetctl.data.records import ArrayRecords, FileRecords, Records, SourceData, stratified_split
-from resnetctl.errors import DatasetError
+from resnetctl.errors import DatasetError, Stopped
+from resnetctl.signals import stop_on_signals
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _decode_block(records: FileRecords, size: int):
 
 
 def _write_split(records: Records, path: Path, size: int, progress: PrepareProgress,
-                 workers: int | None) -> tuple[store.SplitWriter, list[dict]]:
+                 workers: int | None, signals: dict) -> tuple[store.SplitWriter, list[dict]]:
     is_files = isinstance(records, FileRecords)
     writer = store.SplitWriter(path, size, len(records), store_names=is_files)
     skipped: list[dict] = []
@@ -146,15 +147,23 @@ def _write_split(records: Records, path: Path, size: int, progress: PrepareProgr
                     images = np.stack([resize_center_crop(im, size) for im in images])
                 writer.append(images, records.labels[index])
                 progress.advance(len(index))
+                _check(signals)
         else:
             decoded = ordered_parallel_map(_decode_block(records, size), blocks, workers)
             for index, (images, keep, bad) in zip(blocks, decoded, strict=True):
                 writer.append(images, records.labels[keep], [records.names[i] for i in keep])
                 skipped.extend(bad)
                 progress.advance(len(index))
+                _check(signals)
     finally:
         writer.close()
     return writer, skipped
+
+
+def _check(signals: dict) -> None:
+    if signals["signal"]:
+        raise Stopped(f"prepare stopped by {signals['signal']}; nothing was kept",
+                      hint="run the same command again to start over")
 
 
 def prepare_dataset(
@@ -213,62 +222,63 @@ def prepare_dataset(
     atomic.remove_stale_temps(root, name)
     tmp = atomic.temp_sibling(target)
     tmp.mkdir()
-    try:
-        meta_splits, skipped, train_writer = {}, [], None
-        for split, records in splits.items():
-            if split in ("train", "val"):  # consecutive images of mixed classes for streaming
-                records = records.subset(rng.permutation(len(records)))
-            progress.start_split(split, len(records))
-            writer, bad = _write_split(records, tmp / f"{split}.h5", image_size, progress, workers)
-            progress.end_split(split, writer.count, len(bad))
-            skipped.extend(bad)
-            if writer.count == 0:
-                raise DatasetError(f"No usable image in the {split} split of {source_path}",
-                                   hint="see the skipped files above")
-            labelled = split != "unlabelled"
-            meta_splits[split] = {"count": writer.count, "labelled": labelled}
-            if labelled:
-                meta_splits[split]["class_counts"] = _class_counts(tmp / f"{split}.h5", len(data.classes))
-            if split == "train":
-                train_writer = writer
-        mean, std = train_writer.mean_std()
-        meta = {
-            "format_version": store.FORMAT_VERSION,
-            "name": name,
-            "kind": kind,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "resnetctl_version": __version__,
-            "source": {"path": str(source_path) if source_path else None, "checksum": digest,
-                       "checksum_algorithm": ("md5" if digest and len(digest) == 32 else "sha256")
-                       if digest else None},
-            "image_size": image_size,
-            "classes": data.classes,
-            "class_ids": data.class_ids,
-            "mean": mean,
-            "std": std,
-            "splits": meta_splits,
-            "val_split": val_split,
-            "seed": seed,
-            "skipped": skipped,
-            "ignored_files": len(data.ignored),
-        }
-        atomic.write_json(tmp / store.META, meta)
-        if target.exists():
-            old = target.with_name(f".{name}{atomic.TEMP_MARK}old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno == errno.ENOSPC:
-            raise DatasetError(f"Disk full while writing {name} in {root}",
-                               hint="free some space or choose --data-dir elsewhere") from None
-        raise DatasetError(f"Cannot write {name} in {root}: {exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with stop_on_signals() as signals:
+        try:
+            meta_splits, skipped, train_writer = {}, [], None
+            for split, records in splits.items():
+                if split in ("train", "val"):  # consecutive images of mixed classes for streaming
+                    records = records.subset(rng.permutation(len(records)))
+                progress.start_split(split, len(records))
+                writer, bad = _write_split(records, tmp / f"{split}.h5", image_size, progress, workers, signals)
+                progress.end_split(split, writer.count, len(bad))
+                skipped.extend(bad)
+                if writer.count == 0:
+                    raise DatasetError(f"No usable image in the {split} split of {source_path}",
+                                       hint="see the skipped files above")
+                labelled = split != "unlabelled"
+                meta_splits[split] = {"count": writer.count, "labelled": labelled}
+                if labelled:
+                    meta_splits[split]["class_counts"] = _class_counts(tmp / f"{split}.h5", len(data.classes))
+                if split == "train":
+                    train_writer = writer
+            mean, std = train_writer.mean_std()
+            meta = {
+                "format_version": store.FORMAT_VERSION,
+                "name": name,
+                "kind": kind,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "resnetctl_version": __version__,
+                "source": {"path": str(source_path) if source_path else None, "checksum": digest,
+                           "checksum_algorithm": ("md5" if digest and len(digest) == 32 else "sha256")
+                           if digest else None},
+                "image_size": image_size,
+                "classes": data.classes,
+                "class_ids": data.class_ids,
+                "mean": mean,
+                "std": std,
+                "splits": meta_splits,
+                "val_split": val_split,
+                "seed": seed,
+                "skipped": skipped,
+                "ignored_files": len(data.ignored),
+            }
+            atomic.write_json(tmp / store.META, meta)
+            if target.exists():
+                old = target.with_name(f".{name}{atomic.TEMP_MARK}old-{os.getpid()}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno == errno.ENOSPC:
+                raise DatasetError(f"Disk full while writing {name} in {root}",
+                                   hint="free some space or choose --data-dir elsewhere") from None
+            raise DatasetError(f"Cannot write {name} in {root}: {exc}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return store.open_dataset(target)
 
 

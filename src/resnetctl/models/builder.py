@@ -29,25 +29,31 @@ class LayerFactory:
     l2: float
     bn_momentum: float
     bn_epsilon: float
+    zero_init_last: bool = False  # each residual branch starts at zero (timm's zero_init_last)
 
     def _regularizer(self):
         return keras.regularizers.L2(self.l2) if self.l2 > 0 else None
 
-    def conv(self, x, filters, kernel, stride=1, name=""):
+    def conv(self, x, filters, kernel, stride=1, name="", last=False):
+        """``last``: the final conv of a pre-activation residual branch."""
         return keras.layers.Conv2D(
             filters,
             kernel,
             strides=stride,
             padding="same",
             use_bias=False,
-            kernel_initializer="he_normal",
+            kernel_initializer="zeros" if last and self.zero_init_last else "he_normal",
             kernel_regularizer=self._regularizer(),
             name=name,
         )(x)
 
-    def bn(self, x, name):
+    def bn(self, x, name, last=False):
+        """``last``: the final BN of a post-activation residual branch."""
         return keras.layers.BatchNormalization(
-            momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            gamma_initializer="zeros" if last and self.zero_init_last else "ones",
+            name=name,
         )(x)
 
     def bn_relu(self, x, name):
@@ -82,7 +88,7 @@ def basic_block(f, x, width, stride, shortcut, prefix, **_):
     y = f.conv(x, width, 3, stride, name=f"{prefix}_conv1")
     y = f.bn_relu(y, f"{prefix}_1")
     y = f.conv(y, width, 3, name=f"{prefix}_conv2")
-    y = f.bn(y, f"{prefix}_2_bn")
+    y = f.bn(y, f"{prefix}_2_bn", last=True)
     s = _shortcut(f, x, x, width, stride, shortcut, prefix)
     if s is not x and shortcut != "A":
         s = f.bn(s, f"{prefix}_shortcut_bn")
@@ -98,7 +104,7 @@ def bottleneck_block(f, x, width, stride, shortcut, prefix, expansion=4):
     y = f.conv(y, inner, 3, stride, name=f"{prefix}_conv2")
     y = f.bn_relu(y, f"{prefix}_2")
     y = f.conv(y, width, 1, name=f"{prefix}_conv3")
-    y = f.bn(y, f"{prefix}_3_bn")
+    y = f.bn(y, f"{prefix}_3_bn", last=True)
     s = _shortcut(f, x, x, width, stride, shortcut, prefix)
     if s is not x and shortcut != "A":
         s = f.bn(s, f"{prefix}_shortcut_bn")
@@ -111,7 +117,7 @@ def preact_basic_block(f, x, width, stride, shortcut, prefix, **_):
     a = f.bn_relu(x, f"{prefix}_preact")
     y = f.conv(a, width, 3, stride, name=f"{prefix}_conv1")
     y = f.bn_relu(y, f"{prefix}_1")
-    y = f.conv(y, width, 3, name=f"{prefix}_conv2")
+    y = f.conv(y, width, 3, name=f"{prefix}_conv2", last=True)
     s = _shortcut(f, x, a, width, stride, shortcut, prefix)
     return keras.layers.Add(name=f"{prefix}_add")([s, y])
 
@@ -124,7 +130,7 @@ def preact_bottleneck_block(f, x, width, stride, shortcut, prefix, expansion=4):
     y = f.bn_relu(y, f"{prefix}_1")
     y = f.conv(y, inner, 3, stride, name=f"{prefix}_conv2")
     y = f.bn_relu(y, f"{prefix}_2")
-    y = f.conv(y, width, 1, name=f"{prefix}_conv3")
+    y = f.conv(y, width, 1, name=f"{prefix}_conv3", last=True)
     s = _shortcut(f, x, a, width, stride, shortcut, prefix)
     return keras.layers.Add(name=f"{prefix}_add")([s, y])
 
@@ -166,6 +172,7 @@ def build_from_spec(
     augmentation: str = "none",
     max_shift: int | None = None,
     seed: int | None = None,
+    zero_init_last: bool = False,
 ) -> keras.Model:
     """Build ``spec`` as a functional model: raw uint8 RGB in, class probabilities out.
 
@@ -173,6 +180,9 @@ def build_from_spec(
     model needs nothing beside it to predict. ``weight_decay`` is the decay coefficient of
     the papers (gradient += wd * w), applied as an L2 penalty of ``wd / 2`` on conv and dense
     kernels. ``augmentation`` adds a training-only :class:`RandomCropFlip` after the input.
+    ``zero_init_last`` starts every residual branch at zero (Goyal et al. 2017; timm's default):
+    without it, an untrained 1000-layer network overflows in inference mode, where fresh
+    batch-norm statistics do not rescale. The papers' initialisation is the default.
     """
     input_size = int(input_size or spec.input_size)
     num_classes = int(num_classes or spec.num_classes)
@@ -182,7 +192,8 @@ def build_from_spec(
         raise ModelError(f"A classifier needs 2 or more classes. Received: num_classes={num_classes}")
     if augmentation not in AUGMENTATIONS:
         raise ModelError(f"Unknown augmentation {augmentation!r}", hint=f"use one of {AUGMENTATIONS}")
-    f = LayerFactory(l2=weight_decay / 2.0, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+    f = LayerFactory(l2=weight_decay / 2.0, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
+                     zero_init_last=zero_init_last)
 
     inputs = keras.Input((input_size, input_size, 3), dtype="uint8", name="image")
     x = inputs

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import signal
 import time
-from contextlib import contextmanager
 
 import keras
 
@@ -20,25 +18,6 @@ class StopRequested(Exception):
         super().__init__(reason)
         self.reason = reason
         self.epoch = epoch  # 1-based epoch that was running
-
-
-@contextmanager
-def stop_on_signals():
-    """SIGINT/SIGTERM set a flag that :class:`RunRecorder` checks after every batch;
-    a second Ctrl+C aborts at once."""
-    state = {"signal": None}
-
-    def handler(signum, frame):
-        if state["signal"] is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        state["signal"] = signal.Signals(signum).name
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield state
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def plot_monitor(rows: list[dict], path) -> None:

@@ -24,6 +24,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
+    zero_init_last: bool = False
     augmentation: str | None = None  # None: chosen from the image size
     precision: str = "float32"
     jit: bool | None = None  # None: Keras decides ("auto")

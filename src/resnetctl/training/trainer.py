@@ -13,10 +13,11 @@ from rich.console import Console
 from resnetctl import __version__, paths
 from resnetctl.data.pipeline import fit_inputs
 from resnetctl.data.store import DatasetInfo, open_dataset, read_split
-from resnetctl.errors import RunError, TrainingStopped
+from resnetctl.errors import RunError, Stopped
 from resnetctl.models import create_model, get_spec
 from resnetctl.runs import RunDir, find_run, load_model
-from resnetctl.training.callbacks import RunRecorder, StopRequested, stop_on_signals
+from resnetctl.signals import stop_on_signals
+from resnetctl.training.callbacks import RunRecorder, StopRequested
 from resnetctl.training.config import OPTIMIZERS, PRECISIONS, TrainConfig
 from resnetctl.training.losses import SparseCrossentropy
 from resnetctl.training.progress import RichProgress
@@ -123,6 +124,7 @@ def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
         weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
         augmentation=augmentation,
         seed=config.seed,
+        zero_init_last=config.zero_init_last,
     )
     steps = math.ceil(info.splits["train"] / config.batch_size)
     schedule = make_schedule(config, steps)
@@ -226,6 +228,6 @@ def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, history: li
                     else f"start again: resnetctl train {config.model} --dataset {config.dataset}")
             if "non-finite" in stop.reason:
                 hint += " --lr <lower>"
-            raise TrainingStopped(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}",
+            raise Stopped(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}",
                                   hint=hint) from None
     return TrainResult(run, history)
