@@ -1,6 +1,6 @@
 """Prepare throughput on a generated folder of JPEGs, against a plain serial loop, in one invocation.
 
-    python benchmarks/prepare.py [--images 20000] [--size 64]
+    python benchmarks/prepare.py [--images 20000] [--size 64] [--source-size 64]
 
 Prints images/s of: cv2.imdecode alone on one core (the per-core decode limit), a plain serial
 loop (cv2.imread each file, write it into HDF5), and `resnetctl prepare folder`; then the ratios.
@@ -51,7 +51,10 @@ def serial_loop(files: list[Path], size: int, out: Path) -> float:
         images = f.create_dataset("images", (len(files), size, size, 3), np.uint8)
         labels = f.create_dataset("labels", (len(files),), np.int32)
         for i, path in enumerate(files):
-            images[i] = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            if image.shape[0] != size:
+                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            images[i] = image
             labels[i] = int(path.parent.name.removeprefix("class"))
     return len(files) / (time.perf_counter() - start)
 
@@ -67,12 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--source-size", type=int, default=None, help="pixels of the JPEGs [--size]")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     cv2.setNumThreads(1)
     tmp = Path(tempfile.mkdtemp(prefix="resnetctl-bench-"))
     try:
-        files = make_folder(tmp / "src", args.images, args.size)
+        source_size = args.source_size or args.size
+        files = make_folder(tmp / "src", args.images, source_size)
         cores = worker_count()
         limit = decode_limit(files)
         serial, parallel = [], []
@@ -80,7 +85,7 @@ def main() -> None:
             serial.append(serial_loop(files, args.size, tmp / "serial.h5"))
             parallel.append(ours(tmp / "src", args.size, tmp / "data", args.images))
         s, p = max(serial), max(parallel)
-        print(f"{args.images} JPEGs of {args.size}x{args.size}, {cores} cores")
+        print(f"{args.images} JPEGs of {source_size}x{source_size} -> {args.size}x{args.size}, {cores} cores")
         print(f"decode limit (cv2.imdecode, 1 core): {limit:10.0f} images/s")
         print(f"serial loop (imread + HDF5 write):    {s:10.0f} images/s")
         print(f"resnetctl prepare folder:             {p:10.0f} images/s")
