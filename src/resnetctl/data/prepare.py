@@ -238,7 +238,9 @@ def prepare_dataset(
                 labelled = split != "unlabelled"
                 meta_splits[split] = {"count": writer.count, "labelled": labelled}
                 if labelled:
-                    meta_splits[split]["class_counts"] = _class_counts(tmp / f"{split}.h5", len(data.classes))
+                    counts = np.zeros(len(data.classes), np.int64)
+                counts[: len(writer.class_counts)] = writer.class_counts
+                meta_splits[split]["class_counts"] = counts.tolist()
                 if split == "train":
                     train_writer = writer
             mean, std = train_writer.mean_std()
@@ -280,10 +282,3 @@ def prepare_dataset(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return store.open_dataset(target)
-
-
-def _class_counts(path: Path, num_classes: int) -> list[int]:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return np.bincount(f["labels"][...], minlength=num_classes).astype(int).tolist()

@@ -35,6 +35,7 @@ class SplitWriter:
         self.chunk = chunk_length(image_size)
         self.count = 0
         self.histogram = np.zeros(3 * 256, np.int64)  # exact per-channel value counts
+        self.class_counts = np.zeros(0, np.int64)
         self.file = h5py.File(path, "w")
         shape = (image_size, image_size, 3)
         self.images = self.file.create_dataset(
@@ -73,6 +74,11 @@ class SplitWriter:
         # took most of prepare's time on small images
         keyed = images.reshape(-1, 3).astype(np.uint16) + _CHANNEL_OFFSETS
         self.histogram += np.bincount(keyed.ravel(), minlength=3 * 256)
+        labelled = np.asarray(labels)[np.asarray(labels) >= 0]
+        if labelled.size:
+            counts = np.bincount(labelled, minlength=len(self.class_counts))
+            counts[: len(self.class_counts)] += self.class_counts
+            self.class_counts = counts
         self.count = end
 
     def close(self) -> None:

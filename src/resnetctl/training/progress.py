@@ -50,6 +50,7 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.lr = self.schedule.at_epoch(epoch)  # once per epoch, not on the per-batch path
         self.started = time.perf_counter()
         if self.progress is not None:
             if self.task is not None:
@@ -67,7 +68,7 @@ class RichProgress(keras.callbacks.Callback):
         stats = (
             f"loss {float(logs.get('loss', float('nan'))):.4f} "
             f"acc {float(logs.get('accuracy', float('nan'))):.4f} "
-            f"lr {self.schedule.at_epoch(self.epoch):.2e} {done / elapsed:.1f} steps/s"
+            f"lr {self.lr:.2e} {done / elapsed:.1f} steps/s"
         )
         self.progress.update(self.task, completed=done, stats=stats)
 

@@ -15,7 +15,7 @@ from resnetctl.data.pipeline import fit_inputs
 from resnetctl.data.store import DatasetInfo, open_dataset, read_split
 from resnetctl.errors import RunError, Stopped
 from resnetctl.models import create_model, get_spec
-from resnetctl.runs import RunDir, find_run, load_model
+from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model
 from resnetctl.signals import stop_on_signals
 from resnetctl.training.callbacks import RunRecorder, StopRequested
 from resnetctl.training.config import OPTIMIZERS, PRECISIONS, TrainConfig
@@ -199,8 +199,6 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | 
 
 
 def _epoch_of(path) -> int:
-    from resnetctl.runs import checkpoint_info
-
     return int(checkpoint_info(path)["epoch"])
 
 
