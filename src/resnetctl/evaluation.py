@@ -44,10 +44,7 @@ def resolve_target(run=None, *, runs_dir=None, checkpoint: str = "best", model_p
             epoch = int(checkpoint)
         except ValueError:
             raise RunError(f"Unknown checkpoint {checkpoint!r}", hint="use best, last or an epoch number") from None
-        path, label = rd.epoch_path(epoch), f"epoch{epoch:04d}"
-        if not path.exists():
-            have = ", ".join(map(str, rd.checkpoints())) or "none"
-            raise RunError(f"No checkpoint of epoch {epoch} in {rd.path}", hint=f"epochs with a checkpoint: {have}")
+        path, label = rd.checkpoint(epoch), f"epoch{epoch:04d}"
     if not path.exists():
         raise RunError(f"Run {rd.path} has no checkpoint yet", hint="it stopped before its first epoch ended")
     info = open_dataset(dataset or config["dataset"], data_dir or config.get("data_dir"))

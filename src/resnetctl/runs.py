@@ -78,6 +78,15 @@ class RunDir:
                 found.setdefault(checkpoint_info(p)["epoch"], p)
         return dict(sorted(found.items()))
 
+    def checkpoint(self, epoch: int) -> Path:
+        """The checkpoint holding ``epoch``, or an error listing the epochs that have one."""
+        checkpoints = self.checkpoints()
+        if epoch not in checkpoints:
+            have = ", ".join(map(str, checkpoints)) or "none"
+            raise RunError(f"No checkpoint of epoch {epoch} in {self.path}",
+                           hint=f"epochs with a checkpoint: {have}")
+        return checkpoints[epoch]
+
     def evaluations(self) -> list[dict]:
         out = []
         for p in sorted(self.path.glob("eval-*.json")):

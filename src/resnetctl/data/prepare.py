@@ -205,8 +205,9 @@ def prepare_dataset(
         source_path = _download(kind)
 
     digest = None
+    algorithm = "md5" if checksum and len(checksum) == 32 else "sha256"
     if source_path is not None and source_path.is_file():
-        digest = file_digest(source_path, "md5" if checksum and len(checksum) == 32 else "sha256")
+        digest = file_digest(source_path, algorithm)
         if checksum and digest != checksum.lower():
             raise DatasetError(f"Checksum mismatch for {source_path}: expected {checksum}, got {digest}",
                                hint="the file is damaged or not the one you meant; download it again")
@@ -251,8 +252,7 @@ def prepare_dataset(
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "resnetctl_version": __version__,
                 "source": {"path": str(source_path) if source_path else None, "checksum": digest,
-                           "checksum_algorithm": ("md5" if digest and len(digest) == 32 else "sha256")
-                           if digest else None},
+                           "checksum_algorithm": algorithm if digest else None},
                 "image_size": image_size,
                 "classes": data.classes,
                 "class_ids": data.class_ids,

@@ -74,7 +74,8 @@ class SplitWriter:
         # took most of prepare's time on small images
         keyed = images.reshape(-1, 3).astype(np.uint16) + _CHANNEL_OFFSETS
         self.histogram += np.bincount(keyed.ravel(), minlength=3 * 256)
-        labelled = np.asarray(labels)[np.asarray(labels) >= 0]
+        labels = np.asarray(labels)
+        labelled = labels[labels >= 0]
         if labelled.size:
             counts = np.bincount(labelled, minlength=len(self.class_counts))
             counts[: len(self.class_counts)] += self.class_counts

@@ -68,8 +68,9 @@ class LayerFactory:
         )(x)
 
 
-def _shortcut(f: LayerFactory, x, source, out_channels, stride, kind, prefix):
-    """The residual branch's partner. ``source`` is what a projection reads (pre-activated)."""
+def _shortcut(f: LayerFactory, x, source, out_channels, stride, kind, prefix, normalise=False):
+    """The residual branch's partner. ``source`` is what a projection reads (pre-activated);
+    ``normalise`` puts a BN after a projection (post-activation blocks)."""
     if stride == 1 and x.shape[-1] == out_channels:
         return x
     if kind == "A":
@@ -80,7 +81,7 @@ def _shortcut(f: LayerFactory, x, source, out_channels, stride, kind, prefix):
         )(source)
         stride = 1
     projected = f.conv(source, out_channels, 1, stride, name=f"{prefix}_shortcut_conv")
-    return projected
+    return f.bn(projected, f"{prefix}_shortcut_bn") if normalise else projected
 
 
 def basic_block(f, x, width, stride, shortcut, prefix, **_):
@@ -89,9 +90,7 @@ def basic_block(f, x, width, stride, shortcut, prefix, **_):
     y = f.bn_relu(y, f"{prefix}_1")
     y = f.conv(y, width, 3, name=f"{prefix}_conv2")
     y = f.bn(y, f"{prefix}_2_bn", last=True)
-    s = _shortcut(f, x, x, width, stride, shortcut, prefix)
-    if s is not x and shortcut != "A":
-        s = f.bn(s, f"{prefix}_shortcut_bn")
+    s = _shortcut(f, x, x, width, stride, shortcut, prefix, normalise=True)
     y = keras.layers.Add(name=f"{prefix}_add")([s, y])
     return keras.layers.Activation("relu", name=f"{prefix}_out")(y)
 
@@ -105,9 +104,7 @@ def bottleneck_block(f, x, width, stride, shortcut, prefix, expansion=4):
     y = f.bn_relu(y, f"{prefix}_2")
     y = f.conv(y, width, 1, name=f"{prefix}_conv3")
     y = f.bn(y, f"{prefix}_3_bn", last=True)
-    s = _shortcut(f, x, x, width, stride, shortcut, prefix)
-    if s is not x and shortcut != "A":
-        s = f.bn(s, f"{prefix}_shortcut_bn")
+    s = _shortcut(f, x, x, width, stride, shortcut, prefix, normalise=True)
     y = keras.layers.Add(name=f"{prefix}_add")([s, y])
     return keras.layers.Activation("relu", name=f"{prefix}_out")(y)
 

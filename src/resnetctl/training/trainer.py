@@ -160,9 +160,7 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | 
                        hint=f"start it again with `resnetctl train {config.model}`")
     if epoch is None:
         epoch = max(checkpoints)
-    elif epoch not in checkpoints:
-        raise RunError(f"No checkpoint of epoch {epoch} in {rd.path}",
-                       hint=f"epochs with a checkpoint: {', '.join(map(str, checkpoints))}")
+    start_from = rd.checkpoint(epoch)
     if epochs is not None:
         config = replace(config, epochs=epochs)
     if lr is not None and not lr > 0:
@@ -177,7 +175,7 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | 
 
     _set_up_backend(config)
     info = open_dataset(config.dataset, config.data_dir)
-    model = load_model(checkpoints[epoch])
+    model = load_model(start_from)
     steps = math.ceil(info.splits["train"] / config.batch_size)
     schedule = make_schedule(config, steps, constant_lr)
     model.optimizer.learning_rate = schedule
@@ -186,7 +184,7 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | 
         if stale > epoch:
             path.unlink()
     for path in (rd.last_path, rd.best_path):
-        if path.exists() and path != checkpoints[epoch] and _epoch_of(path) > epoch:
+        if path.exists() and path != start_from and _epoch_of(path) > epoch:
             path.unlink()
     history = [r for r in rd.history() if r["epoch"] <= epoch]
     rd.write_history(history)
