@@ -177,6 +177,11 @@ def test_train_input_errors(trained, cifar_small, data_dir, runs):
                           (["resnet8", "--dataset", "cifar-small", "--run", "e2e"], "already exists")):
         proc = run_cli("train", *args, "--data-dir", data_dir, "--runs-dir", runs, check=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    usage = run_cli("train", "resnet8", "--bogus", check=False)  # a usage error, reported by Typer
+    assert usage.returncode == 2 and "No such option: --bogus" in usage.stderr
+    assert "Traceback" not in usage.stderr
+    strategy = run_cli("train", "resnet8", "--strategy", "ring", "--data-dir", data_dir, check=False)
+    assert strategy.returncode == 1 and "Unknown strategy 'ring'" in strategy.stderr
 
 
 def test_evaluate_a_run_without_checkpoints(cifar_small, data_dir, runs):

@@ -39,6 +39,13 @@ RunsDir = Annotated[
 ]
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run name or path [default: the latest run].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto | none | mirrored | multi-worker. auto: multi-worker when TF_CONFIG names several workers, "
+        "else every local GPU (mirrored) when there are several, else one device."
+    ),
+]
 
 
 def _version(value: bool):
@@ -270,6 +277,7 @@ def train(
     in_memory: Annotated[
         bool | None, typer.Option("--in-memory/--stream", help="Hold train in memory or stream it from HDF5 [by size].")
     ] = None,
+    strategy: StrategyOpt = "auto",
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
     from resnetctl.training.config import TrainConfig
@@ -299,7 +307,7 @@ def train(
         in_memory=in_memory,
         zero_init_last=zero_init_last or None,
     )
-    _report(run_training(config, console))
+    _report(run_training(config, console, strategy=strategy))
 
 
 @app.command()
@@ -309,11 +317,14 @@ def resume(
     epoch: Annotated[int | None, typer.Option(help="Restart from this epoch's checkpoint [latest].")] = None,
     lr: Annotated[float | None, typer.Option(help="Continue with this constant learning rate.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Change the total number of epochs.")] = None,
+    strategy: StrategyOpt = "auto",
 ):
     """Continue a run from a checkpoint, optionally with a new learning rate."""
     from resnetctl.training.trainer import resume as resume_training
 
-    _report(resume_training(run, runs_dir=runs_dir, epoch=epoch, lr=lr, epochs=epochs, console=console))
+    _report(
+        resume_training(run, runs_dir=runs_dir, epoch=epoch, lr=lr, epochs=epochs, console=console, strategy=strategy)
+    )
 
 
 def _parse_milestones(text: str | None):
@@ -328,7 +339,9 @@ def _parse_milestones(text: str | None):
 
 
 def _report(result) -> None:
-    if result.history:
+    if result.placement and not result.placement.chief:
+        console.print(f"[green]Done[/]: worker {result.placement.worker}; the chief worker wrote run {result.run.name}")
+    elif result.history:
         last = result.history[-1]
         console.print(
             f"[green]Done[/]: {result.run.path} at epoch {last['epoch']}; "
@@ -470,11 +483,10 @@ def main() -> None:
         err_console.print("[bold red]interrupted[/]")
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # usage errors; matched by shape, as Typer >= 0.29 vendors Click and older Typer uses Click's own
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(1)
         raise

@@ -11,14 +11,15 @@ import keras
 from rich.console import Console
 
 from resnetctl import __version__, paths
-from resnetctl.data.pipeline import fit_inputs
-from resnetctl.data.store import DatasetInfo, open_dataset, read_split
+from resnetctl.data.pipeline import fit_inputs, validation_inputs
+from resnetctl.data.store import DatasetInfo, open_dataset
 from resnetctl.errors import RunError, Stopped
 from resnetctl.models import create_model, get_spec
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model
 from resnetctl.signals import stop_on_signals
 from resnetctl.training.callbacks import RunRecorder, StopRequested
 from resnetctl.training.config import OPTIMIZERS, PRECISIONS, TrainConfig
+from resnetctl.training.distribute import Placement, resolve
 from resnetctl.training.losses import SparseCrossentropy
 from resnetctl.training.progress import RichProgress
 from resnetctl.training.schedules import EpochSchedule, check_schedule_args
@@ -28,6 +29,7 @@ from resnetctl.training.schedules import EpochSchedule, check_schedule_args
 class TrainResult:
     run: RunDir
     history: list[dict]
+    placement: Placement | None = None
 
     @property
     def epochs_done(self) -> int:
@@ -102,55 +104,62 @@ def _dataset_summary(info: DatasetInfo) -> dict:
             "mean": info.mean, "std": info.std}
 
 
-def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
-    """Train ``config.model`` on ``config.dataset`` in a new run dir."""
+def train(config: TrainConfig, console: Console | None = None, strategy: str = "auto") -> TrainResult:
+    """Train ``config.model`` on ``config.dataset`` in a new run dir, placed by ``strategy``."""
     _validate(config)
+    placement = resolve(strategy)
+    placement.check_batch_size(config.batch_size)
     info = open_dataset(config.dataset, config.data_dir)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = config.run or f"{config.model}-{info.name}-{stamp}"
     run = RunDir(paths.runs_dir(config.runs_dir) / name)
-    if run.config_path.exists():
+    if placement.chief and run.config_path.exists():
         raise RunError(f"Run {run.path} already exists",
                        hint="resume it with `resnetctl resume --run` or pick another --run name")
     augmentation = config.augmentation or default_augmentation(info.image_size)
     config = replace(config, run=name, augmentation=augmentation)
     _set_up_backend(config)
-    model = create_model(
-        config.model,
-        input_size=info.image_size,
-        num_classes=info.num_classes,
-        mean=info.mean,
-        std=info.std,
-        weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
-        augmentation=augmentation,
-        seed=config.seed,
-        zero_init_last=config.zero_init_last,
-    )
-    steps = math.ceil(info.splits["train"] / config.batch_size)
-    schedule = make_schedule(config, steps)
-    compile_model(model, config, schedule, info.num_classes)
-    run.path.mkdir(parents=True, exist_ok=True)
-    record = {
-        **config.to_dict(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "steps_per_epoch": steps,
-        "segments": [],
-        "dataset_info": _dataset_summary(info),
-        "versions": library_versions(),
-    }
-    run.write_config(record)
-    return _fit(run, model, config, info, [], 0, schedule, console)
+    with placement.scope(), placement.output(run) as out:
+        model = create_model(
+            config.model,
+            input_size=info.image_size,
+            num_classes=info.num_classes,
+            mean=info.mean,
+            std=info.std,
+            weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
+            augmentation=augmentation,
+            seed=config.seed,
+            zero_init_last=config.zero_init_last,
+        )
+        steps = math.ceil(info.splits["train"] / config.batch_size)
+        schedule = make_schedule(config, steps)
+        compile_model(model, config, schedule, info.num_classes)
+        out.path.mkdir(parents=True, exist_ok=True)
+        record = {
+            **config.to_dict(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "steps_per_epoch": steps,
+            "segments": [],
+            "dataset_info": _dataset_summary(info),
+            "versions": library_versions(),
+            "placement": placement.to_dict(),
+        }
+        out.write_config(record)
+        history = _fit(out, model, config, info, [], 0, schedule, console, placement)
+    return TrainResult(run, history, placement)
 
 
 def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | None = None,
            lr: float | None = None, epochs: int | None = None,
-           console: Console | None = None) -> TrainResult:
+           console: Console | None = None, strategy: str = "auto") -> TrainResult:
     """Continue a run from the checkpoint of ``epoch`` (default: its latest).
 
     Model, optimizer state (iterations, momentum) and schedule position come back; history
     rows, checkpoints and segments after ``epoch`` are dropped, so curves have no gaps or
     duplicates. ``lr`` continues with that constant rate; ``epochs`` changes the total.
+    Checkpoints don't depend on the placement: a run can resume on more or fewer devices.
     """
+    placement = resolve(strategy)
     rd = find_run(run, runs_dir)
     record = rd.config()
     config = TrainConfig.from_dict(record)
@@ -172,28 +181,32 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | 
     if lr is not None:
         segments.append({"from_epoch": epoch, "lr": lr})
     constant_lr = segments[-1]["lr"] if segments else None
+    placement.check_batch_size(config.batch_size)
 
     _set_up_backend(config)
     info = open_dataset(config.dataset, config.data_dir)
-    model = load_model(start_from)
-    steps = math.ceil(info.splits["train"] / config.batch_size)
-    schedule = make_schedule(config, steps, constant_lr)
-    model.optimizer.learning_rate = schedule
+    with placement.scope(), placement.output(rd) as out:
+        model = load_model(start_from)
+        steps = math.ceil(info.splits["train"] / config.batch_size)
+        schedule = make_schedule(config, steps, constant_lr)
+        model.optimizer.learning_rate = schedule
 
-    for stale, path in checkpoints.items():  # the abandoned future of this run
-        if stale > epoch:
-            path.unlink()
-    for path in (rd.last_path, rd.best_path):
-        if path.exists() and path != start_from and _epoch_of(path) > epoch:
-            path.unlink()
-    history = [r for r in rd.history() if r["epoch"] <= epoch]
-    rd.write_history(history)
-    record.update(epochs=config.epochs, segments=segments, versions=library_versions())
-    record.setdefault("resumes", []).append(
-        {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-         "from_epoch": epoch, "lr": lr, "epochs": config.epochs})
-    rd.write_config(record)
-    return _fit(rd, model, config, info, history, epoch, schedule, console)
+        if placement.chief:  # the abandoned future of this run
+            for stale, path in checkpoints.items():
+                if stale > epoch:
+                    path.unlink()
+            for path in (rd.last_path, rd.best_path):
+                if path.exists() and path != start_from and _epoch_of(path) > epoch:
+                    path.unlink()
+        history = [r for r in rd.history() if r["epoch"] <= epoch]
+        out.write_history(history)
+        record.update(epochs=config.epochs, segments=segments, versions=library_versions())
+        record.setdefault("resumes", []).append(
+            {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+             "from_epoch": epoch, "lr": lr, "epochs": config.epochs, "placement": placement.to_dict()})
+        out.write_config(record)
+        history = _fit(out, model, config, info, history, epoch, schedule, console, placement)
+    return TrainResult(rd, history, placement)
 
 
 def _epoch_of(path) -> int:
@@ -201,10 +214,13 @@ def _epoch_of(path) -> int:
 
 
 def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, history: list[dict],
-         initial_epoch: int, schedule, console: Console | None) -> TrainResult:
+         initial_epoch: int, schedule, console: Console | None, placement: Placement) -> list[dict]:
+    """``model.fit`` with our callbacks; returns the history, raises Stopped on a clean stop."""
     console = console or Console()
-    inputs = fit_inputs(info, "train", config.batch_size, config.in_memory, config.seed)
-    validation = read_split(info, "val") if "val" in info.splits else None
+    console.print(f"[dim]{config.model} on {info.name}, {placement.describe()}[/]", highlight=False)
+    inputs = fit_inputs(info, "train", config.batch_size, config.in_memory, config.seed,
+                        placement.batch_multiple)
+    validation = validation_inputs(info, config.batch_size, placement.batch_multiple)
     with stop_on_signals() as signals:
         recorder = RunRecorder(run, history, schedule, info.splits["train"],
                                config.checkpoint_every, signals)
@@ -218,12 +234,12 @@ def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, history: li
         except StopRequested as stop:
             progress.close()
             done = history[-1]["epoch"] if history else 0
-            kept = (f"kept {run.last_path} (epoch {done})" if done
-                    else "no epoch finished, so there is nothing to resume")
-            hint = (f"resume with: resnetctl resume --run {run.path}" if done
+            owner = f"kept {run.last_path}" if placement.chief else "the chief worker keeps"
+            kept = f"{owner} (epoch {done})" if done else "no epoch finished, so there is nothing to resume"
+            where = run.path if placement.chief else run.name
+            hint = (f"resume with: resnetctl resume --run {where}" if done
                     else f"start again: resnetctl train {config.model} --dataset {config.dataset}")
             if "non-finite" in stop.reason:
                 hint += " --lr <lower>"
-            raise Stopped(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}",
-                                  hint=hint) from None
-    return TrainResult(run, history)
+            raise Stopped(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
+    return history

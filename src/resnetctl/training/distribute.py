@@ -1,0 +1,237 @@
+"""Where a run trains: one device, every local device, or several hosts.
+
+The one module that tells backends apart. We write no distribution of our own:
+
+- TensorFlow: ``tf.distribute.MirroredStrategy`` over the local GPUs (the logical CPU devices
+  when there is no GPU) and ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG``.
+- JAX: ``keras.distribution.DataParallel`` over the local devices.
+- PyTorch: one device; Keras 3 has no data-parallel training for it.
+
+``--batch-size`` is always the global batch, split over the replicas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from resnetctl.errors import RunError
+from resnetctl.runs import RunDir
+
+STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+DOCS = "docs/distributed.md"
+
+
+@dataclass
+class Placement:
+    """A resolved ``--strategy``: what to build, load, compile and fit under (``scope``)."""
+
+    strategy: str  # none | mirrored | multi-worker
+    backend: str
+    replicas: int = 1
+    devices: list[str] = field(default_factory=list)
+    worker: int = 0
+    workers: int = 1
+    chief: bool = True
+    # every batch must split evenly over the devices (JAX DataParallel); 1 = any size
+    batch_multiple: int = 1
+    _scope: object = None
+    note: str = ""
+
+    def scope(self):
+        return self._scope() if self._scope else contextlib.nullcontext()
+
+    def describe(self) -> str:
+        if self.strategy == "none":
+            text = f"one device ({self.backend})"
+        else:
+            kind = {"tensorflow": {"mirrored": "MirroredStrategy", "multi-worker": "MultiWorkerMirroredStrategy"},
+                    "jax": {"mirrored": "keras.distribution.DataParallel"}}[self.backend][self.strategy]
+            where = f", worker {self.worker} of {self.workers}" if self.workers > 1 else ""
+            text = f"{self.replicas} replicas, {kind}{where} ({', '.join(_short(d) for d in self.devices)})"
+        return text + (f"; {self.note}" if self.note else "")
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.strategy, "backend": self.backend, "replicas": self.replicas,
+                "workers": self.workers, "devices": self.devices}
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size < self.replicas or batch_size % self.batch_multiple:
+            raise RunError(
+                f"--batch-size {batch_size} does not split over {self.replicas} replicas",
+                hint=f"use a multiple of {max(self.batch_multiple, self.replicas)}: the batch size is global")
+
+    @contextlib.contextmanager
+    def output(self, run: RunDir):
+        """Where this process writes the run: the chief writes the real run dir, other workers a
+        scratch copy that is thrown away (they take part in every step but own no files)."""
+        if self.chief:
+            yield run
+            return
+        with tempfile.TemporaryDirectory(prefix="resnetctl-worker-") as tmp:
+            scratch = RunDir(Path(tmp) / run.name)
+            scratch.path.mkdir()
+            yield scratch
+
+
+def _short(device: str) -> str:
+    return device.rsplit("device:", 1)[-1] if "device:" in device else device
+
+
+def resolve(requested: str = "auto") -> Placement:
+    """Turn ``--strategy`` into a Placement for the active Keras backend.
+
+    Call it before any other backend work: ``MultiWorkerMirroredStrategy`` must be created
+    before TensorFlow initialises its runtime.
+    """
+    if requested not in STRATEGIES:
+        raise RunError(f"Unknown strategy {requested!r}", hint=f"use one of {', '.join(STRATEGIES)}")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow(requested)
+    if backend == "jax":
+        return _jax(requested)
+    return _single_device_only(requested, backend)
+
+
+def tf_config() -> dict:
+    """The parsed ``TF_CONFIG`` (``{}`` when unset), with a clear error when it is not JSON."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise RunError(f"TF_CONFIG is not valid JSON ({exc})", hint=f"see {DOCS}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise RunError("TF_CONFIG has no \"cluster\"", hint=f"see {DOCS} for the two-host example")
+    return config
+
+
+def _cluster_size(config: dict) -> int:
+    return sum(len(v) for k, v in config.get("cluster", {}).items() if k in ("chief", "worker"))
+
+
+def _tensorflow(requested: str) -> Placement:
+    import tensorflow as tf
+
+    config = tf_config()
+    if requested == "auto":
+        if _cluster_size(config) > 1:
+            requested = "multi-worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            requested = "mirrored"
+        else:
+            requested = "none"
+    if requested == "none":
+        first = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))[0]
+        return Placement("none", "tensorflow", devices=[first.name])
+    if requested == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+        return Placement("mirrored", "tensorflow", strategy.num_replicas_in_sync, devices,
+                         _scope=strategy.scope)
+    # multi-worker
+    if not config:
+        raise RunError("--strategy multi-worker needs TF_CONFIG describing the cluster and this worker's task",
+                       hint=f"see {DOCS} for the two-host example")
+    task = config.get("task") or {}
+    kind, index = task.get("type"), task.get("index")
+    if kind not in config["cluster"] or not isinstance(index, int) or index >= len(config["cluster"][kind]):
+        raise RunError(f"TF_CONFIG's task {task} is not in its cluster {config['cluster']}", hint=f"see {DOCS}")
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as exc:
+        raise RunError(f"Cannot start MultiWorkerMirroredStrategy: {exc}", hint=f"see {DOCS}") from None
+    _fix_keras_for_multi_worker()
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in config["cluster"])
+    order = config["cluster"].get("chief", []) + config["cluster"].get("worker", [])
+    me = config["cluster"][kind][index]
+    return Placement("multi-worker", "tensorflow", strategy.num_replicas_in_sync,
+                     [getattr(d, "name", d) for d in strategy.extended.worker_devices], worker=order.index(me),
+                     workers=len(order), chief=chief, _scope=strategy.scope)
+
+
+def _jax(requested: str) -> Placement:
+    import jax
+
+    if requested == "multi-worker" or jax.process_count() > 1:
+        raise RunError("resnetctl runs the JAX backend on one host",
+                       hint="for several hosts use the TensorFlow backend: --strategy multi-worker with TF_CONFIG")
+    devices = keras.distribution.list_devices()
+    if requested == "auto":
+        requested = "mirrored" if len(devices) > 1 else "none"
+    if requested == "none":
+        return Placement("none", "jax", devices=devices[:1])
+    distribution = keras.distribution.DataParallel(devices=devices)
+    return Placement("mirrored", "jax", len(devices), devices, batch_multiple=len(devices),
+                     _scope=distribution.scope)
+
+
+def _single_device_only(requested: str, backend: str) -> Placement:
+    if requested in ("mirrored", "multi-worker"):
+        raise RunError(f"The {backend} backend trains on one device: Keras 3 has no data-parallel training for it",
+                       hint="for several devices use KERAS_BACKEND=tensorflow (mirrored, multi-worker) "
+                            "or KERAS_BACKEND=jax (mirrored)")
+    note = ""
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.device_count() > 1:
+            note = f"{torch.cuda.device_count()} GPUs visible, the torch backend uses one"
+    return Placement("none", backend, devices=["default"], note=note)
+
+
+def _fix_keras_for_multi_worker() -> None:
+    """Work around Keras 3's TensorFlow trainer under ``MultiWorkerMirroredStrategy``.
+
+    Upstream bugs keras-team/keras#20585 and tensorflow/tensorflow#72388: ``fit`` fails before its
+    first step because (1) it builds the model from a sample batch that it reduces across workers
+    ("Attempt to convert a value (PerReplica...)") and (2) it averages each step's scalar metrics
+    with ``reduce(..., axis=0)`` ("Invalid reduction dimension 0"). We build from this worker's
+    own sample batch and average the metrics over all replicas with ``axis=None``. Installed only
+    in a multi-worker process; a no-op if a later Keras renames these internals.
+    """
+    try:
+        from keras.src import tree
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+    except ImportError:  # pragma: no cover - Keras internals moved
+        return
+    import tensorflow as tf
+
+    trainer_class = getattr(tf_trainer, "TensorFlowTrainer", None)
+    original_reduce = getattr(tf_trainer, "reduce_per_replica", None)
+    if trainer_class is None or original_reduce is None or getattr(original_reduce, "_resnetctl", False):
+        return
+
+    def local_value(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return tf.distribute.get_strategy().experimental_local_results(value)[0]
+        return value
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if iterator is not None:
+            for _, _, it in iterator:
+                with self.distribute_strategy.scope():
+                    data_batch = tree.map_structure(local_value, next(it))
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction == "auto":
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    reduce_per_replica._resnetctl = True
+    trainer_class._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica

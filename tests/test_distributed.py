@@ -1,0 +1,178 @@
+"""Several devices, several workers, other backends: real subprocesses on the CPU.
+
+- TensorFlow MirroredStrategy over 2 logical CPU devices, resumed on 1 device and back;
+- MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 with a real TF_CONFIG;
+- JAX with 2 host devices (keras.distribution.DataParallel); PyTorch train + resume + evaluate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import resnetctl
+from resnetctl.runs import RunDir
+from tests.conftest import run_cli
+from tests.test_train import steps_per_epoch
+
+# Splits this process's CPU into two logical devices before TensorFlow starts, then runs the CLI.
+TWO_CPUS = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from resnetctl.cli import main
+sys.argv[0] = "resnetctl"
+main()
+"""
+
+
+def needs(module: str):
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"{module} not installed (pip install '.[{module}]')")
+
+
+def iterations(path) -> int:
+    return int(resnetctl.load_model(path).optimizer.iterations.numpy())
+
+
+def placements(run: RunDir) -> list[dict]:
+    config = run.config()
+    return [config["placement"]] + [r["placement"] for r in config.get("resumes", [])]
+
+
+def run_two_cpus(*args, timeout=600):
+    proc = subprocess.run([sys.executable, "-c", TWO_CPUS, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=timeout)
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture
+def common(tmp_path):
+    return ["--runs-dir", tmp_path]
+
+
+@pytest.fixture
+def train_small(data_dir, cifar_small):
+    """The start of every train command here."""
+    return ["train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir]
+
+
+def test_mirrored_over_two_devices_resumes_on_one_and_back(train_small, common, tmp_path, cifar_small):
+    out = run_two_cpus(*train_small, "--epochs", 1, "--batch-size", 64,
+                       "--strategy", "mirrored", "--run", "mirrored", *common).stdout
+    assert "2 replicas, MirroredStrategy" in out
+    run_cli("resume", "--run", "mirrored", "--epochs", 2, "--strategy", "none", *common)
+    run_two_cpus("resume", "--run", "mirrored", "--epochs", 3, "--strategy", "mirrored", *common)
+
+    run = RunDir(tmp_path / "mirrored")
+    assert [p["replicas"] for p in placements(run)] == [2, 1, 2]
+    assert [p["strategy"] for p in placements(run)] == ["mirrored", "none", "mirrored"]
+    assert [r["epoch"] for r in run.history()] == [1, 2, 3]
+    assert iterations(run.last_path) == 3 * steps_per_epoch(cifar_small)
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_workers(args, ports, timeout=420) -> list[subprocess.CompletedProcess]:
+    """The same command in one process per worker, each with its own TF_CONFIG."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(len(ports)):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_config}
+        procs.append(subprocess.Popen([sys.executable, "-m", "resnetctl", *map(str, args)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            p.kill()
+    for r in results:
+        assert r.returncode == 0, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
+    return results
+
+
+def test_multi_worker_train_and_resume_with_tf_config(train_small, common, tmp_path, cifar_small):
+    train = [*train_small, "--epochs", 2, "--batch-size", 64,
+             "--run", "two-workers", *common]
+    chief, worker = run_workers(train, free_ports(2))  # --strategy auto: TF_CONFIG names two workers
+    assert "MultiWorkerMirroredStrategy, worker 0 of 2" in chief.stdout
+    assert "worker 1; the chief worker wrote run two-workers" in worker.stdout
+    run_workers(["resume", "--run", "two-workers", "--epochs", 3, "--strategy", "multi-worker", *common],
+                free_ports(2))
+
+    run = RunDir(tmp_path / "two-workers")
+    assert [(p["strategy"], p["workers"], p["replicas"]) for p in placements(run)] == [("multi-worker", 2, 2)] * 2
+    history = run.history()
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    # one optimizer step per global batch, shared by both workers
+    assert iterations(run.last_path) == 3 * steps_per_epoch(cifar_small)
+    assert not list(tmp_path.glob("*/.*.tmp-*"))
+
+
+def test_multi_worker_needs_tf_config(train_small, common, cifar_small):
+    proc = run_cli(*train_small, "--strategy", "multi-worker", *common,
+                   env_extra={"TF_CONFIG": ""}, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "needs TF_CONFIG" in proc.stderr and "docs/distributed.md" in proc.stderr
+
+
+@needs("jax")
+def test_jax_data_parallel_over_two_host_devices(train_small, common, tmp_path, cifar_small):
+    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = run_cli(*train_small, "--epochs", 1, "--batch-size", 64,
+                  "--run", "jax-dp", *common, env_extra=env).stdout
+    assert "2 replicas, keras.distribution.DataParallel" in out
+    run_cli("resume", "--run", "jax-dp", "--epochs", 2, *common, env_extra=env)
+    run = RunDir(tmp_path / "jax-dp")
+    assert [(p["backend"], p["replicas"]) for p in placements(run)] == [("jax", 2), ("jax", 2)]
+    assert run.config()["versions"]["backend"] == "jax" and "jax" in run.config()["versions"]
+    assert [r["epoch"] for r in run.history()] == [1, 2]
+    assert iterations(run.last_path) == 2 * steps_per_epoch(cifar_small)
+
+    odd = run_cli(*train_small, "--batch-size", 63, *common,
+                  env_extra=env, check=False)
+    assert odd.returncode == 1 and "does not split over 2 replicas" in odd.stderr
+    assert "Traceback" not in odd.stderr
+
+
+@needs("torch")
+def test_torch_backend_trains_resumes_and_evaluates(train_small, common, tmp_path, cifar_small):
+    env = {"KERAS_BACKEND": "torch"}
+    run_cli(*train_small, "--epochs", 1, "--batch-size", 64,
+            "--run", "torch", *common, env_extra=env)
+    run_cli("resume", "--run", "torch", "--epochs", 2, "--lr", 0.01, *common, env_extra=env)
+    run = RunDir(tmp_path / "torch")
+    assert run.config()["versions"]["backend"] == "torch"
+    assert [r["epoch"] for r in run.history()] == [1, 2]
+    assert [r["lr"] for r in run.history()] == pytest.approx([0.1, 0.01])
+    assert iterations(run.last_path) == 2 * steps_per_epoch(cifar_small)
+    result = json.loads(run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json", *common,
+                                env_extra=env).stdout)
+    on_tensorflow = json.loads(run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json",
+                                       *common).stdout)
+    assert result["images"] == on_tensorflow["images"] == 1000
+    assert result["rank_1"] == pytest.approx(on_tensorflow["rank_1"], abs=0.002)  # same weights, other backend
+
+    refused = run_cli(*train_small, "--strategy", "mirrored", *common,
+                      env_extra=env, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "torch backend trains on one device" in refused.stderr
