@@ -66,6 +66,26 @@ def main_options(
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _import_backend_quietly() -> None:
+    """Import Keras (and TensorFlow, which Keras uses for data on every backend) with fd 2 sent to
+    /dev/null: TensorFlow's C++ libraries print start-up lines before their logging is set up,
+    which TF_CPP_MIN_LOG_LEVEL can't silence. ``--verbose`` keeps them; Python errors still show."""
+    if STATE["verbose"] or "keras" in sys.modules:
+        return
+    import importlib.util
+
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        if importlib.util.find_spec("tensorflow"):
+            import tensorflow  # noqa: F401
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -163,6 +183,7 @@ def build(
     as_json: JsonOpt = False,
 ):
     """Show an architecture by stage with parameters and multiply-accumulates."""
+    _import_backend_quietly()
     from resnetctl.models import get_spec, list_models
 
     if list_ or model is None:
@@ -280,6 +301,7 @@ def train(
     strategy: StrategyOpt = "auto",
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
+    _import_backend_quietly()
     from resnetctl.training.config import TrainConfig
     from resnetctl.training.trainer import train as run_training
 
@@ -320,6 +342,7 @@ def resume(
     strategy: StrategyOpt = "auto",
 ):
     """Continue a run from a checkpoint, optionally with a new learning rate."""
+    _import_backend_quietly()
     from resnetctl.training.trainer import resume as resume_training
 
     _report(
@@ -369,6 +392,7 @@ def evaluate(
     as_json: JsonOpt = False,
 ):
     """Rank-1 and rank-K accuracy, loss, per-class accuracy and the confusion matrix."""
+    _import_backend_quietly()
     from resnetctl.evaluation import evaluate as run_evaluation
 
     r = run_evaluation(

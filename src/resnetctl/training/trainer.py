@@ -189,7 +189,7 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | 
         model = load_model(start_from)
         steps = math.ceil(info.splits["train"] / config.batch_size)
         schedule = make_schedule(config, steps, constant_lr)
-        model.optimizer.learning_rate = schedule
+        _recompile_with_state(model, config, schedule, info.num_classes, start_from)
 
         if placement.chief:  # the abandoned future of this run
             for stale, path in checkpoints.items():
@@ -207,6 +207,24 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | 
         out.write_config(record)
         history = _fit(out, model, config, info, history, epoch, schedule, console, placement)
     return TrainResult(rd, history, placement)
+
+
+def _recompile_with_state(model, config: TrainConfig, schedule, num_classes: int, source) -> None:
+    """Compile afresh for this backend and placement, then restore the saved optimizer state.
+
+    A checkpoint names the optimizer class of the backend that wrote it (``TorchSGD`` under
+    torch), which can't step another backend's variables; the state itself (iterations,
+    momentum) is plain arrays, so a run moves between backends and device counts.
+    """
+    state = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    compile_model(model, config, schedule, num_classes)
+    model.optimizer.build(model.trainable_variables)
+    fresh = model.optimizer.variables
+    if [tuple(v.shape) for v in fresh] != [s.shape for s in state]:
+        raise RunError(f"The optimizer state in {source} does not fit {config.optimizer} on this model",
+                       hint="resume from another checkpoint (--epoch) or start a new run")
+    for variable, value in zip(fresh, state, strict=True):
+        variable.assign(value)
 
 
 def _epoch_of(path) -> int:
