@@ -1,10 +1,15 @@
-"""Training throughput of `resnetctl train` against a bare `model.fit` on in-memory arrays.
+"""Training throughput of `resnetctl train` against two baselines, alternated in one invocation.
 
-    python benchmarks/train_throughput.py [--model resnet20] [--dataset shapes] [--rounds 2]
+    python benchmarks/train_throughput.py [--model resnet20] [--dataset shapes] [--batch-size 128]
+                                          [--rounds 2] [--no-origin]
 
-Both sides build the same model (augmentation included) and compile it the same way; the bare
-side calls `model.fit(x, y)` with no callbacks (compute only). They alternate in one invocation,
-and the first epoch of each run (tracing, warm-up) is dropped.
+- bare: the same model (augmentation layer included), compiled the same way, `model.fit(x, y)` on
+  in-memory arrays with no callbacks: compute only, the ceiling for any input pipeline.
+- origin: the pipeline of the project we reproduce, Keras 2's `ImageDataGenerator.flow` (from
+  `tf_keras`: `pip install tf_keras`) doing 4-pixel shifts and flips on the CPU, feeding the same
+  model with its augmentation layer off. The model is the same so that only the pipeline differs.
+
+The first epoch of each run (tracing, warm-up) is dropped.
 """
 
 from __future__ import annotations
@@ -35,15 +40,37 @@ class EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def bare_fit(config: TrainConfig, x, y, info) -> float:
+def compiled_model(config: TrainConfig, info, steps: int, augmentation: str):
     model = create_model(config.model, input_size=info.image_size, num_classes=info.num_classes,
                          mean=info.mean, std=info.std, weight_decay=config.weight_decay,
-                         augmentation="crop-flip", seed=0)
-    compile_model(model, config, make_schedule(config, math.ceil(len(x) / config.batch_size)),
-                  info.num_classes)
+                         augmentation=augmentation, seed=0)
+    compile_model(model, config, make_schedule(config, steps), info.num_classes)
+    return model
+
+
+def bare_fit(config: TrainConfig, x, y, info) -> float:
+    model = compiled_model(config, info, math.ceil(len(x) / config.batch_size), "crop-flip")
     timer = EpochTimer()
     model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0,
               callbacks=[timer])
+    return len(x) / np.mean(timer.times[1:])
+
+
+def origin_fit(config: TrainConfig, x, y, info) -> float:
+    """Keras 2 ImageDataGenerator.flow: shifts of up to 4 pixels and flips, on the CPU, in Python."""
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    steps = math.ceil(len(x) / config.batch_size)
+    flow = ImageDataGenerator(width_shift_range=4, height_shift_range=4, horizontal_flip=True,
+                              fill_mode="constant").flow(x, y, batch_size=config.batch_size, shuffle=True)
+
+    def batches():
+        for xb, yb in flow:  # float32 from the generator; the model takes uint8 like every side here
+            yield xb.astype(np.uint8), yb
+
+    model = compiled_model(config, info, steps, "none")
+    timer = EpochTimer()
+    model.fit(batches(), steps_per_epoch=steps, epochs=config.epochs, verbose=0, callbacks=[timer])
     return len(x) / np.mean(timer.times[1:])
 
 
@@ -62,21 +89,30 @@ def main() -> None:
     parser.add_argument("--dataset", default="shapes")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-origin", action="store_true", help="skip the tf_keras ImageDataGenerator side")
     args = parser.parse_args()
     info = open_dataset(args.dataset, args.data_dir)
     x, y = read_split(info, "train")
     config = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                         epochs=args.epochs)
+                         epochs=args.epochs, batch_size=args.batch_size)
     runs = tempfile.mkdtemp(prefix="resnetctl-bench-runs-")
-    bare, train_rates = [], []
+    bare, train_rates, origin = [], [], []
     for r in range(args.rounds):
         train_rates.append(ours(config, runs, f"round{r}"))
         bare.append(bare_fit(config, x, y, info))
-    print(f"{args.model} on {args.dataset} ({len(x)} images), backend {keras.backend.backend()}")
-    print(f"bare model.fit (compute only): {np.mean(bare):8.1f} images/s  {bare}")
+        if not args.no_origin:
+            origin.append(origin_fit(config, x, y, info))
+    print(f"{args.model} on {args.dataset} ({len(x)} images), batch {args.batch_size}, "
+          f"backend {keras.backend.backend()}")
+    print(f"bare model.fit (compute only): {np.mean(bare):8.1f} images/s  {[round(float(v), 1) for v in bare]}")
     print(f"resnetctl train:               {np.mean(train_rates):8.1f} images/s  {train_rates}")
+    if origin:
+        print(f"ImageDataGenerator.flow:       {np.mean(origin):8.1f} images/s  {[round(float(v), 1) for v in origin]}")
     print(f"ratio train / bare:            {np.mean(train_rates) / np.mean(bare):8.3f}   (goal >= 0.90)")
+    if origin:
+        print(f"ratio train / ImageDataGenerator: {np.mean(train_rates) / np.mean(origin):5.3f}")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
 from resnetctl.cli import main
 
-main()
+if __name__ == "__main__":  # decode workers import this module again; only a real run starts the CLI
+    main()

@@ -7,7 +7,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from resnetctl.data.images import BadImage
+from resnetctl.data.images import BadImage, read_file
 from resnetctl.errors import DatasetError
 
 
@@ -18,11 +18,12 @@ class FileTree:
         self.source = source
         self._zip: zipfile.ZipFile | None = None
         if source.is_dir():
-            self._names = sorted(
-                str(Path(dirpath, f).relative_to(source).as_posix())
-                for dirpath, _, files in os.walk(source)
-                for f in files
-            )
+            self._names = []
+            for dirpath, _, files in os.walk(source):  # string work per folder, not per file
+                rel = os.path.relpath(dirpath, source)
+                prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+                self._names.extend(prefix + f for f in files)
+            self._names.sort()
         elif zipfile.is_zipfile(source):
             try:
                 self._zip = zipfile.ZipFile(source)
@@ -37,6 +38,15 @@ class FileTree:
             )
         else:
             raise DatasetError(f"{source} does not exist")
+
+    def __getstate__(self) -> dict:  # decode workers get the names; each opens the zip itself
+        return {**self.__dict__, "_zip": None, "_is_zip": self._zip is not None}
+
+    def __setstate__(self, state: dict) -> None:
+        is_zip = state.pop("_is_zip")
+        self.__dict__.update(state)
+        if is_zip:
+            self._zip = zipfile.ZipFile(self.source)
 
     def names(self) -> list[str]:
         return self._names
@@ -53,7 +63,7 @@ class FileTree:
         try:
             if self._zip is not None:
                 return self._zip.read(name)
-            return (self.source / name).read_bytes()
+            return read_file(os.path.join(self.source, name))
         except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise BadImage(f"unreadable ({exc})") from None
 

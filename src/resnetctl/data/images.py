@@ -1,12 +1,8 @@
-"""Decoding user images into RGB uint8 squares, in parallel, with bad files skipped not fatal."""
+"""Decoding user images into RGB uint8 squares, with bad files skipped, not fatal."""
 
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -15,8 +11,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"}
 )
 
-T = TypeVar("T")
-R = TypeVar("R")
+# OpenCV >= 4.11 decodes straight to RGB, saving a colour conversion per image
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+_READ_SIZE = 1 << 20
 
 
 class BadImage(Exception):
@@ -24,14 +21,16 @@ class BadImage(Exception):
 
 
 def is_image_file(name: str) -> bool:
-    base = os.path.basename(name)
-    return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
+    """By extension, not hidden; plain string work, as it runs once per file of a folder."""
+    base = name.rpartition("/")[2].rpartition(os.sep)[2]
+    stem, dot, extension = base.rpartition(".")
+    return bool(dot and stem) and not base.startswith(".") and "." + extension.lower() in IMAGE_EXTENSIONS
 
 
 def _looks_truncated(data: bytes) -> bool:
     """OpenCV decodes a cut-off JPEG or PNG as a grey-filled image with only a warning."""
-    if data[:2] == b"\xff\xd8":  # JPEG: the end-of-image marker must be there
-        return b"\xff\xd9" not in data[-4096:]
+    if data[:2] == b"\xff\xd8":  # JPEG: the end-of-image marker, usually last, sometimes padded
+        return not data.endswith(b"\xff\xd9") and b"\xff\xd9" not in data[-4096:]
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return b"IEND" not in data[-32:]
     return False
@@ -60,11 +59,28 @@ def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
         raise BadImage("empty file")
     if _looks_truncated(data):
         raise BadImage("truncated image")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_RGB or cv2.IMREAD_COLOR)
     if image is None:
         raise BadImage("not a decodable image")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if not _IMREAD_RGB:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return resize_center_crop(image, size) if size else image
+
+
+def read_file(path: str) -> bytes:
+    """A whole file in as few system calls as Python allows (``Path.read_bytes`` costs 3x more
+    per small file, which shows when decoding 30,000 thumbnails a second)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, _READ_SIZE)
+        if len(data) < _READ_SIZE:
+            return data
+        parts = [data]
+        while part := os.read(fd, _READ_SIZE):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def worker_count() -> int:
@@ -72,22 +88,3 @@ def worker_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
-
-
-def ordered_parallel_map(
-    fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, ahead: int = 2
-) -> Iterator[R]:
-    """``map`` on a thread pool that yields in order and keeps at most ``ahead * workers``
-    results in flight, so memory stays bounded however many items there are.
-
-    Threads suffice: OpenCV and file reads release the GIL.
-    """
-    workers = workers or worker_count()
-    with ThreadPoolExecutor(workers, thread_name_prefix="resnetctl-decode") as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= ahead * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()

@@ -19,7 +19,8 @@ import numpy as np
 
 from resnetctl import __version__, atomic, paths
 from resnetctl.data import store
-from resnetctl.data.images import BadImage, decode_image, ordered_parallel_map, resize_center_crop
+from resnetctl.data.decode import decode_blocks
+from resnetctl.data.images import resize_center_crop
 from resnetctl.data.records import ArrayRecords, FileRecords, Records, SourceData, stratified_split
 from resnetctl.errors import DatasetError, Stopped
 from resnetctl.signals import stop_on_signals
@@ -117,28 +118,14 @@ def _carve_splits(data: SourceData, val_split: float, test_split: float, rng) ->
     return {s: splits[s] for s in order if s in splits and len(splits[s])}
 
 
-def _decode_block(records: FileRecords, size: int):
-    def decode(index: np.ndarray):
-        images, keep, skipped = [], [], []
-        for i in index:
-            name = records.names[i]
-            try:
-                images.append(decode_image(records.read(name), size))
-                keep.append(i)
-            except BadImage as exc:
-                skipped.append({"file": name, "reason": str(exc)})
-        array = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-        return array, np.asarray(keep, dtype=np.int64), skipped
-
-    return decode
-
-
 def _write_split(records: Records, path: Path, size: int, progress: PrepareProgress,
                  workers: int | None, signals: dict) -> tuple[store.SplitWriter, list[dict]]:
     is_files = isinstance(records, FileRecords)
     writer = store.SplitWriter(path, size, len(records), store_names=is_files)
     skipped: list[dict] = []
-    blocks = np.array_split(np.arange(len(records)), max(1, -(-len(records) // writer.chunk)))
+    # blocks of whole chunks, about 4 MiB: few enough for the decode workers' hand-offs not to show
+    block = writer.chunk * max(1, (4 << 20) // (writer.chunk * size * size * 3))
+    blocks = [np.arange(i, min(len(records), i + block)) for i in range(0, len(records), block)]
     try:
         if isinstance(records, ArrayRecords):
             for index in blocks:
@@ -149,9 +136,9 @@ def _write_split(records: Records, path: Path, size: int, progress: PrepareProgr
                 progress.advance(len(index))
                 _check(signals)
         else:
-            decoded = ordered_parallel_map(_decode_block(records, size), blocks, workers)
-            for index, (images, keep, bad) in zip(blocks, decoded, strict=True):
-                writer.append(images, records.labels[keep], [records.names[i] for i in keep])
+            decoded = decode_blocks(records, blocks, size, workers)
+            for index, (images, keep, bad, moments) in zip(blocks, decoded, strict=True):
+                writer.append(images, records.labels[keep], [records.names[i] for i in keep], moments)
                 skipped.extend(bad)
                 progress.advance(len(index))
                 _check(signals)

