@@ -99,17 +99,19 @@ def main() -> None:
                          epochs=args.epochs, batch_size=args.batch_size)
     runs = tempfile.mkdtemp(prefix="resnetctl-bench-runs-")
     bare, train_rates, origin = [], [], []
-    for r in range(args.rounds):
-        train_rates.append(ours(config, runs, f"round{r}"))
-        bare.append(bare_fit(config, x, y, info))
-        if not args.no_origin:
-            origin.append(origin_fit(config, x, y, info))
+    sides = [(train_rates, lambda r: ours(config, runs, f"round{r}")),
+             (bare, lambda r: bare_fit(config, x, y, info))]
+    if not args.no_origin:
+        sides.append((origin, lambda r: origin_fit(config, x, y, info)))
+    for r in range(args.rounds):  # the order rotates each round, so drift and warm-up hit every side
+        for rates, run in sides[r % len(sides):] + sides[: r % len(sides)]:
+            rates.append(run(r))
     print(f"{args.model} on {args.dataset} ({len(x)} images), batch {args.batch_size}, "
           f"backend {keras.backend.backend()}")
-    print(f"bare model.fit (compute only): {np.mean(bare):8.1f} images/s  {[round(float(v), 1) for v in bare]}")
-    print(f"resnetctl train:               {np.mean(train_rates):8.1f} images/s  {train_rates}")
-    if origin:
-        print(f"ImageDataGenerator.flow:       {np.mean(origin):8.1f} images/s  {[round(float(v), 1) for v in origin]}")
+    for label, rates in (("bare model.fit (compute only)", bare), ("resnetctl train", train_rates),
+                         ("ImageDataGenerator.flow", origin)):
+        if rates:
+            print(f"{label + ':':31s}{np.mean(rates):8.1f} images/s  {[round(float(v), 1) for v in rates]}")
     print(f"ratio train / bare:            {np.mean(train_rates) / np.mean(bare):8.3f}   (goal >= 0.90)")
     if origin:
         print(f"ratio train / ImageDataGenerator: {np.mean(train_rates) / np.mean(origin):5.3f}")

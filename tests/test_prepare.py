@@ -258,3 +258,20 @@ def test_shapes_demo_and_cli_runner_errors(tmp_path):
     assert meta["splits"]["train"]["count"] == 3600 and len(meta["classes"]) == 8
     result = invoke("prepare", "imagenet-1k", "--data-dir", tmp_path)
     assert result.exit_code != 0 and "Unknown dataset kind" in str(result.exception)
+
+
+def test_large_jpegs_are_scaled_down_by_the_decoder():
+    from resnetctl.data.images import decode_image, jpeg_size, resize_center_crop
+
+    rng = np.random.default_rng(0)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8), (9, 9), 4)
+    for flags in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]):
+        data = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 95, *flags])[1].tobytes()
+        assert jpeg_size(data) == (300, 420)
+        full = resize_center_crop(cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
+                                               cv2.COLOR_BGR2RGB), 64)
+        fast = decode_image(data, 64)  # decoded at 1/4 scale (75x105), then resized to 64
+        assert fast.shape == (64, 64, 3)
+        assert np.abs(fast.astype(int) - full).mean() < 2.0  # the same picture, to within JPEG noise
+    assert jpeg_size(cv2.imencode(".png", photo)[1].tobytes()) is None
+    assert jpeg_size(b"\xff\xd8\xff\xe0\x00") is None  # cut off before any frame header

@@ -14,6 +14,9 @@ IMAGE_EXTENSIONS = frozenset(
 # OpenCV >= 4.11 decodes straight to RGB, saving a colour conversion per image
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 _READ_SIZE = 1 << 20
+_REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+# start-of-frame markers: every JPEG coding process, not DHT (C4), JPG (C8) or DAC (CC)
+_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 class BadImage(Exception):
@@ -49,20 +52,53 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header, without decoding; None if there is none."""
+    i, end = 2, len(data) - 9
+    while i <= end and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _FRAME_MARKERS:
+            return int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _reduced_flag(data: bytes, size: int) -> int | None:
+    """The imdecode flag that lets libjpeg scale a JPEG down by 8, 4 or 2 while decoding (as
+    PIL's ``draft`` does), keeping the shorter side >= ``size``; None when no reduction fits."""
+    dims = jpeg_size(data) if data[:2] == b"\xff\xd8" else None
+    if not dims:
+        return None
+    shorter = min(dims)
+    for factor, flag in _REDUCED_FLAGS:
+        if -(-shorter // factor) >= size:
+            return flag
+    return None
+
+
 def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
     """Encoded bytes -> RGB uint8 ``(size, size, 3)``.
 
     Grey, RGBA, CMYK and 16-bit images become 8-bit RGB; the content decides the format, not
-    the file extension. Raises :class:`BadImage` for empty, truncated or undecodable data.
+    the file extension. A JPEG at least twice ``size`` is scaled down by the decoder itself,
+    several times faster than a full decode; the resize to ``size`` follows as for any image.
+    Raises :class:`BadImage` for empty, truncated or undecodable data.
     """
     if not data:
         raise BadImage("empty file")
     if _looks_truncated(data):
         raise BadImage("truncated image")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_RGB or cv2.IMREAD_COLOR)
+    reduced = _reduced_flag(data, size) if size else None
+    flag = reduced or _IMREAD_RGB or cv2.IMREAD_COLOR  # OpenCV has no reduced RGB mode
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         raise BadImage("not a decodable image")
-    if not _IMREAD_RGB:
+    if flag != _IMREAD_RGB:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return resize_center_crop(image, size) if size else image
 
