@@ -157,7 +157,7 @@ def test_jax_data_parallel_over_two_host_devices(train_small, common, tmp_path, 
 @needs("torch")
 def test_torch_backend_trains_resumes_and_evaluates(train_small, common, tmp_path, cifar_small):
     env = {"KERAS_BACKEND": "torch"}
-    run_cli(*train_small, "--epochs", 1, "--batch-size", 64,
+    run_cli(*train_small, "--epochs", 1, "--batch-size", 64, "--warmup-epochs", 0,
             "--run", "torch", *common, env_extra=env)
     run_cli("resume", "--run", "torch", "--epochs", 2, "--lr", 0.01, *common, env_extra=env)
     run = RunDir(tmp_path / "torch")

@@ -34,7 +34,7 @@ def trained(cifar_small, data_dir, runs):
     """resnet8, 3 epochs, then resumed from epoch 2 with a constant lr for a 4-epoch total."""
     common = ["--runs-dir", runs]
     run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--epochs", 3,
-            "--batch-size", 64, "--checkpoint-every", 1, "--run", "e2e", *common)
+            "--batch-size", 64, "--checkpoint-every", 1, "--warmup-epochs", 0, "--run", "e2e", *common)
     run = RunDir(runs / "e2e")
     before = run.history()
     run_cli("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, *common)

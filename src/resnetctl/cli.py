@@ -276,7 +276,9 @@ def train(
     schedule: Annotated[str | None, typer.Option(help="poly | step | cosine | constant [poly].")] = None,
     power: Annotated[float | None, typer.Option(help="poly: lr0 * (1 - epoch/epochs) ** power [1.0].")] = None,
     milestones: Annotated[str | None, typer.Option(help="step: epochs where lr drops 10x, e.g. 82,123.")] = None,
-    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warmup length [0].")] = None,
+    warmup_epochs: Annotated[
+        float | None, typer.Option(help="Linear warmup from 0 to --lr [2 epochs, a tenth of shorter runs].")
+    ] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd (momentum 0.9, Nesterov) | adamw [sgd].")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Decay coefficient [5e-4].")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="[0.1]")] = None,

@@ -65,7 +65,7 @@ def _validate(config: TrainConfig) -> None:
         raise RunError(f"Unknown precision {config.precision!r}", hint=f"use one of {PRECISIONS}")
     if not 0 <= config.label_smoothing < 1:
         raise RunError(f"`label_smoothing` must be in [0, 1). Received: {config.label_smoothing}")
-    check_schedule_args(config.schedule, config.lr, config.epochs, config.warmup_epochs,
+    check_schedule_args(config.schedule, config.lr, config.epochs, config.warmup(),
                         config.power, config.milestones)
 
 
@@ -78,7 +78,7 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int, constant_lr: float 
     if constant_lr is not None:
         return EpochSchedule("constant", constant_lr, steps_per_epoch, config.epochs)
     return EpochSchedule(config.schedule, config.lr, steps_per_epoch, config.epochs,
-                         config.warmup_epochs, config.power, config.milestones)
+                         config.warmup(), config.power, config.milestones)
 
 
 def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> None:
@@ -139,6 +139,7 @@ def train(config: TrainConfig, console: Console | None = None, strategy: str = "
             **config.to_dict(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "steps_per_epoch": steps,
+            "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
             "segments": [],
             "dataset_info": _dataset_summary(info),
             "versions": library_versions(),
@@ -200,7 +201,8 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | 
                     path.unlink()
         history = [r for r in rd.history() if r["epoch"] <= epoch]
         out.write_history(history)
-        record.update(epochs=config.epochs, segments=segments, versions=library_versions())
+        record.update(epochs=config.epochs, segments=segments, versions=library_versions(),
+                      effective_warmup_epochs=config.warmup())
         record.setdefault("resumes", []).append(
             {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "from_epoch": epoch, "lr": lr, "epochs": config.epochs, "placement": placement.to_dict()})
