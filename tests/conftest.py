@@ -17,10 +17,11 @@ CIFAR_SUBSET = SHARED / "cifar-10-python-subset.tar.gz"
 TINY_MINI = SHARED / "tiny-imagenet-200-mini.zip"
 
 
-def run_cli(*args, env_extra=None, timeout=600, check=True) -> subprocess.CompletedProcess:
-    """``resnetctl ARGS`` as a real subprocess (``python -m resnetctl``)."""
+def run_cli(*args, env_extra=None, timeout=600, check=True,
+            launcher=("-m", "resnetctl")) -> subprocess.CompletedProcess:
+    """``resnetctl ARGS`` as a real subprocess (``python -m resnetctl``, or ``python LAUNCHER``)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
-    proc = subprocess.run([sys.executable, "-m", "resnetctl", *map(str, args)], capture_output=True,
+    proc = subprocess.run([sys.executable, *launcher, *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout)
     if check:
         assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"

@@ -46,11 +46,8 @@ def placements(run: RunDir) -> list[dict]:
     return [config["placement"]] + [r["placement"] for r in config.get("resumes", [])]
 
 
-def run_two_cpus(*args, timeout=600):
-    proc = subprocess.run([sys.executable, "-c", TWO_CPUS, *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=timeout)
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
+def run_two_cpus(*args):
+    return run_cli(*args, launcher=("-c", TWO_CPUS))
 
 
 @pytest.fixture
