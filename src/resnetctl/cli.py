@@ -67,9 +67,10 @@ def main_options(
 
 
 def _import_backend_quietly() -> None:
-    """Import Keras (and TensorFlow, which Keras uses for data on every backend) with fd 2 sent to
-    /dev/null: TensorFlow's C++ libraries print start-up lines before their logging is set up,
-    which TF_CPP_MIN_LOG_LEVEL can't silence. ``--verbose`` keeps them; Python errors still show."""
+    """Import Keras (and TensorFlow, which ``keras.utils.set_random_seed`` imports on every backend
+    when it is installed) with fd 2 sent to /dev/null: TensorFlow's C++ libraries print start-up
+    lines before their logging is set up, which TF_CPP_MIN_LOG_LEVEL can't silence. ``--verbose``
+    keeps them; Python errors still show."""
     if STATE["verbose"] or "keras" in sys.modules:
         return
     import importlib.util

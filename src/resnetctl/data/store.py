@@ -25,7 +25,7 @@ def channel_moments(images: np.ndarray) -> np.ndarray:
     """Per-channel sum and sum of squares of a uint8 ``(N, H, W, 3)`` block, shape ``(2, 3)``.
 
     OpenCV's SIMD ``meanStdDev`` in float64: about 6 us per 64 px image, against 60+ us for a
-    NumPy histogram or float sums, and it releases the GIL, so decode threads run it in parallel.
+    NumPy histogram or float sums. The decode workers run it on their own blocks, in parallel.
     """
     if not images.size:
         return np.zeros((2, 3))
