@@ -1,19 +1,26 @@
-"""One exception family for everything a user can get wrong.
+"""One exception family for everything a user can get wrong, and the exit codes.
 
-The CLI turns a :class:`ResnetctlError` into one red line (what, where, what to do) and exit code 1;
-anything else is a bug and keeps its traceback.
+The CLI turns a :class:`ResnetctlError` into one red line (what, where, what to do) and its
+``exit_code``; anything else is a bug, reported in one line with :data:`EXIT_INTERNAL`.
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1  # a user mistake or a bad file
+EXIT_USAGE = 2  # the command line itself is wrong (Typer's usage errors)
+EXIT_DIVERGED = 3  # training stopped because the loss became NaN or inf
+EXIT_INTERNAL = 70  # a bug in resnetctl (sysexits' EX_SOFTWARE)
+EXIT_INTERRUPTED = 130  # Ctrl+C or SIGTERM, stopped cleanly
 
 
 class ResnetctlError(Exception):
     """A user mistake or a bad file: the message is shown as is, with an optional hint."""
 
-    exit_code = 1
+    exit_code = EXIT_USER_ERROR
 
     def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
+        super().__init__(message, hint)
         self.message = message
         self.hint = hint
 
@@ -33,7 +40,17 @@ class RunError(ResnetctlError):
     """A run directory, checkpoint or training option that cannot be used."""
 
 
-class Stopped(ResnetctlError):
-    """Stopped early on purpose (a signal, a non-finite loss); nothing half-written is left."""
+class Busy(ResnetctlError):
+    """Another process holds the lock of the run or dataset this command would write."""
 
-    exit_code = 130
+
+class Stopped(ResnetctlError):
+    """Stopped early on purpose (a signal); nothing half-written is left."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class Diverged(Stopped):
+    """The loss became non-finite; the last good epoch is kept."""
+
+    exit_code = EXIT_DIVERGED

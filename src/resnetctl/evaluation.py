@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from resnetctl import atomic
-from resnetctl.data.store import DatasetInfo, open_dataset, read_filenames, read_split
+from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset, read_filenames, read_split
 from resnetctl.errors import RunError
+from resnetctl.models import check_model_fits
+from resnetctl.plots import plot_confusion
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model
 
 CONFUSION_IMAGE_MAX_CLASSES = 50
@@ -31,23 +33,13 @@ def resolve_target(run=None, *, runs_dir=None, checkpoint: str = "best", model_p
     if model_path is not None:
         if dataset is None:
             raise RunError("--model needs --dataset NAME to know what to score it on")
+        if not Path(model_path).is_file():
+            raise RunError(f"No model file at {model_path}")
         return Target(Path(model_path), Path(model_path).stem, open_dataset(dataset, data_dir), None)
     rd = find_run(run, runs_dir)
     config = rd.config()
-    if checkpoint in ("best", "last"):
-        path = rd.best_path if checkpoint == "best" else rd.last_path
-        if not path.exists():
-            path = rd.last_path
-        label = checkpoint
-    else:
-        try:
-            epoch = int(checkpoint)
-        except ValueError:
-            raise RunError(f"Unknown checkpoint {checkpoint!r}", hint="use best, last or an epoch number") from None
-        path, label = rd.checkpoint(epoch), f"epoch{epoch:04d}"
-    if not path.exists():
-        raise RunError(f"Run {rd.path} has no checkpoint yet", hint="it stopped before its first epoch ended")
-    info = open_dataset(dataset or config["dataset"], data_dir or config.get("data_dir"))
+    path, label = rd.named_checkpoint(checkpoint)
+    info = open_dataset(dataset, data_dir) if dataset else open_run_dataset(config, data_dir)
     return Target(path, label, info, rd)
 
 
@@ -72,27 +64,6 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int
     )
 
 
-def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(5, n * 0.35 + 2), max(4, n * 0.35 + 1.5)))
-    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    im = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-
-
 def write_predictions(path: Path, names: list[str], probs: np.ndarray, class_ids: list[str], k: int):
     """One line per image, ``<file> <class> ... <class>`` best first: the Tiny ImageNet
     challenge's submission format."""
@@ -102,30 +73,45 @@ def write_predictions(path: Path, names: list[str], probs: np.ndarray, class_ids
 
 
 def evaluate(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None, dataset=None,
-             data_dir=None, split: str = "test", topk: int = 5, tta: str | None = None,
+             data_dir=None, split: str = "test", topk: int | None = None, tta: str | None = None,
              predict_path=None, batch_size: int = 256) -> dict:
-    """Score a checkpoint on a split; writes ``eval-<split>-<checkpoint>.json`` into its run."""
+    """Score a checkpoint on a split; writes ``eval-<split>-<checkpoint>[-<tta>].json`` into its run.
+
+    The result always has ``rank_1``, ``k`` and ``rank_k`` (and ``rank_5`` when k >= 5) for a
+    labelled split; ``k`` defaults to min(5, classes). See docs/json.md.
+    """
     target = resolve_target(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model_path,
                             dataset=dataset, data_dir=data_dir)
     info = target.dataset
     info.split_path(split)  # a clear error for an unknown split, before loading anything
-    if topk < 1 or topk > info.num_classes:
-        raise RunError(f"--topk must be between 1 and the {info.num_classes} classes. Received: {topk}")
+    k = min(5, info.num_classes) if topk is None else topk
+    if not 1 <= k <= info.num_classes:
+        raise RunError(f"--topk must be between 1 and the {info.num_classes} classes. Received: {k}")
+    if tta not in (None, "flip"):
+        raise RunError(f"Unknown test-time augmentation {tta!r}", hint="use flip")
     if not info.is_labelled(split) and predict_path is None:
         raise RunError(f"Split {split!r} has no labels to score",
                        hint="write its predictions with --predict FILE.csv instead")
+    lock = target.run.lock() if target.run is not None else contextlib.nullcontext()
+    with lock:
+        return _evaluate(target, info, split, k, tta, predict_path, batch_size)
+
+
+def _evaluate(target: Target, info, split, k, tta, predict_path, batch_size) -> dict:
     model = load_model(target.model_path, compile=False)
+    check_model_fits(model, info, target.model_path)
     images, labels = read_split(info, split)
     probs = predict(model, images, batch_size, tta)
     result: dict = {"split": split, "checkpoint": target.label, "model": str(target.model_path),
-                    "dataset": info.name, "images": int(len(images)), "topk": topk, "tta": tta}
-    if target.run is not None:
-        result["run"] = target.run.name
-        with contextlib.suppress(RunError):  # a .keras file not written by train has no epoch
-            result["epoch"] = checkpoint_info(target.model_path)["epoch"]
+                    "dataset": info.name, "images": int(len(images)), "k": k, "tta": tta,
+                    "run": target.run.name if target.run is not None else None, "epoch": None,
+                    "checkpoint_id": None}
+    with contextlib.suppress(RunError):  # a .keras file not written by train has no epoch
+        meta = checkpoint_info(target.model_path)
+        result.update(epoch=meta.get("epoch"), checkpoint_id=meta.get("id"))
     if predict_path is not None:
         names = read_filenames(info, split) or [f"{split}_{i}" for i in range(len(images))]
-        write_predictions(Path(predict_path), names, probs, info.meta.get("class_ids") or info.classes, topk)
+        write_predictions(Path(predict_path), names, probs, info.meta.get("class_ids") or info.classes, k)
         result["predictions"] = str(predict_path)
     if not info.is_labelled(split):
         return result
@@ -136,7 +122,8 @@ def evaluate(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=No
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
     result.update({
         "rank_1": rank_k_accuracy(probs, labels, 1),
-        f"rank_{topk}": rank_k_accuracy(probs, labels, topk),
+        "rank_k": rank_k_accuracy(probs, labels, k),
+        **({"rank_5": rank_k_accuracy(probs, labels, 5)} if k >= 5 else {}),
         "loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)))),
         "per_class": [{"class": c, "accuracy": float(a), "images": int(n)}
                       for c, a, n in zip(info.classes, per_class, matrix.sum(axis=1), strict=True)],
@@ -150,10 +137,10 @@ def evaluate(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=No
         for t, p in worst if off[t, p] > 0
     ]
     if target.run is not None:
-        stem = f"eval-{split}-{target.label}"
+        stem = f"eval-{split}-{target.label}" + (f"-{tta}" if tta else "")
         if info.num_classes <= CONFUSION_IMAGE_MAX_CLASSES:
             png = target.run.path / f"{stem}-confusion.png"
-            plot_confusion(matrix, info.classes, png)
+            plot_confusion(matrix, info.classes, png, title=f"{target.run.name}: {split}, {target.label}")
             result["confusion_png"] = str(png)
         atomic.write_json(target.run.path / f"{stem}.json", result)
     return result

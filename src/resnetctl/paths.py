@@ -1,12 +1,29 @@
-"""Where datasets and runs live: platformdirs defaults, environment overrides, explicit flags."""
+"""Where datasets and runs live: platformdirs defaults, environment overrides, explicit flags;
+and what a dataset or run *name* may be."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 DATA_DIR_ENV = "RESNETCTL_DATA_DIR"
 RUNS_DIR_ENV = "RESNETCTL_RUNS_DIR"
+DEFAULT_RUNS_DIR = "runs"
+# a plain name: no separators, no leading dot (so never "." or ".."), no glob characters
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}$")
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` if it is a plain file name that stays inside its parent folder, else an error."""
+    from resnetctl.errors import ResnetctlError
+
+    if not _PLAIN_NAME.match(name or ""):
+        raise ResnetctlError(
+            f"{what} name {name!r} is not a plain name",
+            hint="use letters, digits and _ . + = @ - (no '/', no leading '.', at most 128 characters)",
+        )
+    return name
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path:
@@ -27,7 +44,16 @@ def runs_dir(override: str | os.PathLike | None = None) -> Path:
     """Root that holds one folder per training run (default ``./runs``)."""
     if override:
         return Path(override).expanduser()
-    return Path(os.environ.get(RUNS_DIR_ENV, "runs")).expanduser()
+    return Path(os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR).expanduser()
+
+
+def check_folder(path: Path, what: str) -> Path:
+    """``path`` if it is a folder or does not exist yet; a file there is a clear error."""
+    from resnetctl.errors import ResnetctlError
+
+    if path.exists() and not path.is_dir():
+        raise ResnetctlError(f"{what} {path} is a file, not a folder", hint="give a folder path")
+    return path
 
 
 def download_cache_dir() -> Path:

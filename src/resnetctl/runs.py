@@ -1,27 +1,43 @@
-"""The run-dir contract: config.json, history.csv, monitor.png, checkpoints, eval-*.json.
+"""The run-dir contract: config.json, state.json, history.csv, monitor.png, checkpoints, eval-*.json.
 
-A checkpoint is a ``.keras`` file (model + optimizer state) with one extra member,
-``resnetctl.json``, that says which epoch it holds; it is written to a hidden temp name and
-renamed, so a crash never leaves a half-written checkpoint under a real name.
+This module owns what a run *is*: its files, its state (running, finished, stopped, diverged,
+failed), and the one definition of the score that picks ``best.keras`` (:func:`score`).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
+import logging
+import math
+import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnetctl import atomic, paths
+from resnetctl import atomic, locks, paths
+from resnetctl.checkpoints import checkpoint_info, load_model, save_checkpoint  # noqa: F401 (re-exported)
 from resnetctl.errors import RunError
 
-CHECKPOINT_FORMAT = 1
-CHECKPOINT_META = "resnetctl.json"
+log = logging.getLogger("resnetctl")
+
 EPOCH_FILE = re.compile(r"^epoch_(\d{4,})\.keras$")
-HISTORY_COLUMNS = ["epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
-                   "images_per_second"]
+# ``lr`` is the learning rate of the epoch's last optimizer step; TensorBoard and monitor.png
+# show the same column. ``top5``/``val_top5`` only where the dataset has more than 5 classes.
+HISTORY_COLUMNS = ["epoch", "lr", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5",
+                   "seconds", "images_per_second"]
+STATES = ("running", "finished", "stopped", "diverged", "failed")
+
+
+def score(row: dict) -> float:
+    """What ``best.keras`` maximises: validation accuracy, or train accuracy without a val split."""
+    value = row.get("val_accuracy", row.get("accuracy"))
+    return float(value) if value is not None and math.isfinite(float(value)) else -math.inf
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -33,31 +49,61 @@ class RunDir:
         return self.path.name
 
     config_path = property(lambda self: self.path / "config.json")
+    state_path = property(lambda self: self.path / "state.json")
     history_path = property(lambda self: self.path / "history.csv")
     monitor_path = property(lambda self: self.path / "monitor.png")
     checkpoint_dir = property(lambda self: self.path / "checkpoints")
     last_path = property(lambda self: self.path / "last.keras")
     best_path = property(lambda self: self.path / "best.keras")
+    tensorboard_dir = property(lambda self: self.path / "tensorboard")
 
     def epoch_path(self, epoch: int) -> Path:
         return self.checkpoint_dir / f"epoch_{epoch:04d}.keras"
 
+    def lock(self):
+        """Held by train, resume and evaluate while they write this run."""
+        return locks.exclusive(self.path, "Run")
+
+    # ------------------------------------------------------------------ config and state
     def config(self) -> dict:
         try:
-            return json.loads(self.config_path.read_text(encoding="utf-8"))
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise RunError(f"{self.path} is not a resnetctl run ({exc})") from None
+            raise RunError(f"{self.path} is not a readable resnetctl run ({exc})") from None
+        if not isinstance(config, dict) or "model" not in config or "epochs" not in config:
+            raise RunError(f"{self.config_path} is not a resnetctl run config")
+        return config
 
     def write_config(self, config: dict) -> None:
         atomic.write_json(self.config_path, config)
 
+    def write_state(self, state: str, **details) -> None:
+        assert state in STATES, state
+        atomic.write_json(self.state_path, {"state": state, "pid": os.getpid(), "updated": now(), **details})
+
+    def state(self) -> dict:
+        """The run's state; a run marked running whose process is gone is ``failed``."""
+        try:
+            recorded = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = {"state": "failed" if self.config_path.exists() else "unknown",
+                        "reason": "no readable state.json"}
+        if recorded.get("state") == "running" and locks.holder(self.path) is None:
+            recorded = {**recorded, "state": "failed",
+                        "reason": "the process ended without finishing (killed or crashed)"}
+        return recorded
+
+    # ------------------------------------------------------------------ history
     def history(self) -> list[dict]:
         if not self.history_path.exists():
             return []
-        with open(self.history_path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v != ""}
-                for r in rows]
+        try:
+            with open(self.history_path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if k and v not in ("", None)}
+                    for r in rows]
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{self.history_path} is damaged ({exc})") from None
 
     def write_history(self, rows: list[dict]) -> None:
         with atomic.atomic_path(self.history_path) as tmp, open(tmp, "w", newline="") as f:
@@ -65,8 +111,12 @@ class RunDir:
             writer.writeheader()
             writer.writerows(rows)
 
+    # ------------------------------------------------------------------ checkpoints
     def checkpoints(self) -> dict[int, Path]:
-        """Every checkpoint by the epoch it holds (epoch files, then last/best for the rest)."""
+        """Every readable checkpoint by the epoch it holds (epoch files, then last/best).
+
+        An unreadable ``best.keras`` or ``last.keras`` is skipped with a warning: it must not
+        stop a resume from a good epoch file."""
         found: dict[int, Path] = {}
         if self.checkpoint_dir.is_dir():
             for p in sorted(self.checkpoint_dir.iterdir()):
@@ -75,7 +125,10 @@ class RunDir:
                     found[int(m.group(1))] = p
         for p in (self.best_path, self.last_path):
             if p.exists():
-                found.setdefault(checkpoint_info(p)["epoch"], p)
+                try:
+                    found.setdefault(int(checkpoint_info(p)["epoch"]), p)
+                except RunError as exc:
+                    log.warning("skipped %s", exc.message)
         return dict(sorted(found.items()))
 
     def checkpoint(self, epoch: int) -> Path:
@@ -87,56 +140,37 @@ class RunDir:
                            hint=f"epochs with a checkpoint: {have}")
         return checkpoints[epoch]
 
+    def named_checkpoint(self, which: str) -> tuple[Path, str]:
+        """``best``, ``last`` or an epoch number -> (path, label). ``best`` without a
+        ``best.keras`` (a run without val split that never improved, or one rolled back by
+        ``resume --epoch``) falls back to ``last``, and the label says so."""
+        if which in ("best", "last"):
+            path = self.best_path if which == "best" else self.last_path
+            if which == "best" and not path.exists() and self.last_path.exists():
+                log.warning("%s has no best.keras; using last.keras", self.path)
+                path, which = self.last_path, "last"
+            if not path.exists():
+                raise RunError(f"Run {self.path} has no checkpoint yet",
+                               hint="it stopped before its first epoch ended")
+            return path, which
+        try:
+            epoch = int(which)
+        except ValueError:
+            raise RunError(f"Unknown checkpoint {which!r}", hint="use best, last or an epoch number") from None
+        return self.checkpoint(epoch), f"epoch{epoch:04d}"
+
     def evaluations(self) -> list[dict]:
         out = []
         for p in sorted(self.path.glob("eval-*.json")):
             try:
                 out.append(json.loads(p.read_text(encoding="utf-8")))
-            except ValueError:
-                continue
+            except (OSError, ValueError):
+                log.warning("skipped unreadable %s", p)
         return out
 
 
-def save_checkpoint(model, path: Path, info: dict) -> None:
-    """``model.save`` (weights, optimizer state, compile config) + our metadata, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as z:
-            z.writestr(CHECKPOINT_META, json.dumps({"format_version": CHECKPOINT_FORMAT, **info}))
-
-
-def checkpoint_info(path: Path) -> dict:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return json.loads(z.read(CHECKPOINT_META))
-    except KeyError:
-        raise RunError(f"{path} was not written by resnetctl (no {CHECKPOINT_META})") from None
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise RunError(f"{path} is not a readable checkpoint ({exc})") from None
-
-
-def load_model(path: str | Path, compile: bool = True):
-    """Load a ``.keras`` file written by resnetctl (or any Keras model file)."""
-    import keras
-
-    import resnetctl
-
-    resnetctl.register_keras_objects()
-    path = Path(path)
-    if not path.is_file():
-        raise RunError(f"No model file at {path}")
-    from resnetctl.models.builder import deep_graph_recursion
-
-    try:
-        with deep_graph_recursion():
-            return keras.saving.load_model(path, compile=compile)
-    except Exception as exc:  # Keras raises many kinds for a damaged file
-        raise RunError(f"Cannot load {path}: {exc}") from None
-
-
 def find_run(run: str | Path | None, runs_dir: str | Path | None = None) -> RunDir:
-    """A run by path, by name under the runs dir, or the most recently modified one."""
+    """A run by path, by name under the runs dir, or the most recently changed one."""
     root = paths.runs_dir(runs_dir)
     if run:
         for candidate in (Path(run).expanduser(), root / str(run)):
@@ -151,11 +185,22 @@ def find_run(run: str | Path | None, runs_dir: str | Path | None = None) -> RunD
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunDir]:
-    """Runs under the runs dir, oldest first (by last change of their history or config)."""
-    root = paths.runs_dir(runs_dir)
+    """Readable runs under the runs dir, oldest first (by last change of history or config).
+    Anything else there is skipped, with a warning when it looks like a damaged run."""
+    root = paths.check_folder(paths.runs_dir(runs_dir), "Runs dir")
     if not root.is_dir():
         return []
-    runs = [RunDir(p) for p in root.iterdir() if (p / "config.json").is_file()]
+    runs = []
+    for p in root.iterdir():
+        if p.name.startswith(".") or not (p / "config.json").is_file():
+            continue
+        run = RunDir(p)
+        try:
+            run.config()
+        except RunError as exc:
+            log.warning("skipped %s", exc.message)
+            continue
+        runs.append(run)
 
     def changed(r: RunDir) -> float:
         return max(p.stat().st_mtime for p in (r.config_path, r.history_path) if p.exists())

@@ -60,12 +60,18 @@ class FileTree:
         return hits[0][: -len(marker)]
 
     def read(self, name: str) -> bytes:
-        try:
-            if self._zip is not None:
+        """A file's bytes. A damaged zip member (bad CRC, bad deflate data) is damage to the
+        archive, which is refused whole; an unreadable file in a folder is one bad image."""
+        if self._zip is not None:
+            try:
                 return self._zip.read(name)
+            except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise DatasetError(f"{self.source} is a damaged archive: {name}: {exc}",
+                                   hint="download it again") from None
+        try:
             return read_file(os.path.join(self.source, name))
-        except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise BadImage(f"unreadable ({exc})") from None
+        except OSError as exc:
+            raise BadImage(f"unreadable ({exc.strerror or exc})") from None
 
     def read_text(self, name: str) -> str:
         """Text with any line endings; a missing or damaged file is a DatasetError."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import pickle
 import tarfile
@@ -76,7 +77,11 @@ def _read_members(source: Path, wanted: set[str]) -> dict[str, bytes]:
                 base = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and base in wanted:
                     found[base] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            # read the compressed stream to its end, where gzip keeps its CRC and length:
+            # tarfile stops at the end-of-archive blocks and would never check them
+            while tar.fileobj.read(1 << 20):
+                pass
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
         raise DatasetError(
             f"{source} is a truncated or damaged archive ({exc})",
             hint="download it again, or pass the extracted folder",

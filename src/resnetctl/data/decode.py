@@ -20,9 +20,8 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from resnetctl.data.images import BadImage, decode_image, worker_count
+from resnetctl.data.images import BadImage, channel_moments, decode_image, worker_count
 from resnetctl.data.records import FileRecords
-from resnetctl.data.store import channel_moments
 
 _worker: dict = {}  # per worker process: the records, the image size and the ring
 

@@ -119,6 +119,20 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
+def channel_moments(images: np.ndarray) -> np.ndarray:
+    """Per-channel sum and sum of squares of a uint8 ``(N, H, W, 3)`` block, shape ``(2, 3)``.
+
+    OpenCV's SIMD ``meanStdDev`` in float64: about 6 us per 64 px image, against 60+ us for a
+    NumPy histogram or float sums. The decode workers run it on their own blocks, in parallel.
+    """
+    if not images.size:
+        return np.zeros((2, 3))
+    pixels = images.shape[0] * images.shape[1] * images.shape[2]
+    mean, std = cv2.meanStdDev(np.ascontiguousarray(images).reshape(-1, images.shape[2], 3))
+    mean, std = mean.ravel(), std.ravel()
+    return np.stack([mean * pixels, (std**2 + mean**2) * pixels])
+
+
 def worker_count() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

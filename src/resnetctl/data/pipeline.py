@@ -1,13 +1,16 @@
-"""Feeding a split to ``model.fit``: in memory when it fits, else streamed from HDF5.
+"""Feeding a split to ``model.fit``: one batch sequence for every mode.
 
-In memory, Keras' array adapter reshuffles every epoch and prefetches. Streamed, every batch
-is assembled from a few contiguous runs of images (each a single chunk read), in an order
-reshuffled every epoch; ``prepare`` stored train in random order, so runs mix classes.
-Augmentation happens inside the model, on the accelerator, in both cases.
+:class:`Batches` serves in-memory arrays and HDF5 files streamed from disk alike. Its length is
+the number of optimizer steps of an epoch, in every mode, so the learning-rate schedule is built
+from the pipeline itself. The order of epoch ``e`` depends only on ``(seed, e)``: a run resumed
+at epoch ``e`` sees exactly the batches the uninterrupted run would have seen.
 
-Data-parallel JAX needs every batch to split evenly over the devices (``batch_multiple``):
-there, batches come from a PyDataset that leaves the few images of an uneven last batch out
-of that epoch (a different few each epoch, as the order is reshuffled).
+Streamed, a batch is assembled from a few contiguous runs of images (each a single chunk read);
+``prepare`` stored train in random order, so runs mix classes. Augmentation happens inside the
+model, on the accelerator, in both cases.
+
+Data-parallel JAX needs every batch to split evenly over the devices (``batch_multiple``): the
+few images of an uneven last batch are left out of that epoch (a different few each epoch).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import h5py
 import keras
 import numpy as np
 
-from resnetctl.data.store import DatasetInfo, chunk_length, read_split
+from resnetctl.data.store import DatasetInfo, check_split, chunk_length, read_split
+from resnetctl.errors import DatasetError
 
 
 def fits_in_memory(info: DatasetInfo, split: str = "train", fraction: float = 0.25) -> bool:
@@ -32,98 +36,116 @@ def fits_in_memory(info: DatasetInfo, split: str = "train", fraction: float = 0.
     return need < fraction * total
 
 
-class StreamedSplit(keras.utils.PyDataset):
-    """Batches read from ``<split>.h5`` by background threads, reshuffled each epoch."""
+class _Arrays:
+    """Images and labels held in memory."""
 
-    def __init__(self, info: DatasetInfo, split: str, batch_size: int, shuffle: bool = True,
-                 seed: int = 0, workers: int = 4, batch_multiple: int = 1):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=16)
-        self.path = info.split_path(split)
-        self.count = info.splits[split]
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.batch_multiple = batch_multiple
-        self.run = max(1, min(chunk_length(info.image_size), batch_size // 8))
-        self.runs_per_batch = max(1, batch_size // self.run)
-        self.rng = np.random.default_rng(seed)
-        self.local = threading.local()
-        self.order = np.arange(-(-self.count // self.run))
-        self.on_epoch_end()
-
-    def __len__(self) -> int:
-        return -(-len(self.order) // self.runs_per_batch)
-
-    def _file(self):
-        if getattr(self.local, "file", None) is None:
-            self.local.file = h5py.File(self.path, "r")
-        return self.local.file
-
-    def __getitem__(self, index):
-        f = self._file()
-        runs = self.order[index * self.runs_per_batch : (index + 1) * self.runs_per_batch]
-        images, labels = [], []
-        for r in runs:
-            start, stop = r * self.run, min(self.count, (r + 1) * self.run)
-            images.append(f["images"][start:stop])
-            labels.append(f["labels"][start:stop])
-        return _even(np.concatenate(images), np.concatenate(labels), self.batch_multiple)
-
-    def on_epoch_end(self):
-        if self.shuffle:
-            self.rng.shuffle(self.order)
-
-
-def _even(x: np.ndarray, y: np.ndarray, multiple: int):
-    keep = len(x) - len(x) % multiple
-    return x[:keep], y[:keep]
-
-
-class ArrayBatches(keras.utils.PyDataset):
-    """In-memory batches whose sizes are multiples of ``batch_multiple``, reshuffled each epoch."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, batch_multiple: int,
-                 shuffle: bool = True, seed: int = 0):
-        super().__init__(workers=2, use_multiprocessing=False, max_queue_size=8)
+    def __init__(self, x: np.ndarray, y: np.ndarray):
         self.x, self.y = x, y
-        self.batch_size = batch_size
-        self.batch_multiple = batch_multiple
+
+    def read(self, rows: np.ndarray):
+        return self.x[rows], self.y[rows]
+
+
+class _H5File:
+    """Images and labels read from ``<split>.h5`` by contiguous slices, one handle per thread."""
+
+    def __init__(self, path):
+        self.path = path
+        self.local = threading.local()
+
+    def read(self, rows: np.ndarray):
+        f = getattr(self.local, "file", None)
+        if f is None:
+            f = self.local.file = h5py.File(self.path, "r")
+        rows = np.sort(rows)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        images, labels = [], []
+        try:
+            for segment in np.split(rows, breaks):
+                start, stop = int(segment[0]), int(segment[-1]) + 1
+                images.append(f["images"][start:stop])
+                labels.append(f["labels"][start:stop])
+        except (OSError, KeyError) as exc:
+            raise DatasetError(f"Cannot read {self.path} ({exc})", hint="prepare the dataset again with --force") from None
+        return np.concatenate(images), np.concatenate(labels)
+
+
+class Batches(keras.utils.PyDataset):
+    """The batches of one split for one epoch; :meth:`set_epoch` picks the epoch's order.
+
+    ``run`` images that are consecutive on disk stay together (1 in memory: a plain shuffle).
+    """
+
+    def __init__(self, source, count: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 run: int = 1, batch_multiple: int = 1, workers: int = 2):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+        self.source = source
+        self.batch_size = int(batch_size)
         self.shuffle = shuffle
-        self.rng = np.random.default_rng(seed)
-        last = len(x) % batch_size
-        self.count = len(x) - last % batch_multiple
-        self.order = np.arange(len(x))
-        self.on_epoch_end()
+        self.seed = int(seed)
+        self.run = max(1, int(run))
+        self.total = int(count)
+        # leave out what keeps the last batch from splitting evenly over the devices
+        self.count = count - (count % batch_size) % batch_multiple
+        if self.count < 1:
+            raise DatasetError(f"A batch of {batch_size} does not fit {count} images over {batch_multiple} devices")
+        self.order = np.arange(count)
+        self.epoch = None
+        self.set_epoch(0)
 
     def __len__(self) -> int:
         return -(-self.count // self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The order of 0-based ``epoch``: a function of (seed, epoch) only."""
+        if not self.shuffle or epoch == self.epoch:
+            return
+        rng = np.random.default_rng([self.seed, epoch])
+        runs = rng.permutation(-(-self.total // self.run))
+        if self.run == 1:
+            self.order = runs
+        else:
+            starts = runs * self.run
+            self.order = np.concatenate([np.arange(s, min(s + self.run, self.total)) for s in starts])
+        self.epoch = epoch
+
     def __getitem__(self, index):
         rows = self.order[index * self.batch_size : min(self.count, (index + 1) * self.batch_size)]
-        return self.x[rows], self.y[rows]
-
-    def on_epoch_end(self):
-        if self.shuffle:
-            self.rng.shuffle(self.order)
+        return self.source.read(rows)
 
 
-def fit_inputs(info: DatasetInfo, split: str, batch_size: int, in_memory: bool | None, seed: int,
-               batch_multiple: int = 1):
-    """Keyword arguments for ``model.fit`` that feed ``split``: ``x``/``y`` or a PyDataset."""
+class EpochStart(keras.callbacks.Callback):
+    """At each epoch start, before Keras asks for a batch: the epoch's data order, and the
+    reseeding of in-model augmentation (layers with ``reseed``), both from (seed, epoch)."""
+
+    def __init__(self, batches: Batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+        for layer in self.model.layers:
+            if hasattr(layer, "reseed"):
+                layer.reseed(epoch)
+
+
+def train_batches(info: DatasetInfo, batch_size: int, in_memory: bool | None, seed: int,
+                  batch_multiple: int = 1) -> Batches:
+    """The train split as :class:`Batches`: in memory when it fits, else streamed from HDF5."""
     if in_memory is None:
-        in_memory = fits_in_memory(info, split)
-    if not in_memory:
-        return {"x": StreamedSplit(info, split, batch_size, seed=seed, batch_multiple=batch_multiple)}
-    x, y = read_split(info, split)
-    if batch_multiple > 1:
-        return {"x": ArrayBatches(x, y, batch_size, batch_multiple, seed=seed)}
-    return {"x": x, "y": y, "batch_size": batch_size, "shuffle": True}
+        in_memory = fits_in_memory(info, "train")
+    count = info.splits["train"]
+    if in_memory:
+        return Batches(_Arrays(*read_split(info, "train")), count, batch_size, seed=seed,
+                       batch_multiple=batch_multiple)
+    run = max(1, min(chunk_length(info.image_size), batch_size // 8))
+    return Batches(_H5File(check_split(info, "train")), count, batch_size, seed=seed, run=run,
+                   batch_multiple=batch_multiple, workers=4)
 
 
-def validation_inputs(info: DatasetInfo, batch_size: int, batch_multiple: int = 1):
-    """``validation_data`` for ``model.fit``: the val split, or ``None`` when there is none."""
+def validation_batches(info: DatasetInfo, batch_size: int, batch_multiple: int = 1) -> Batches | None:
+    """The val split in memory and in order, or ``None`` when the dataset has none."""
     if "val" not in info.splits:
         return None
     x, y = read_split(info, "val")
-    if batch_multiple > 1:
-        return ArrayBatches(x, y, batch_size, batch_multiple, shuffle=False)
-    return x, y
+    return Batches(_Arrays(x, y), len(y), batch_size, shuffle=False, batch_multiple=batch_multiple)

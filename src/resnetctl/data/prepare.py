@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from resnetctl import __version__, atomic, paths
+from resnetctl import __version__, atomic, locks, paths
 from resnetctl.data import store
 from resnetctl.data.decode import decode_blocks
 from resnetctl.data.images import resize_center_crop
 from resnetctl.data.records import ArrayRecords, FileRecords, Records, SourceData, stratified_split
 from resnetctl.errors import DatasetError, Stopped
+from resnetctl.hooks import PrepareProgress
 from resnetctl.signals import stop_on_signals
 
 
@@ -41,16 +42,6 @@ DOWNLOADS = {
                               "90528d7ca1a48142e341f4ef8d21d0de"),
 }
 KINDS = ("shapes", "cifar10", "cifar100", "tiny-imagenet", "folder")
-
-
-class PrepareProgress:
-    """Hooks a front end implements to show progress; the default shows nothing."""
-
-    def start_split(self, split: str, total: int) -> None: ...
-
-    def advance(self, count: int) -> None: ...
-
-    def end_split(self, split: str, written: int, skipped: int) -> None: ...
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -153,6 +144,31 @@ def _check(signals: dict) -> None:
                       hint="run the same command again to start over")
 
 
+def _check_target(target: Path, source: Path | None, force: bool) -> None:
+    """Refuse to touch what the tool did not make, and a target that overlaps the source."""
+    if source is not None:
+        s, t = source.resolve(), target.resolve()
+        if s == t or s in t.parents or t in s.parents:
+            raise DatasetError(f"The dataset would be written at {target}, which overlaps the source {source}",
+                               hint="pick another --name or --data-dir")
+    if (target / store.META).is_file():
+        if not force:
+            raise DatasetError(f"Dataset {target.name!r} is already prepared at {target}",
+                               hint="pass --force to replace it (the old one stays until the new one is complete)")
+    elif target.exists() or target.is_symlink():
+        raise DatasetError(f"{target} exists and is not a dataset made by resnetctl; it is left untouched",
+                           hint="pick another --name, or move it away")
+
+
+def _check_every_class_trains(classes: list[str], counts: np.ndarray, source) -> None:
+    empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
+    if len(classes) < 2:
+        raise DatasetError(f"{source} has {len(classes)} class; a classifier needs 2 or more")
+    if empty:
+        raise DatasetError(f"No usable training image of class(es) {', '.join(empty[:10])} in {source}",
+                           hint="add images, or lower --val-split / --test-split")
+
+
 def prepare_dataset(
     kind: str,
     source: str | os.PathLike | None = None,
@@ -174,20 +190,18 @@ def prepare_dataset(
     for label, value in (("--val-split", val_split), ("--test-split", test_split)):
         if not 0 <= value < 1:
             raise DatasetError(f"{label} must be in [0, 1). Received: {value}")
-    if size is not None and size < 8:
-        raise DatasetError(f"--size must be at least 8 pixels. Received: {size}")
+    if size is not None and not 8 <= size <= store.MAX_IMAGE_SIZE:
+        raise DatasetError(f"--size must be between 8 and {store.MAX_IMAGE_SIZE} pixels. Received: {size}")
     progress = progress or PrepareProgress()
     source_path = Path(source).expanduser() if source else None
     if kind == "folder" and source_path is None:
         raise DatasetError("`prepare folder` needs --source DIR", hint="one subfolder per class")
     if source_path is not None and not source_path.exists():
         raise DatasetError(f"Source {source_path} does not exist")
-    name = name or (source_path.name if kind == "folder" else kind)
-    root = paths.data_dir(data_dir)
+    name = paths.check_name(name or (source_path.name if kind == "folder" else kind), "Dataset")
+    root = paths.check_folder(paths.data_dir(data_dir), "Data dir")
     target = root / name
-    if (target / store.META).exists() and not force:
-        raise DatasetError(f"Dataset {name!r} is already prepared at {target}",
-                           hint="pass --force to replace it")
+    _check_target(target, source_path, force)
     if source_path is None and kind in DOWNLOADS:
         source_path = _download(kind)
 
@@ -205,12 +219,18 @@ def prepare_dataset(
                            hint="pass --size N to resize them to NxN (e.g. --size 64)")
     rng = np.random.default_rng(seed)
     splits = _carve_splits(data, val_split, test_split if kind == "folder" else 0.0, rng)
+    _check_every_class_trains(data.classes, np.bincount(splits["train"].labels, minlength=len(data.classes)),
+                              source_path or kind)
 
-    root.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale_temps(root, name)
-    tmp = atomic.temp_sibling(target)
-    tmp.mkdir()
-    with stop_on_signals() as signals:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"Cannot create the data dir {root} ({exc.strerror or exc})") from None
+    with locks.exclusive(target, "Dataset"), stop_on_signals() as signals:
+        _check_target(target, source_path, force)  # again, now that no other prepare can change it
+        atomic.remove_stale_temps(root, name)  # ours by name, and their writer is gone: we hold the lock
+        tmp = atomic.temp_sibling(target)
+        tmp.mkdir()
         try:
             meta_splits, skipped, train_writer = {}, [], None
             for split, records in splits.items():
@@ -227,9 +247,10 @@ def prepare_dataset(
                 meta_splits[split] = {"count": writer.count, "labelled": labelled}
                 if labelled:
                     counts = np.zeros(len(data.classes), np.int64)
-                counts[: len(writer.class_counts)] = writer.class_counts
-                meta_splits[split]["class_counts"] = counts.tolist()
+                    counts[: len(writer.class_counts)] = writer.class_counts
+                    meta_splits[split]["class_counts"] = counts.tolist()
                 if split == "train":
+                    _check_every_class_trains(data.classes, counts, source_path)
                     train_writer = writer
             mean, std = train_writer.mean_std()
             meta = {
@@ -261,7 +282,7 @@ def prepare_dataset(
                 os.replace(tmp, target)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            if exc.errno == errno.ENOSPC:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "No space left" in str(exc):
                 raise DatasetError(f"Disk full while writing {name} in {root}",
                                    hint="free some space or choose --data-dir elsewhere") from None
             raise DatasetError(f"Cannot write {name} in {root}: {exc}") from None

@@ -7,32 +7,20 @@ written last and the folder renamed into place only when complete (see ``prepare
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import h5py
 import numpy as np
 
 from resnetctl import paths
 from resnetctl.errors import DatasetError
 
+log = logging.getLogger("resnetctl")
+
 FORMAT_VERSION = 1
+MAX_IMAGE_SIZE = 1024  # --size above this is a mistake, not a dataset
 META = "meta.json"
-
-
-def channel_moments(images: np.ndarray) -> np.ndarray:
-    """Per-channel sum and sum of squares of a uint8 ``(N, H, W, 3)`` block, shape ``(2, 3)``.
-
-    OpenCV's SIMD ``meanStdDev`` in float64: about 6 us per 64 px image, against 60+ us for a
-    NumPy histogram or float sums. The decode workers run it on their own blocks, in parallel.
-    """
-    if not images.size:
-        return np.zeros((2, 3))
-    pixels = images.shape[0] * images.shape[1] * images.shape[2]
-    mean, std = cv2.meanStdDev(np.ascontiguousarray(images).reshape(-1, images.shape[2], 3))
-    mean, std = mean.ravel(), std.ravel()
-    return np.stack([mean * pixels, (std**2 + mean**2) * pixels])
 
 
 def chunk_length(image_size: int) -> int:
@@ -51,6 +39,8 @@ class SplitWriter:
         self.moments = np.zeros((2, 3))  # per-channel sum and sum of squares
         self.pixels = 0
         self.class_counts = np.zeros(0, np.int64)
+        import h5py
+
         self.file = h5py.File(path, "w")
         shape = (image_size, image_size, 3)
         self.images = self.file.create_dataset(
@@ -87,6 +77,8 @@ class SplitWriter:
         self.labels[self.count : end] = labels
         if self.names is not None and names is not None:
             self.names[self.count : end] = names
+        from resnetctl.data.images import channel_moments
+
         self.moments += channel_moments(images) if moments is None else moments
         self.pixels += n * self.size * self.size
         labels = np.asarray(labels)
@@ -156,29 +148,45 @@ class DatasetInfo:
 
 
 def _read_meta(path: Path) -> dict:
+    """meta.json, checked for what the rest of the tool relies on."""
     try:
         meta = json.loads((path / META).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DatasetError(
             f"{path / META} is unreadable ({exc})", hint="prepare the dataset again with --force"
         ) from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
         raise DatasetError(
-            f"{path} has dataset format {meta.get('format_version')}, this resnetctl reads "
-            f"{FORMAT_VERSION}",
+            f"{path} has dataset format {version}, this resnetctl reads {FORMAT_VERSION}",
             hint="prepare it again with --force",
         )
+    try:
+        size, classes, splits = int(meta["image_size"]), meta["classes"], meta["splits"]
+        ok = (8 <= size <= MAX_IMAGE_SIZE and isinstance(classes, list) and len(classes) >= 2
+              and isinstance(splits, dict) and "train" in splits
+              and all(int(s["count"]) >= 1 for s in splits.values())
+              and len(meta["mean"]) == 3 and len(meta["std"]) == 3)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DatasetError(f"{path / META} is inconsistent (image_size, classes, splits, mean or std)",
+                           hint="prepare the dataset again with --force")
     return meta
 
 
 def list_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:
-    root = paths.data_dir(data_dir)
+    """Readable datasets under the data dir; a damaged one is skipped with a warning."""
+    root = paths.check_folder(paths.data_dir(data_dir), "Data dir")
     if not root.is_dir():
         return []
     found = []
     for child in sorted(root.iterdir()):
         if child.is_dir() and not child.name.startswith(".") and (child / META).is_file():
-            found.append(DatasetInfo(child.name, child, _read_meta(child)))
+            try:
+                found.append(DatasetInfo(child.name, child, _read_meta(child)))
+            except DatasetError as exc:
+                log.warning("skipped %s", exc.message)
     return found
 
 
@@ -188,12 +196,27 @@ def open_dataset(name_or_path: str | Path, data_dir: str | Path | None = None) -
     if not (candidate / META).is_file():
         candidate = paths.data_dir(data_dir) / str(name_or_path)
     if not (candidate / META).is_file():
+        paths.check_folder(paths.data_dir(data_dir), "Data dir")
         have = ", ".join(d.name for d in list_datasets(data_dir)) or "none yet"
         raise DatasetError(
             f"No prepared dataset {str(name_or_path)!r} in {paths.data_dir(data_dir)}",
             hint=f"prepared: {have}; run `resnetctl prepare {name_or_path}` first",
         )
     return DatasetInfo(candidate.name, candidate, _read_meta(candidate))
+
+
+def open_run_dataset(record: dict, data_dir: str | Path | None = None) -> DatasetInfo:
+    """The dataset a run (its config.json ``record``) trained on: under ``data_dir`` when given,
+    else where the run found it, by name and then by the folder it recorded."""
+    if data_dir is not None:
+        return open_dataset(record["dataset"], data_dir)
+    try:
+        return open_dataset(record["dataset"], record.get("data_dir"))
+    except DatasetError:
+        recorded = (record.get("dataset_info") or {}).get("path")
+        if recorded and (Path(recorded) / META).is_file():
+            return open_dataset(recorded)
+        raise
 
 
 def load_dataset(
@@ -203,8 +226,27 @@ def load_dataset(
     return read_split(open_dataset(name_or_path, data_dir), split)
 
 
-def read_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+def check_split(info: DatasetInfo, split: str) -> Path:
+    """The split's file, checked against meta.json (an edited image_size, a replaced file)."""
+    import h5py
+
     path = info.split_path(split)
+    try:
+        with h5py.File(path, "r") as f:
+            shape, count = f["images"].shape, f["labels"].shape[0]
+    except (OSError, KeyError) as exc:
+        raise DatasetError(f"Cannot read {path}: {exc}", hint="prepare it again with --force") from None
+    want = (info.image_size, info.image_size, 3)
+    if tuple(shape[1:]) != want or shape[0] != count or count != info.splits[split]:
+        raise DatasetError(f"{path} holds {shape[0]} images of {tuple(shape[1:])}, but meta.json says "
+                           f"{info.splits[split]} of {want}", hint="prepare it again with --force")
+    return path
+
+
+def read_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import h5py
+
+    path = check_split(info, split)
     try:
         with h5py.File(path, "r") as f:
             return f["images"][...], f["labels"][...]
@@ -213,6 +255,8 @@ def read_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_filenames(info: DatasetInfo, split: str) -> list[str] | None:
+    import h5py
+
     with h5py.File(info.split_path(split), "r") as f:
         if "filenames" not in f:
             return None

@@ -2,10 +2,33 @@
 
 from resnetctl.models.specs import ResNetSpec, get_spec, list_models, register
 
-__all__ = ["ResNetSpec", "create_model", "get_spec", "list_models", "register"]
+__all__ = ["ResNetSpec", "check_model_fits", "create_model", "create_model_for", "get_spec", "list_models", "register"]
 
 
 def create_model(name: str, **overrides):
     from resnetctl.models.builder import create_model as _create
 
     return _create(name, **overrides)
+
+
+def create_model_for(name: str, dataset=None, **options):
+    """The one way to build a named model for a prepared dataset (build, train, evaluate, export):
+    input size, classes and the training mean/std come from ``dataset`` (a ``DatasetInfo``);
+    ``options`` (shortcut, weight_decay, augmentation, seed, zero_init_last, ...) go to the builder,
+    ``None`` meaning the model's default."""
+    if dataset is not None:
+        options = {"input_size": dataset.image_size, "num_classes": dataset.num_classes,
+                   "mean": dataset.mean, "std": dataset.std, **options}
+    return create_model(name, **options)
+
+
+def check_model_fits(model, dataset, source) -> None:
+    """A model for other images or another class count than ``dataset`` is refused in one line."""
+    from resnetctl.errors import ModelError
+
+    want = (dataset.image_size, dataset.image_size, 3)
+    have = tuple(model.input_shape[1:])
+    if have != want or model.output_shape[-1] != dataset.num_classes:
+        raise ModelError(f"{source} takes {have} images into {model.output_shape[-1]} classes, but dataset "
+                         f"{dataset.name!r} has {want} images in {dataset.num_classes} classes",
+                         hint="use it with the dataset it was trained on (--dataset)")

@@ -7,19 +7,16 @@ the builder and a block.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
+from resnetctl.checkpoints import deep_graph_recursion
 from resnetctl.errors import ModelError
 from resnetctl.models.layers import ChannelZeroPad, RandomCropFlip
-from resnetctl.models.specs import ResNetSpec, get_spec
-
-AUGMENTATIONS = ("none", "crop-flip", "resized-crop-flip")
+from resnetctl.models.specs import AUGMENTATIONS, ResNetSpec, get_spec
 
 
 @dataclass(frozen=True)
@@ -223,18 +220,6 @@ def build_from_spec(
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     with deep_graph_recursion():
         return keras.Model(inputs, outputs, name=spec.name)
-
-
-@contextlib.contextmanager
-def deep_graph_recursion(limit: int = 30_000):
-    """Keras maps a functional graph recursively, one Python frame per layer: ResNet1202
-    (about 4,000 layers) needs more than Python's default limit of 1,000."""
-    previous = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(previous, limit))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(previous)
 
 
 def create_model(name: str, **overrides) -> keras.Model:

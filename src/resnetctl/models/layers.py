@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -93,6 +94,13 @@ class RandomCropFlip(keras.layers.Layer):
         self.flip = bool(flip)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def reseed(self, epoch: int) -> None:
+        """Make this epoch's random crops and flips a function of (seed, epoch) alone, so a run
+        resumed at an epoch boundary draws exactly what the uninterrupted run drew."""
+        state = self.seed_generator.state
+        base = (int(self.seed or 0) * 1_000_003 + int(epoch) * 7919 + 1) % (2**31 - 1)
+        state.assign(ops.convert_to_tensor(np.array([base, 0]), dtype=state.dtype))
 
     def _uniform(self, batch, low, high):
         return keras.random.uniform((batch, 1), low, high, seed=self.seed_generator)

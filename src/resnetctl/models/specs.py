@@ -14,6 +14,7 @@ from resnetctl.errors import ModelError
 BLOCKS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
 STEMS = ("cifar", "imagenet", "tiny_imagenet")
 SHORTCUTS = ("A", "B", "avgpool")
+AUGMENTATIONS = ("none", "crop-flip", "resized-crop-flip")  # training-only, inside the model
 SHORTCUT_HELP = {
     "A": "zero-padded identity (He et al. 2015 option A)",
     "B": "1x1 convolution projection (option B)",

@@ -1,11 +1,43 @@
-"""Defaults in a frozen dataclass, overridden by flags, written resolved to config.json."""
+"""Defaults in a frozen dataclass, overridden by flags, written resolved to config.json.
+
+Pure Python (no Keras): :meth:`TrainConfig.validate` answers every mistake in the options
+before a backend is imported, and the CLI's help text is generated from these defaults.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from dataclasses import asdict, dataclass, fields, replace
+
+from resnetctl.errors import RunError
+from resnetctl.models.specs import AUGMENTATIONS
 
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SCHEDULES = ("poly", "step", "cosine", "constant")
+
+
+def check_schedule_args(kind, base_lr, epochs, warmup_epochs=0.0, power=1.0, milestones=()):
+    """Reject bad schedule values with what was received (the Keras way)."""
+    if kind not in SCHEDULES:
+        raise RunError(f"Unknown schedule. Received: schedule={kind!r}", hint=f"use one of {', '.join(SCHEDULES)}")
+    if not (isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and base_lr > 0):
+        raise RunError(f"`lr` must be a finite number > 0. Received: lr={base_lr}")
+    if epochs < 1:
+        raise RunError(f"`epochs` must be >= 1. Received: epochs={epochs}")
+    if not math.isfinite(warmup_epochs) or warmup_epochs < 0 or warmup_epochs >= epochs:
+        raise RunError(f"`warmup_epochs` must be in [0, epochs). Received: warmup_epochs={warmup_epochs}")
+    if kind == "poly" and not (math.isfinite(power) and power > 0):
+        raise RunError(f"`power` must be > 0. Received: power={power}")
+    if kind == "step":
+        if not milestones:
+            raise RunError("The step schedule needs --milestones, e.g. --milestones 82,123")
+        if list(milestones) != sorted(set(milestones)) or milestones[0] < 1 or milestones[-1] >= epochs:
+            raise RunError(f"`milestones` must be increasing epochs between 1 and {epochs - 1}. "
+                           f"Received: milestones={','.join(map(str, milestones))}")
+    elif milestones:
+        raise RunError(f"--milestones only apply to --schedule step. Received: schedule={kind!r}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +72,36 @@ class TrainConfig:
         first step made one seed in three diverge early on the CIFAR subset (docs/benchmarks.md)."""
         return min(2.0, self.epochs / 10) if self.warmup_epochs is None else self.warmup_epochs
 
+    def validate(self) -> TrainConfig:
+        """Every option checked without Keras; returns self so calls chain."""
+        from resnetctl import paths
+        from resnetctl.models.specs import get_spec
+
+        get_spec(self.model)
+        for label, value in (("epochs", self.epochs), ("batch_size", self.batch_size),
+                             ("checkpoint_every", self.checkpoint_every)):
+            if value < 1:
+                raise RunError(f"`{label}` must be >= 1. Received: {label}={value}")
+        if self.optimizer not in OPTIMIZERS:
+            raise RunError(f"Unknown optimizer {self.optimizer!r}", hint=f"use one of {', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise RunError(f"Unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+        if self.augmentation is not None and self.augmentation not in AUGMENTATIONS:
+            raise RunError(f"Unknown augmentation {self.augmentation!r}", hint=f"use one of {', '.join(AUGMENTATIONS)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise RunError(f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise RunError(f"`weight_decay` must be a finite number >= 0. Received: {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise RunError(f"`momentum` must be in [0, 1). Received: {self.momentum}")
+        check_schedule_args(self.schedule, self.lr, self.epochs, self.warmup(), self.power, self.milestones)
+        if self.run is not None:
+            paths.check_name(self.run, "Run")
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise RunError("--tensorboard needs the tensorboard package",
+                           hint='install it with `pip install "resnetctl[tensorboard]"` (or `pip install tensorboard`)')
+        return self
+
     def with_overrides(self, **overrides) -> TrainConfig:
         """Apply the flags a user actually gave (``None`` keeps the default)."""
         known = {f.name for f in fields(self)}
@@ -56,3 +118,6 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k in known}
         d["milestones"] = tuple(d.get("milestones") or ())
         return cls(**d)
+
+
+DEFAULTS = TrainConfig(model="")

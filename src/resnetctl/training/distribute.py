@@ -22,7 +22,6 @@ from pathlib import Path
 import keras
 
 from resnetctl.errors import RunError
-from resnetctl.runs import RunDir
 
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
 DOCS = "docs/distributed.md"
@@ -68,15 +67,15 @@ class Placement:
                 hint=f"use a multiple of {max(self.batch_multiple, self.replicas)}: the batch size is global")
 
     @contextlib.contextmanager
-    def output(self, run: RunDir):
-        """Where this process writes the run: the chief writes the real run dir, other workers a
-        scratch copy that is thrown away (they take part in every step but own no files)."""
+    def output(self, path: Path):
+        """The folder this process writes a run into: the chief writes the real one, other
+        workers a scratch folder that is thrown away (they take part in every step but own no files)."""
         if self.chief:
-            yield run
+            yield path
             return
         with tempfile.TemporaryDirectory(prefix="resnetctl-worker-") as tmp:
-            scratch = RunDir(Path(tmp) / run.name)
-            scratch.path.mkdir()
+            scratch = Path(tmp) / path.name
+            scratch.mkdir()
             yield scratch
 
 

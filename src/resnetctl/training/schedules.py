@@ -10,29 +10,12 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from resnetctl.errors import RunError
-
-KINDS = ("poly", "step", "cosine", "constant")
-
-
-def check_schedule_args(kind, base_lr, epochs, warmup_epochs=0.0, power=1.0, milestones=()):
-    """Reject bad values with what was received (the Keras way)."""
-    if kind not in KINDS:
-        raise RunError(f"Unknown schedule. Received: schedule={kind!r}", hint=f"use one of {KINDS}")
-    if not base_lr > 0:
-        raise RunError(f"`lr` must be > 0. Received: lr={base_lr}")
-    if epochs < 1:
-        raise RunError(f"`epochs` must be >= 1. Received: epochs={epochs}")
-    if warmup_epochs < 0 or warmup_epochs >= epochs:
-        raise RunError(
-            f"`warmup_epochs` must be in [0, epochs). Received: warmup_epochs={warmup_epochs}"
-        )
-    if kind == "poly" and not power > 0:
-        raise RunError(f"`power` must be > 0. Received: power={power}")
-    if kind == "step" and not milestones:
-        raise RunError("The step schedule needs --milestones, e.g. --milestones 82,123")
+from resnetctl.training.config import SCHEDULES as KINDS  # noqa: F401
+from resnetctl.training.config import check_schedule_args
 
 
 @keras.saving.register_keras_serializable(package="resnetctl")
@@ -62,26 +45,32 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.milestones = tuple(int(m) for m in milestones)
         self.gamma = float(gamma)
 
-    def __call__(self, step):
-        epoch = ops.cast(step, "float32") / float(self.steps_per_epoch)
-        progress = ops.clip(epoch / float(self.epochs), 0.0, 1.0)
+    def _rate(self, epoch, xp):
+        """The formula, once, for ``xp`` = ``keras.ops`` (in the graph) or NumPy (for display)."""
+        progress = xp.clip(epoch / float(self.epochs), 0.0, 1.0)
         if self.kind == "poly":
-            lr = self.base_lr * ops.power(1.0 - progress, self.power)
+            lr = self.base_lr * xp.power(1.0 - progress, self.power)
         elif self.kind == "cosine":
-            lr = 0.5 * self.base_lr * (1.0 + ops.cos(math.pi * progress))
+            lr = 0.5 * self.base_lr * (1.0 + xp.cos(math.pi * progress))
         elif self.kind == "step":
-            passed = sum(ops.cast(epoch >= float(m), "float32") for m in self.milestones)
-            lr = self.base_lr * ops.power(self.gamma, passed)
+            passed = sum(xp.where(epoch >= float(m), 1.0, 0.0) for m in self.milestones)
+            lr = self.base_lr * xp.power(self.gamma, passed)
         else:
-            lr = ops.convert_to_tensor(self.base_lr, "float32")
+            lr = self.base_lr * xp.ones_like(epoch)
         if self.warmup_epochs > 0:
-            ramp = ops.minimum(1.0, (epoch + 1.0 / self.steps_per_epoch) / self.warmup_epochs)
-            lr = lr * ramp
+            lr = lr * xp.minimum(1.0, (epoch + 1.0 / self.steps_per_epoch) / self.warmup_epochs)
         return lr
 
-    def at_epoch(self, epoch: int) -> float:
-        """The rate at the first step of 0-based ``epoch`` (what history.csv records)."""
-        return float(ops.convert_to_numpy(self(epoch * self.steps_per_epoch)))
+    def __call__(self, step):
+        return self._rate(ops.cast(step, "float32") / float(self.steps_per_epoch), ops)
+
+    def at_step(self, step: int) -> float:
+        """The rate of optimizer step ``step`` (0-based), computed in Python: no device round trip."""
+        return float(self._rate(np.float32(step) / np.float32(self.steps_per_epoch), np))
+
+    def at_epoch_end(self, epoch: int) -> float:
+        """The rate of the last step of 0-based ``epoch``: history.csv's ``lr``."""
+        return self.at_step((epoch + 1) * self.steps_per_epoch - 1)
 
     def get_config(self):
         return {

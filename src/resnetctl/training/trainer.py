@@ -1,28 +1,46 @@
-"""``train`` and ``resume``: build or load, compile, fit with our callbacks, keep the run resumable."""
+"""``train`` and ``resume``: build or load, compile, fit with our callbacks, keep the run resumable.
+
+One process writes a run at a time (``RunDir.lock``). Everything that can be checked is checked
+before anything is written; a run that fails before its first epoch ends leaves nothing behind
+(or, when stopped by a signal, a checkpoint-less run that ``train`` may start again).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import logging
 import math
 import platform
+import shutil
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import keras
-from rich.console import Console
 
 from resnetctl import __version__, paths
-from resnetctl.data.pipeline import fit_inputs, validation_inputs
-from resnetctl.data.store import DatasetInfo, open_dataset
-from resnetctl.errors import RunError, Stopped
-from resnetctl.models import create_model, get_spec
-from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model
+from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
+from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset
+from resnetctl.errors import Diverged, RunError, Stopped
+from resnetctl.hooks import TrainingProgress
+from resnetctl.models import check_model_fits, create_model_for
+from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model, now, score
 from resnetctl.signals import stop_on_signals
-from resnetctl.training.callbacks import RunRecorder, StopRequested
-from resnetctl.training.config import OPTIMIZERS, PRECISIONS, TrainConfig
+from resnetctl.training.callbacks import (
+    Reporter,
+    RunRecorder,
+    StopRequested,
+    tensorboard_writer,
+)
+from resnetctl.training.config import TrainConfig
 from resnetctl.training.distribute import Placement, resolve
 from resnetctl.training.losses import SparseCrossentropy
-from resnetctl.training.progress import RichProgress
-from resnetctl.training.schedules import EpochSchedule, check_schedule_args
+from resnetctl.training.schedules import EpochSchedule
+
+log = logging.getLogger("resnetctl")
+# files a run dir holds; a run that never finished an epoch is cleared of these before a restart
+RUN_FILES = ("config.json", "state.json", "history.csv", "monitor.png", "last.keras", "best.keras")
 
 
 @dataclass
@@ -51,22 +69,6 @@ def library_versions() -> dict:
 def default_augmentation(image_size: int) -> str:
     """Pad-and-crop + flip for small images (CIFAR, Tiny ImageNet), random-resized crop above."""
     return "crop-flip" if image_size <= 64 else "resized-crop-flip"
-
-
-def _validate(config: TrainConfig) -> None:
-    get_spec(config.model)
-    for label, value in (("epochs", config.epochs), ("batch_size", config.batch_size),
-                         ("checkpoint_every", config.checkpoint_every)):
-        if value < 1:
-            raise RunError(f"`{label}` must be >= 1. Received: {label}={value}")
-    if config.optimizer not in OPTIMIZERS:
-        raise RunError(f"Unknown optimizer {config.optimizer!r}", hint=f"use one of {OPTIMIZERS}")
-    if config.precision not in PRECISIONS:
-        raise RunError(f"Unknown precision {config.precision!r}", hint=f"use one of {PRECISIONS}")
-    if not 0 <= config.label_smoothing < 1:
-        raise RunError(f"`label_smoothing` must be in [0, 1). Received: {config.label_smoothing}")
-    check_schedule_args(config.schedule, config.lr, config.epochs, config.warmup(),
-                        config.power, config.milestones)
 
 
 def _set_up_backend(config: TrainConfig) -> None:
@@ -99,116 +101,151 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
 
 
 def _dataset_summary(info: DatasetInfo) -> dict:
-    return {"name": info.name, "path": str(info.path), "image_size": info.image_size,
+    return {"name": info.name, "path": str(info.path.resolve()), "image_size": info.image_size,
             "num_classes": info.num_classes, "classes": info.classes, "splits": info.splits,
             "mean": info.mean, "std": info.std}
 
 
-def train(config: TrainConfig, console: Console | None = None, strategy: str = "auto") -> TrainResult:
+def _restartable(run: RunDir) -> bool:
+    """A run of ours that never finished an epoch (stopped in its first, or killed while
+    writing its first checkpoint) may be started again under its name."""
+    return run.config_path.is_file() and not run.history() and not run.checkpoints()
+
+
+def train(config: TrainConfig, progress: TrainingProgress | None = None, strategy: str = "auto") -> TrainResult:
     """Train ``config.model`` on ``config.dataset`` in a new run dir, placed by ``strategy``."""
-    _validate(config)
+    config.validate()
+    info = open_dataset(config.dataset, config.data_dir)
+    root = paths.check_folder(paths.runs_dir(config.runs_dir), "Runs dir")
+    name = config.run or f"{config.model}-{info.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    paths.check_name(name, "Run")
+    run = RunDir(root / name)
     placement = resolve(strategy)
     placement.check_batch_size(config.batch_size)
-    info = open_dataset(config.dataset, config.data_dir)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = config.run or f"{config.model}-{info.name}-{stamp}"
-    run = RunDir(paths.runs_dir(config.runs_dir) / name)
-    if placement.chief and run.config_path.exists():
-        raise RunError(f"Run {run.path} already exists",
-                       hint="resume it with `resnetctl resume --run` or pick another --run name")
     augmentation = config.augmentation or default_augmentation(info.image_size)
     config = replace(config, run=name, augmentation=augmentation)
     _set_up_backend(config)
-    with placement.scope(), placement.output(run) as out:
-        model = create_model(
-            config.model,
-            input_size=info.image_size,
-            num_classes=info.num_classes,
-            mean=info.mean,
-            std=info.std,
-            weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
-            augmentation=augmentation,
-            seed=config.seed,
-            zero_init_last=config.zero_init_last,
-        )
-        steps = math.ceil(info.splits["train"] / config.batch_size)
-        schedule = make_schedule(config, steps)
-        compile_model(model, config, schedule, info.num_classes)
-        out.path.mkdir(parents=True, exist_ok=True)
-        record = {
-            **config.to_dict(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "steps_per_epoch": steps,
-            "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
-            "segments": [],
-            "dataset_info": _dataset_summary(info),
-            "versions": library_versions(),
-            "placement": placement.to_dict(),
-        }
-        out.write_config(record)
-        history = _fit(out, model, config, info, [], 0, schedule, console, placement)
+    with _RunWriter(run, placement) as out:
+        if placement.chief and out.path.exists():
+            if not _restartable(out):
+                what = "already exists" if out.config_path.exists() else "exists and is not a resnetctl run"
+                raise RunError(f"Run folder {out.path} {what}",
+                               hint="resume it with `resnetctl resume --run`, or pick another --run name")
+            _clear(out)
+        with placement.scope():
+            batches = train_batches(info, config.batch_size, config.in_memory, config.seed,
+                                    placement.batch_multiple)
+            model = create_model_for(config.model, info,
+                                     weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
+                                     augmentation=augmentation, seed=config.seed,
+                                     zero_init_last=config.zero_init_last)
+            steps = len(batches)
+            schedule = make_schedule(config, steps)
+            compile_model(model, config, schedule, info.num_classes)
+            out.path.mkdir(parents=True, exist_ok=True)
+            out.write_config({
+                **config.to_dict(),
+                "created": now(),
+                "steps_per_epoch": steps,
+                "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
+                "segments": [],
+                "dataset_info": _dataset_summary(info),
+                "versions": library_versions(),
+                "placement": placement.to_dict(),
+            })
+            history = _fit(out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement)
     return TrainResult(run, history, placement)
 
 
-def resume(run: str | None = None, *, runs_dir: str | None = None, epoch: int | None = None,
-           lr: float | None = None, epochs: int | None = None,
-           console: Console | None = None, strategy: str = "auto") -> TrainResult:
+def _clear(run: RunDir) -> None:
+    for name in RUN_FILES:
+        (run.path / name).unlink(missing_ok=True)
+    for folder in (run.checkpoint_dir, run.tensorboard_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def resume(run: str | None = None, *, runs_dir: str | None = None, data_dir: str | None = None,
+           epoch: int | None = None, lr: float | None = None, epochs: int | None = None,
+           progress: TrainingProgress | None = None, strategy: str = "auto") -> TrainResult:
     """Continue a run from the checkpoint of ``epoch`` (default: its latest).
 
-    Model, optimizer state (iterations, momentum) and schedule position come back; history
-    rows, checkpoints and segments after ``epoch`` are dropped, so curves have no gaps or
-    duplicates. ``lr`` continues with that constant rate; ``epochs`` changes the total.
-    Checkpoints don't depend on the placement: a run can resume on more or fewer devices.
+    Model, optimizer state (iterations, momentum), augmentation RNG state and the schedule
+    position come back from the checkpoint; the data order is a function of (seed, epoch):
+    resuming gives the run that was never stopped. History rows, checkpoints and segments after
+    ``epoch`` are dropped, and ``best.keras`` becomes the best checkpoint kept. ``lr`` continues
+    with that constant rate; ``epochs`` changes the total.
     """
-    placement = resolve(strategy)
     rd = find_run(run, runs_dir)
     record = rd.config()
     config = TrainConfig.from_dict(record)
-    checkpoints = rd.checkpoints()
-    if not checkpoints:
-        raise RunError(f"Run {rd.path} has no checkpoint: it stopped before its first epoch ended",
-                       hint=f"start it again with `resnetctl train {config.model}`")
-    if epoch is None:
-        epoch = max(checkpoints)
-    start_from = rd.checkpoint(epoch)
     if epochs is not None:
         config = replace(config, epochs=epochs)
-    if lr is not None and not lr > 0:
-        raise RunError(f"`lr` must be > 0. Received: lr={lr}")
-    if epoch >= config.epochs:
-        raise RunError(f"Run {rd.name} has done epoch {epoch} of {config.epochs}",
-                       hint="pass --epochs TOTAL to train further")
-    segments = [s for s in record.get("segments", []) if s["from_epoch"] < epoch]
-    if lr is not None:
-        segments.append({"from_epoch": epoch, "lr": lr})
-    constant_lr = segments[-1]["lr"] if segments else None
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise RunError(f"`lr` must be a finite number > 0. Received: lr={lr}")
+    if config.epochs < 1:
+        raise RunError(f"`epochs` must be >= 1. Received: epochs={config.epochs}")
+    placement = resolve(strategy)
     placement.check_batch_size(config.batch_size)
-
-    _set_up_backend(config)
-    info = open_dataset(config.dataset, config.data_dir)
-    with placement.scope(), placement.output(rd) as out:
-        model = load_model(start_from)
-        steps = math.ceil(info.splits["train"] / config.batch_size)
-        schedule = make_schedule(config, steps, constant_lr)
-        _recompile_with_state(model, config, schedule, info.num_classes, start_from)
-
-        if placement.chief:  # the abandoned future of this run
-            for stale, path in checkpoints.items():
-                if stale > epoch:
-                    path.unlink()
-            for path in (rd.last_path, rd.best_path):
-                if path.exists() and path != start_from and _epoch_of(path) > epoch:
-                    path.unlink()
-        history = [r for r in rd.history() if r["epoch"] <= epoch]
-        out.write_history(history)
-        record.update(epochs=config.epochs, segments=segments, versions=library_versions(),
-                      effective_warmup_epochs=config.warmup())
-        record.setdefault("resumes", []).append(
-            {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-             "from_epoch": epoch, "lr": lr, "epochs": config.epochs, "placement": placement.to_dict()})
-        out.write_config(record)
-        history = _fit(out, model, config, info, history, epoch, schedule, console, placement)
+    with _RunWriter(rd, placement) as out:
+        checkpoints = rd.checkpoints()
+        if not checkpoints:
+            raise RunError(f"Run {rd.path} has no checkpoint: it stopped before its first epoch ended",
+                           hint=f"start it again: resnetctl train {config.model} --run {rd.name} "
+                                f"--runs-dir {rd.path.parent} --dataset {config.dataset}")
+        epoch = max(checkpoints) if epoch is None else epoch
+        start_from = rd.checkpoint(epoch)
+        if epoch >= config.epochs:
+            raise RunError(f"Run {rd.name} has done epoch {epoch} of {config.epochs}",
+                           hint=f"train further: resnetctl resume --run {rd.path} --epochs TOTAL")
+        segments = [s for s in record.get("segments", []) if s["from_epoch"] < epoch]
+        if lr is not None:
+            segments.append({"from_epoch": epoch, "lr": lr})
+        constant_lr = segments[-1]["lr"] if segments else None
+        info = open_run_dataset(record, data_dir)
+        _set_up_backend(config)
+        with placement.scope():
+            model = load_model(start_from)
+            check_model_fits(model, info, start_from)
+            batches = train_batches(info, config.batch_size, config.in_memory, config.seed,
+                                    placement.batch_multiple)
+            steps = len(batches)
+            schedule = make_schedule(config, steps, constant_lr)
+            _recompile_with_state(model, config, schedule, info.num_classes, start_from)
+            history = [r for r in rd.history() if r["epoch"] <= epoch]
+            best = _roll_back(out, checkpoints, epoch, start_from, history) if placement.chief else -math.inf
+            out.write_history(history)
+            record.update(epochs=config.epochs, segments=segments, versions=library_versions(),
+                          effective_warmup_epochs=config.warmup(), steps_per_epoch=steps)
+            record.setdefault("resumes", []).append(
+                {"at": now(), "from_epoch": epoch, "lr": lr, "epochs": config.epochs,
+                 "placement": placement.to_dict()})
+            out.write_config(record)
+            history = _fit(out, model, config, info, batches, history, epoch, schedule, best, progress, placement)
     return TrainResult(rd, history, placement)
+
+
+def _roll_back(run: RunDir, checkpoints: dict, epoch: int, start_from: Path, history: list[dict]) -> float:
+    """Drop the abandoned future after ``epoch``; make ``best.keras`` the best checkpoint kept
+    (by :func:`score`), or remove it when none is. Returns the score the run must beat."""
+    for stale, path in checkpoints.items():
+        if stale > epoch and path.parent == run.checkpoint_dir:
+            path.unlink()
+    if run.last_path.exists() and run.last_path != start_from and _epoch_of(run.last_path, epoch + 1) > epoch:
+        run.last_path.unlink()
+    scores = {r["epoch"]: score(r) for r in history}
+    if run.best_path.exists() and _epoch_of(run.best_path, epoch + 1) <= epoch:
+        return scores.get(_epoch_of(run.best_path, epoch + 1), -math.inf)
+    run.best_path.unlink(missing_ok=True)
+    kept = {e: p for e, p in checkpoints.items() if e <= epoch and p.exists() and p != run.best_path}
+    if not kept:
+        log.warning("no kept checkpoint up to epoch %d to be best.keras; it comes back when an epoch improves", epoch)
+        return -math.inf
+    best_epoch = max(kept, key=lambda e: (scores.get(e, -math.inf), e))
+    from resnetctl import atomic
+
+    atomic.copy_file(kept[best_epoch], run.best_path)
+    log.warning("best.keras is now epoch %d, the best checkpoint kept up to epoch %d", best_epoch, epoch)
+    return scores.get(best_epoch, -math.inf)
 
 
 def _recompile_with_state(model, config: TrainConfig, schedule, num_classes: int, source) -> None:
@@ -229,37 +266,88 @@ def _recompile_with_state(model, config: TrainConfig, schedule, num_classes: int
         variable.assign(value)
 
 
-def _epoch_of(path) -> int:
-    return int(checkpoint_info(path)["epoch"])
+def _epoch_of(path, unreadable: int) -> int:
+    try:
+        return int(checkpoint_info(path)["epoch"])
+    except RunError:
+        return unreadable
 
 
-def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, history: list[dict],
-         initial_epoch: int, schedule, console: Console | None, placement: Placement) -> list[dict]:
-    """``model.fit`` with our callbacks; returns the history, raises Stopped on a clean stop."""
-    console = console or Console()
-    console.print(f"[dim]{config.model} on {info.name}, {placement.describe()}[/]", highlight=False)
-    inputs = fit_inputs(info, "train", config.batch_size, config.in_memory, config.seed,
-                        placement.batch_multiple)
-    validation = validation_inputs(info, config.batch_size, placement.batch_multiple)
+class _RunWriter:
+    """Hold the run's lock (chief only) and yield the RunDir this process writes."""
+
+    def __init__(self, run: RunDir, placement: Placement):
+        self.run, self.placement = run, placement
+
+    def __enter__(self) -> RunDir:
+        from contextlib import ExitStack
+
+        self.stack = ExitStack()
+        if self.placement.chief:
+            self.stack.enter_context(self.run.lock())
+        return RunDir(self.stack.enter_context(self.placement.output(self.run.path)))
+
+    def __exit__(self, *exc):
+        return self.stack.__exit__(*exc)
+
+
+def _resume_hint(run: RunDir, lr: float | None = None) -> str:
+    hint = f"resume with: resnetctl resume --run {run.path.resolve()}"
+    return hint + (f" --lr {lr:.3g}" if lr else "")
+
+
+def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, batches, history: list[dict],
+         initial_epoch: int, schedule, best_score: float, progress: TrainingProgress | None,
+         placement: Placement) -> list[dict]:
+    """``model.fit`` with our callbacks; records the run's state; returns the history.
+
+    Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
+    read) with what was kept and the command that continues."""
+    progress = progress or TrainingProgress()
+    validation = validation_batches(info, config.batch_size, placement.batch_multiple)
+    extra = [tensorboard_writer(run.tensorboard_dir)] if config.tensorboard else []
+    fresh = initial_epoch == 0
+    run.write_state("running", epoch=initial_epoch)
+    progress.start({"run": run.name, "path": str(run.path), "model": config.model, "dataset": info.name,
+                    "placement": placement.describe(), "epochs": config.epochs, "initial_epoch": initial_epoch,
+                    "steps": len(batches), "batch_size": config.batch_size, "images": info.splits["train"]})
     with stop_on_signals() as signals:
-        recorder = RunRecorder(run, history, schedule, info.splits["train"],
-                               config.checkpoint_every, signals)
-        progress = RichProgress(console, history, schedule)
-        callbacks = [recorder, progress]
-        if config.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.path / "tensorboard")))
+        callbacks = [EpochStart(batches), Reporter(progress, schedule, signals),
+                     RunRecorder(run, history, schedule, info.splits["train"], config.checkpoint_every,
+                                 best_score, progress, extra)]
         try:
-            model.fit(**inputs, epochs=config.epochs, initial_epoch=initial_epoch,
+            model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
                       validation_data=validation, callbacks=callbacks, verbose=0)
         except StopRequested as stop:
-            progress.close()
-            done = history[-1]["epoch"] if history else 0
-            owner = f"kept {run.last_path}" if placement.chief else "the chief worker keeps"
-            kept = f"{owner} (epoch {done})" if done else "no epoch finished, so there is nothing to resume"
-            where = run.path if placement.chief else run.name
-            hint = (f"resume with: resnetctl resume --run {where}" if done
-                    else f"start again: resnetctl train {config.model} --dataset {config.dataset}")
-            if "non-finite" in stop.reason:
-                hint += " --lr <lower>"
+            done = history[-1]["epoch"] if history else initial_epoch
+            kept = f"kept {run.last_path} (epoch {done})" if done else "no epoch finished"
+            state = "diverged" if stop.diverged else "stopped"
+            run.write_state(state, epoch=done, reason=stop.reason)
+            if stop.diverged:
+                lr = schedule.at_step(max(0, stop.epoch - 1) * len(batches)) / 10
+                hint = (_resume_hint(run, lr) if done else
+                        f"start again with a lower rate: resnetctl train {config.model} --run {run.name} "
+                        f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()} --lr {config.lr / 10:.3g}")
+                raise Diverged(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
+            hint = (_resume_hint(run) if done else
+                    f"start again: resnetctl train {config.model} --run {run.name} "
+                    f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()}")
             raise Stopped(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
+        except BaseException as exc:
+            done = history[-1]["epoch"] if history else initial_epoch
+            if fresh and not done:  # nothing worth keeping: leave no run behind
+                shutil.rmtree(run.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):  # the disk may be full
+                    run.write_state("failed", epoch=done, reason=str(exc)[:500])
+            if isinstance(exc, OSError):
+                what = "Disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "Cannot write"
+                kept = f"the last good checkpoint is {run.last_path} (epoch {done})" if done else "nothing was kept"
+                raise RunError(f"{what} while training in {run.path} ({exc.strerror or exc}); {kept}",
+                               hint=(_resume_hint(run) + " once there is space") if done else
+                               "free some space and train again") from None
+            raise
+        finally:
+            progress.close()
+    run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch)
     return history
