@@ -18,8 +18,10 @@ import pytest
 
 import resnetctl
 from resnetctl.runs import RunDir
-from tests.conftest import run_cli
-from tests.test_train import steps_per_epoch
+from tests.helpers import run_cli, steps_per_epoch
+
+pytestmark = pytest.mark.e2e
+
 
 # Splits this process's CPU into two logical devices before TensorFlow starts, then runs the CLI.
 TWO_CPUS = """
@@ -164,7 +166,8 @@ def test_torch_backend_trains_resumes_and_evaluates(train_small, common, tmp_pat
     run_cli("resume", "--run", "torch", "--epochs", 3, *common)
     assert run.config()["versions"]["backend"] == "tensorflow"
     assert [r["epoch"] for r in run.history()] == [1, 2, 3]
-    assert [r["lr"] for r in run.history()] == pytest.approx([0.1, 0.01, 0.01])
+    steps = steps_per_epoch(cifar_small)  # lr: the rate of each epoch's last step
+    assert [r["lr"] for r in run.history()] == pytest.approx([0.1 / steps, 0.01, 0.01])
     assert iterations(run.last_path) == 3 * steps_per_epoch(cifar_small)
     result = json.loads(run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json", *common,
                                 env_extra=env).stdout)

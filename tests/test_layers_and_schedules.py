@@ -53,7 +53,12 @@ def test_augmentation_is_identity_at_inference_and_varies_in_training():
 )
 def test_schedule_matches_the_per_epoch_formula(kind, kwargs, expected):
     schedule = EpochSchedule(kind, 0.1, steps_per_epoch=10, epochs=4, **kwargs)
-    assert [schedule.at_epoch(e) for e in range(4)] == pytest.approx(expected, rel=1e-5)
+    first_steps = [float(keras.ops.convert_to_numpy(schedule(e * 10))) for e in range(4)]
+    assert first_steps == pytest.approx(expected, rel=1e-5)
+    # the Python twin used for display agrees with the graph at every step
+    every = [float(keras.ops.convert_to_numpy(schedule(step))) for step in range(40)]
+    assert [schedule.at_step(step) for step in range(40)] == pytest.approx(every, rel=1e-6)
+    assert schedule.at_epoch_end(0) == pytest.approx(every[9], rel=1e-6)
 
 
 def test_warmup_ramps_linearly_and_schedule_serialises():

@@ -10,9 +10,8 @@ import pytest
 
 import resnetctl
 from resnetctl.models import create_model, get_spec, list_models
-from resnetctl.models.builder import build_from_spec
-from resnetctl.models.profile import count_macs, profile_model
-from tests.conftest import invoke, run_cli
+from resnetctl.models.profile import profile_spec
+from tests.helpers import invoke, run_cli
 
 # He et al. 2015, table 6 (parameters) and the per-image MACs published for these models.
 PAPER = {
@@ -31,6 +30,21 @@ PINNED_TRAINABLE = {
 }
 
 
+def keras_counts(model) -> tuple[int, int, int]:
+    """(all weights, trainable weights, MACs of conv and dense layers) read off a built model."""
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            _, h, w, _ = layer.output.shape
+            macs += h * w * kh * kw * cin * cout
+        elif isinstance(layer, keras.layers.Dense):
+            macs += layer.kernel.shape[0] * layer.kernel.shape[1]
+    size = lambda ws: sum(int(np.prod(w.shape)) for w in ws)  # noqa: E731
+    return size(model.weights), size(model.trainable_weights), int(macs)
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_builds_runs_saves_and_reloads(name, tmp_path):
     spec = get_spec(name)
@@ -46,13 +60,12 @@ def test_every_model_builds_runs_saves_and_reloads(name, tmp_path):
     reloaded = resnetctl.load_model(path, compile=False)
     again = keras.ops.convert_to_numpy(reloaded(images, training=False))
     np.testing.assert_allclose(again, probs, rtol=1e-5, atol=1e-6)
-    assert reloaded.get_layer("stage1_block1_add") is not None  # layers named by stage and block
+    assert "stage1_block1_add" in [layer.name for layer in reloaded.layers]  # named by stage and block
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_cifar_resnets_match_the_paper(name):
-    model = create_model(name)
-    profile = profile_model(model, get_spec(name))
+    profile = profile_spec(get_spec(name))
     paper_params, paper_macs = PAPER[name]
     assert profile.trainable_params == PINNED_TRAINABLE[name]
     assert round(profile.trainable_params / 1e6, 2 if paper_params < 1e6 else 1) == paper_params / 1e6
@@ -62,8 +75,7 @@ def test_cifar_resnets_match_the_paper(name):
 
 def test_imagenet_resnets_match_published_counts():
     for name, params, gmacs in (("resnet18", 11_689_512, 1.82), ("resnet50", 25_557_032, 4.09)):
-        model = create_model(name)
-        profile = profile_model(model, get_spec(name))
+        profile = profile_spec(get_spec(name))
         assert profile.trainable_params == params  # torchvision's counts
         assert abs(profile.macs / 1e9 - gmacs) / gmacs < 0.02
 
@@ -123,11 +135,14 @@ def test_build_cli_json_and_save(tmp_path):
     assert int(proc.stdout.split()[-1]) == report["params"]
 
 
-def test_build_list_shows_every_model():
-    result = invoke("build", "--list", "--json")
-    assert result.exit_code == 0, result.output
-    names = [row["name"] for row in json.loads(result.stdout)]
-    assert names == list_models()
+def test_build_list_answers_from_the_specs_without_keras():
+    code = ("import sys; from resnetctl.cli import main; sys.argv = ['resnetctl', 'build', '--list', '--json']\n"
+            "try: main()\nfinally: print('KERAS' if 'keras' in sys.modules else 'NO-KERAS', file=sys.stderr)")
+    proc = run_cli(launcher=("-c", code))
+    rows = json.loads(proc.stdout)
+    assert [row["name"] for row in rows] == list_models() and "NO-KERAS" in proc.stderr
+    r1202 = next(r for r in rows if r["name"] == "resnet1202")
+    assert round(r1202["trainable_params"] / 1e6, 1) == 19.4  # He et al. 2015, table 6
 
 
 def test_help_is_fast_because_keras_is_not_imported():
@@ -142,15 +157,40 @@ def test_help_is_fast_because_keras_is_not_imported():
         assert "Usage" in run_cli(command, "-h").stdout
 
 
+@pytest.mark.parametrize("name,changes,size,classes", [
+    ("resnet8", {}, 32, 10),  # basic, option A, CIFAR stem
+    ("resnet20", {"shortcut": "B"}, 32, 10),
+    ("preact-resnet20", {"shortcut": "avgpool"}, 32, 100),  # pre-activation basic, no stem BN
+    ("preact-resnet164", {}, 32, 10),  # pre-activation bottleneck
+    ("tiny-imagenet-resnet41", {}, 64, 20),  # the Tiny ImageNet stem (pad + valid pool)
+    ("resnet18", {}, 64, 1000),  # ImageNet stem, basic
+    ("resnet50", {"shortcut": "avgpool"}, 96, 7),  # ImageNet stem, bottleneck
+])
+def test_analytic_counts_equal_the_built_keras_model(name, changes, size, classes):
+    spec = get_spec(name).replace(**changes)
+    profile = profile_spec(spec, size, classes)
+    model = create_model(name, input_size=size, num_classes=classes, **changes)
+    assert (profile.params, profile.trainable_params, profile.macs) == keras_counts(model)
+    for row in profile.stages[1:-1]:
+        last = model.get_layer(f"{row.name}_block{row.repeats}_add").output.shape
+        assert row.output_size == f"{last[1]}x{last[2]}"
+
+
 def test_macs_count_convolutions_and_dense_only():
     spec = get_spec("resnet20").replace(stages=(1, 1, 1))
-    model = build_from_spec(spec, num_classes=10)
     manual = 32 * 32 * 9 * 3 * 16  # stem
     manual += 2 * 32 * 32 * 9 * 16 * 16  # stage 1
     manual += 16 * 16 * 9 * 16 * 32 + 16 * 16 * 9 * 32 * 32  # stage 2
     manual += 8 * 8 * 9 * 32 * 64 + 8 * 8 * 9 * 64 * 64  # stage 3
     manual += 64 * 10
-    assert count_macs(model) == manual
+    assert profile_spec(spec, 32, 10).macs == manual
+
+
+def test_build_zero_init_last_reaches_the_saved_model(tmp_path):
+    out = tmp_path / "z.keras"
+    run_cli("build", "resnet8", "--zero-init-last", "--save", out)
+    model = resnetctl.load_model(out, compile=False)
+    assert float(np.abs(keras.ops.convert_to_numpy(model.get_layer("stage1_block1_2_bn").gamma)).max()) == 0.0
 
 
 @pytest.mark.parametrize("name", ["resnet20", "preact-resnet20", "resnet50"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -16,12 +15,9 @@ import pytest
 import resnetctl
 from resnetctl.evaluation import rank_k_accuracy
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.conftest import invoke, run_cli
+from tests.helpers import invoke, one_line_error, run_cli, steps_per_epoch
 
-
-def steps_per_epoch(dataset_dir, batch_size=64) -> int:
-    meta = json.loads((dataset_dir / "meta.json").read_text())
-    return math.ceil(meta["splits"]["train"]["count"] / batch_size)
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +45,14 @@ def test_train_writes_the_run_dir_contract(trained, cifar_small):
     assert config["dataset_info"]["mean"] and config["augmentation"] == "crop-flip"
     with open(run.history_path) as f:
         header = next(csv.reader(f))
-    assert header == ["epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
-                      "images_per_second"]
+    assert header == ["epoch", "lr", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5",
+                      "seconds", "images_per_second"]
     assert [r["epoch"] for r in before] == [1, 2, 3]
-    assert [r["lr"] for r in before] == pytest.approx([0.1, 0.1 * 2 / 3, 0.1 / 3], rel=1e-5)
+    assert all(0 < r["top5"] <= 1 and r["accuracy"] <= r["top5"] for r in before)
+    steps = steps_per_epoch(cifar_small)  # lr is the rate of each epoch's last step
+    assert [r["lr"] for r in before] == pytest.approx([0.1 * (1 - (e * steps - 1) / (3 * steps))
+                                                       for e in (1, 2, 3)], rel=1e-5)
+    assert json.loads(run.state_path.read_text())["state"] == "finished"
     assert run.monitor_path.stat().st_size > 10_000
     assert run.best_path.exists() and run.last_path.exists()
     assert not list(run.path.rglob(".*.tmp-*"))
@@ -96,6 +96,8 @@ def test_evaluate_matches_a_direct_recomputation(trained, runs, data_dir):
     proc = run_cli("evaluate", "--run", run.path, "--json", "--data-dir", data_dir)
     result = json.loads(proc.stdout)  # nothing but JSON on stdout
     assert result["split"] == "test" and result["checkpoint"] == "best" and result["images"] == 1000
+    assert result["k"] == 5 and result["rank_k"] == result["rank_5"]
+    assert result["epoch"] == checkpoint_info(run.best_path)["epoch"]
     model = resnetctl.load_model(run.best_path, compile=False)
     images, labels = resnetctl.load_dataset("cifar-small", "test", data_dir)
     probs = model.predict(images, batch_size=256, verbose=0)
@@ -109,7 +111,12 @@ def test_evaluate_matches_a_direct_recomputation(trained, runs, data_dir):
     assert (run.path / "eval-test-best-confusion.png").exists()
     three = json.loads(run_cli("evaluate", "--run", run.path, "--topk", 3, "--checkpoint", "1",
                                "--json", "--data-dir", data_dir).stdout)
-    assert three["checkpoint"] == "epoch0001" and 0 <= three["rank_1"] <= three["rank_3"] <= 1
+    assert three["checkpoint"] == "epoch0001" and three["epoch"] == 1
+    assert 0 <= three["rank_1"] <= three["rank_k"] <= 1 and three["k"] == 3 and "rank_5" not in three
+    flip = json.loads(run_cli("evaluate", "--run", run.path, "--tta", "flip", "--json", "--data-dir",
+                              data_dir).stdout)
+    assert (run.path / "eval-test-best-flip.json").exists()  # the plain evaluation is kept
+    assert json.loads((run.path / "eval-test-best.json").read_text())["tta"] is None and flip["tta"] == "flip"
 
 
 def test_evaluate_bad_input(trained, runs, data_dir):
@@ -126,8 +133,8 @@ def test_evaluate_bad_input(trained, runs, data_dir):
 
 def test_summary_shows_train_and_resume(trained, runs):
     run, _ = trained
-    one = json.loads(run_cli("summary", "e2e", "--runs-dir", runs, "--json").stdout)
-    assert one["epochs_done"] == 4 and one["epochs"] == 4 and one["model"] == "resnet8"
+    (one,) = json.loads(run_cli("summary", "e2e", "--runs-dir", runs, "--json").stdout)  # always a list
+    assert one["state"] == "finished" and one["epochs_done"] == 4 and one["epochs"] == 4 and one["model"] == "resnet8"
     assert one["segments"] == [{"from_epoch": 2, "lr": 0.005}]
     assert len(one["sparkline"]) == 4 and one["monitor"].endswith("monitor.png")
     text = run_cli("summary", "e2e", "--runs-dir", runs).stdout
@@ -153,6 +160,7 @@ def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
     assert proc.returncode == 130, err
     assert "resnetctl resume --run" in err and "Traceback" not in err
     run = RunDir(runs / "interrupted")
+    assert run.state()["state"] == "stopped"
     assert not list(run.path.rglob(".*.tmp-*"))
     done = run.history()[-1]["epoch"]
     assert checkpoint_info(run.last_path)["epoch"] == done
@@ -166,8 +174,9 @@ def test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs)
     proc = run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir,
                    "--runs-dir", runs, "--run", "diverged", "--epochs", 2, "--lr", "1e12",
                    "--schedule", "constant", "--label-smoothing", 0, check=False)
-    assert proc.returncode == 130, proc.stderr
-    assert "non-finite" in proc.stderr and "Traceback" not in proc.stderr
+    one_line_error(proc, 3, "non-finite")  # diverged: its own exit code, not Ctrl+C's
+    assert "--lr" in proc.stderr and f"--runs-dir {runs.resolve()}" in proc.stderr
+    assert RunDir(runs / "diverged").state()["state"] == "diverged"
 
 
 def test_train_input_errors(trained, cifar_small, data_dir, runs):
@@ -184,21 +193,22 @@ def test_train_input_errors(trained, cifar_small, data_dir, runs):
     assert strategy.returncode == 1 and "Unknown strategy 'ring'" in strategy.stderr
 
 
-def test_evaluate_a_run_without_checkpoints(cifar_small, data_dir, runs):
-    """The diverged run stopped in its first epoch: nothing to evaluate or resume."""
-    if not (runs / "diverged").exists():
-        test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs)
-    proc = run_cli("evaluate", "--run", runs / "diverged", "--data-dir", data_dir, check=False)
-    assert proc.returncode == 1 and "has no checkpoint" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("resume", "--run", runs / "diverged", check=False)
-    assert proc.returncode == 1 and "has no checkpoint" in proc.stderr
+def test_a_run_without_checkpoints_can_be_started_again(cifar_small, data_dir, runs):
+    """A run that diverged in its first epoch: nothing to evaluate or resume, but train may restart it."""
+    args = ["train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
+            "--run", "restart", "--epochs", 1, "--lr", "1e12", "--schedule", "constant", "--label-smoothing", 0]
+    run_cli(*args, check=False)
+    proc = run_cli("evaluate", "--run", runs / "restart", "--data-dir", data_dir, check=False)
+    one_line_error(proc, 1, "has no checkpoint")
+    proc = run_cli("resume", "--run", runs / "restart", check=False)
+    one_line_error(proc, 1, "has no checkpoint")
+    assert "resnetctl train resnet8 --run restart" in proc.stderr
+    run_cli(*args[:-6], "--lr", 0.05)
+    assert [r["epoch"] for r in RunDir(runs / "restart").history()] == [1]
 
 
-def test_predictions_for_unlabelled_tiny_imagenet_images(data_dir, tmp_path):
-    from tests.conftest import TINY_MINI
-
-    if not (data_dir / "tiny-imagenet").exists():
-        run_cli("prepare", "tiny-imagenet", "--source", TINY_MINI, "--data-dir", data_dir)
+def test_predictions_for_unlabelled_tiny_imagenet_images(tiny, tmp_path):
+    data_dir = tiny.parent
     model = tmp_path / "tiny.keras"
     run_cli("build", "resnet8", "--dataset", "tiny-imagenet", "--data-dir", data_dir, "--save", model)
     out = tmp_path / "predictions.csv"

@@ -23,7 +23,7 @@ app = typer.Typer(
     name="resnetctl",
     help="Train the ResNets of the papers from scratch: prepare data, build, train, resume, evaluate, summarise.",
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # so "[default: ...]" and "[30]" are shown, not eaten as markup
 )

@@ -1,0 +1,71 @@
+"""The fast tier: the CLI's answers that need no training and no Keras."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import one_line_error, run_cli
+
+# Runs the CLI in this process and reports, after it exits, whether Keras was imported.
+PROBE = """
+import sys
+from resnetctl.cli import main
+sys.argv[0] = "resnetctl"
+try:
+    main()
+finally:
+    print("KERAS-IMPORTED" if "keras" in sys.modules else "NO-KERAS", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args,text", [
+    (["train", "resnet21"], "Unknown model 'resnet21'"),
+    (["train", "resnet20", "--epochs", 0], "`epochs` must be >= 1"),
+    (["train", "resnet20", "--lr", "inf"], "`lr` must be a finite number"),
+    (["train", "resnet20", "--weight-decay", -1], "`weight_decay` must be a finite number >= 0"),
+    (["train", "resnet20", "--schedule", "step", "--milestones", "20,10"], "must be increasing"),
+    (["train", "resnet20", "--schedule", "step", "--milestones", "10,40"], "between 1 and 29"),
+    (["train", "resnet20", "--milestones", "10"], "only apply to --schedule step"),
+    (["train", "resnet20", "--run", "../x"], "is not a plain name"),
+    (["train", "resnet20", "--dataset", "nowhere"], "No prepared dataset 'nowhere'"),
+    (["resume", "--run", "nowhere"], "No run 'nowhere'"),
+    (["evaluate", "--run", "nowhere"], "No run 'nowhere'"),
+    (["build", "resnet21"], "Unknown model"),
+])
+def test_mistakes_are_answered_before_keras_is_imported(args, text, tmp_path):
+    proc = run_cli(*args, "--verbose" if args[0] == "build" else "-v", launcher=("-c", PROBE), check=False,
+                   env_extra={"RESNETCTL_DATA_DIR": str(tmp_path), "RESNETCTL_RUNS_DIR": str(tmp_path)})
+    assert proc.returncode == 1 and text in proc.stderr, proc.stderr
+    assert "NO-KERAS" in proc.stderr
+
+
+def test_verbose_anywhere_shows_the_traceback_and_without_it_one_line(tmp_path):
+    env = {"RESNETCTL_DATA_DIR": str(tmp_path)}
+    quiet = run_cli("train", "resnet21", check=False, env_extra=env)
+    one_line_error(quiet, 1, "Unknown model")
+    for args in (["--verbose", "train", "resnet21"], ["train", "resnet21", "--verbose"]):
+        loud = run_cli(*args, check=False, env_extra=env)
+        assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
+def test_help_shows_every_default_and_environment_variable():
+    text = " ".join(run_cli("train", "-h").stdout.split())  # wherever the help wraps its lines
+    for default in ("default: (30)", "default: (poly)", "default: (sgd)", "default: (0.1)", "default: (128)",
+                    "env var: RESNETCTL_DATA_DIR", "env var: RESNETCTL_RUNS_DIR", "default: (MODEL-DATASET-TIMESTAMP)"):
+        assert default in text, default
+    assert "<bool>" not in text
+    assert "default: (the latest)" in " ".join(run_cli("resume", "-h").stdout.split())
+    assert "--install-completion" in run_cli("-h").stdout
+
+
+def test_json_outputs_keep_their_shape(tmp_path):
+    assert json.loads(run_cli("prepare", "--list", "--json", "--data-dir", tmp_path).stdout) == []
+    proc = run_cli("summary", "--runs-dir", tmp_path, "--json", check=False)
+    one_line_error(proc, 1, "No runs to summarise")
+
+
+def test_piped_output_is_never_wrapped_or_cut(tmp_path):
+    proc = run_cli("build", "--list", env_extra={"COLUMNS": "40"})
+    assert "preact-resnet56-narrow" in proc.stdout and "…" not in proc.stdout
