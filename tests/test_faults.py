@@ -92,8 +92,8 @@ def test_a_resumed_run_is_the_run_that_was_never_stopped(small, tmp_path):
     term = RunDir(runs / "term")
     _wait_for(lambda: term.history_path.exists() and len(term.history_path.read_text().splitlines()) >= 2, proc=proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    one_line_error(proc, 130, "received SIGTERM")
+    out, err = proc.communicate(timeout=120)
+    one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 130, "received SIGTERM")
     assert term.state()["state"] == "stopped"
     run_cli("resume", "--run", term.path)
     assert _rows(term) == rows

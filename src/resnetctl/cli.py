@@ -213,8 +213,9 @@ def train(
     weight_decay: Annotated[float | None, typer.Option(help="Decay coefficient.",
                                                        show_default=_default("weight_decay"))] = None,
     label_smoothing: Annotated[float | None, typer.Option(show_default=_default("label_smoothing"))] = None,
-    augmentation: Annotated[str | None, typer.Option(help="crop-flip | resized-crop-flip | none.",
-                                                     show_default="crop-flip up to 64px, else resized-crop-flip")] = None,
+    augmentation: Annotated[str | None, typer.Option(
+        help="crop-flip | resized-crop-flip | none.", show_default="crop-flip up to 64px, else resized-crop-flip"
+    )] = None,
     precision: Annotated[str | None, typer.Option(help=" | ".join(PRECISIONS) + ".",
                                                   show_default=_default("precision"))] = None,
     jit: Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA compilation.",

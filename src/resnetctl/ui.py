@@ -194,7 +194,8 @@ class TrainingDisplay(TrainingProgress):
         elapsed = max(now - self.started, 1e-9)
         fraction = step / steps
         rate = step * self.plan["batch_size"] / elapsed
-        stats = (f"loss {float(logs.get('loss', float('nan'))):.4f} acc {float(logs.get('accuracy', float('nan'))):.4f} "
+        loss, accuracy = float(logs.get("loss", float("nan"))), float(logs.get("accuracy", float("nan")))
+        stats = (f"loss {loss:.4f} acc {accuracy:.4f} "
                  f"lr {lr:.2e} {rate:,.0f} img/s  epoch ETA {_duration(elapsed / fraction - elapsed)}  "
                  f"run ETA {_duration(self._eta_run(epoch, fraction, elapsed))}")
         if self.progress is not None:
@@ -233,7 +234,8 @@ def show_evaluation(console: Console, r: dict) -> None:
     console.print(f"{r['model']} ({r['checkpoint']}{epoch}) on {r['dataset']}/{r['split']} ({r['images']} images)",
                   highlight=False)
     if r.get("rank_1") is not None:
-        console.print(f"rank-1 [bold]{r['rank_1']:.4f}[/]  rank-{r['k']} [bold]{r['rank_k']:.4f}[/]  loss {r['loss']:.4f}")
+        console.print(f"rank-1 [bold]{r['rank_1']:.4f}[/]  rank-{r['k']} [bold]{r['rank_k']:.4f}[/]  "
+                      f"loss {r['loss']:.4f}")
         table = _table("class", "accuracy", "images", title="per class", console=console)
         for c in r["per_class"]:
             table.add_row(c["class"], f"{c['accuracy']:.3f}", str(c["images"]))
@@ -276,7 +278,8 @@ def show_run(console: Console, s: dict) -> None:
 
 
 def show_runs(console: Console, rows: list[dict]) -> None:
-    table = _table("run", "state", "model", "dataset", "epochs", "best", "test rank-1", "img/s", "curve", console=console)
+    table = _table("run", "state", "model", "dataset", "epochs", "best", "test rank-1", "img/s", "curve",
+                   console=console)
     for s in rows:
         ev = s["latest_evaluation"]
         table.add_row(s["run"], s["state"], s["model"], s["dataset"], f"{s['epochs_done']}/{s['epochs']}",

@@ -66,7 +66,8 @@ class _H5File:
                 images.append(f["images"][start:stop])
                 labels.append(f["labels"][start:stop])
         except (OSError, KeyError) as exc:
-            raise DatasetError(f"Cannot read {self.path} ({exc})", hint="prepare the dataset again with --force") from None
+            raise DatasetError(f"Cannot read {self.path} ({exc})",
+                               hint="prepare the dataset again with --force") from None
         return np.concatenate(images), np.concatenate(labels)
 
 

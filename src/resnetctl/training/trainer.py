@@ -327,7 +327,8 @@ def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, batches, hi
                 lr = schedule.at_step(max(0, stop.epoch - 1) * len(batches)) / 10
                 hint = (_resume_hint(run, lr) if done else
                         f"start again with a lower rate: resnetctl train {config.model} --run {run.name} "
-                        f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()} --lr {config.lr / 10:.3g}")
+                        f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()} "
+                        f"--lr {config.lr / 10:.3g}")
                 raise Diverged(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
             hint = (_resume_hint(run) if done else
                     f"start again: resnetctl train {config.model} --run {run.name} "
