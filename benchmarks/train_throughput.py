@@ -1,10 +1,13 @@
-"""Training throughput of `resnetctl train` against two baselines, alternated in one invocation.
+"""Training throughput of `resnetctl train` against three baselines, alternated in one invocation.
 
     python benchmarks/train_throughput.py [--model resnet20] [--dataset shapes] [--batch-size 128]
+                                          [--precision float32|mixed_float16|mixed_bfloat16]
                                           [--rounds 2] [--no-origin]
 
 - bare: the same model (augmentation layer included), compiled the same way, `model.fit(x, y)` on
   in-memory arrays with no callbacks: compute only, the ceiling for any input pipeline.
+- pipeline: resnetctl's ``Batches`` feeding the same bare ``fit``: where between the two the
+  difference lies (input pipeline, or train()'s validation, checkpoints and callbacks).
 - origin: the pipeline of the project we reproduce, Keras 2's `ImageDataGenerator.flow` (from
   `tf_keras`: `pip install tf_keras`) doing 4-pixel shifts and flips on the CPU, feeding the same
   model with its augmentation layer off. The model is the same so that only the pipeline differs.
@@ -22,8 +25,9 @@ import time
 import keras
 import numpy as np
 
+from resnetctl.data.pipeline import EpochStart, train_batches
 from resnetctl.data.store import open_dataset, read_split
-from resnetctl.models import create_model
+from resnetctl.models import create_model_for
 from resnetctl.training.config import TrainConfig
 from resnetctl.training.trainer import compile_model, make_schedule, train
 
@@ -41,9 +45,9 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def compiled_model(config: TrainConfig, info, steps: int, augmentation: str):
-    model = create_model(config.model, input_size=info.image_size, num_classes=info.num_classes,
-                         mean=info.mean, std=info.std, weight_decay=config.weight_decay,
-                         augmentation=augmentation, seed=0)
+    keras.mixed_precision.set_dtype_policy(config.precision)  # as train() does
+    model = create_model_for(config.model, info, weight_decay=config.weight_decay,
+                             augmentation=augmentation, seed=0)
     compile_model(model, config, make_schedule(config, steps), info.num_classes)
     return model
 
@@ -54,6 +58,16 @@ def bare_fit(config: TrainConfig, x, y, info) -> float:
     model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0,
               callbacks=[timer])
     return len(x) / np.mean(timer.times[1:])
+
+
+def pipeline_fit(config: TrainConfig, info) -> float:
+    """resnetctl's input pipeline (``Batches`` + ``EpochStart``) feeding bare ``fit``: no
+    validation, no checkpoints, no progress callbacks. Splits the gap between the two others."""
+    batches = train_batches(info, config.batch_size, None, config.seed)
+    model = compiled_model(config, info, len(batches), "crop-flip")
+    timer = EpochTimer()
+    model.fit(batches, epochs=config.epochs, shuffle=False, verbose=0, callbacks=[EpochStart(batches), timer])
+    return info.splits["train"] / np.mean(timer.times[1:])
 
 
 def origin_fit(config: TrainConfig, x, y, info) -> float:
@@ -75,11 +89,7 @@ def origin_fit(config: TrainConfig, x, y, info) -> float:
 
 
 def ours(config: TrainConfig, runs_dir: str, name: str) -> float:
-    import io
-
-    from rich.console import Console
-
-    result = train(config.with_overrides(runs_dir=runs_dir, run=name), Console(file=io.StringIO()))
+    result = train(config.with_overrides(runs_dir=runs_dir, run=name))  # no progress display
     return float(np.mean([r["images_per_second"] for r in result.history[1:]]))
 
 
@@ -90,29 +100,33 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--precision", default="float32")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-origin", action="store_true", help="skip the tf_keras ImageDataGenerator side")
     args = parser.parse_args()
     info = open_dataset(args.dataset, args.data_dir)
     x, y = read_split(info, "train")
     config = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                         epochs=args.epochs, batch_size=args.batch_size)
+                         epochs=args.epochs, batch_size=args.batch_size, precision=args.precision)
     runs = tempfile.mkdtemp(prefix="resnetctl-bench-runs-")
-    bare, train_rates, origin = [], [], []
+    bare, pipeline, train_rates, origin = [], [], [], []
     sides = [(train_rates, lambda r: ours(config, runs, f"round{r}")),
-             (bare, lambda r: bare_fit(config, x, y, info))]
+             (bare, lambda r: bare_fit(config, x, y, info)),
+             (pipeline, lambda r: pipeline_fit(config, info))]
     if not args.no_origin:
         sides.append((origin, lambda r: origin_fit(config, x, y, info)))
     for r in range(args.rounds):  # the order rotates each round, so drift and warm-up hit every side
         for rates, run in sides[r % len(sides):] + sides[: r % len(sides)]:
             rates.append(run(r))
     print(f"{args.model} on {args.dataset} ({len(x)} images), batch {args.batch_size}, "
-          f"backend {keras.backend.backend()}")
-    for label, rates in (("bare model.fit (compute only)", bare), ("resnetctl train", train_rates),
+          f"{args.precision}, backend {keras.backend.backend()}")
+    for label, rates in (("bare model.fit (compute only)", bare), ("fit on resnetctl's Batches", pipeline),
+                         ("resnetctl train", train_rates),
                          ("ImageDataGenerator.flow", origin)):
         if rates:
             print(f"{label + ':':31s}{np.mean(rates):8.1f} images/s  {[round(float(v), 1) for v in rates]}")
     print(f"ratio train / bare:            {np.mean(train_rates) / np.mean(bare):8.3f}   (goal >= 0.90)")
+    print(f"ratio Batches / bare:          {np.mean(pipeline) / np.mean(bare):8.3f}")
     if origin:
         print(f"ratio train / ImageDataGenerator: {np.mean(train_rates) / np.mean(origin):5.3f}")
 

@@ -146,7 +146,12 @@ def test_two_prepares_of_one_name(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (out / ".cifar10.lock").exists() and (out / ".cifar10.lock").read_text().strip() != "",
               proc=first)
-    second = run_cli("prepare", "cifar10", "--source", CIFAR_SUBSET, "--data-dir", out, "--force", check=False)
+    first.send_signal(signal.SIGSTOP)  # holding its lock, however fast this machine prepares
+    try:
+        second = run_cli("prepare", "cifar10", "--source", CIFAR_SUBSET, "--data-dir", out, "--force",
+                         check=False)
+    finally:
+        first.send_signal(signal.SIGCONT)
     first.communicate(timeout=300)
     assert first.returncode == 0
     one_line_error(second, 1, f"in use by pid {first.pid}")

@@ -75,10 +75,14 @@ class Batches(keras.utils.PyDataset):
     """The batches of one split for one epoch; :meth:`set_epoch` picks the epoch's order.
 
     ``run`` images that are consecutive on disk stay together (1 in memory: a plain shuffle).
+    ``workers=1`` (in memory) makes Keras read batches in its own loop; more start its thread
+    enqueuer, which pays off for disk reads but costs about 0.1 s per epoch to stop (it drains
+    its queue with a 0.1 s timeout), and more on a GPU, where it cut ResNet20's throughput on
+    5,000 images to 0.2 of plain arrays (docs/benchmarks.md).
     """
 
     def __init__(self, source, count: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 run: int = 1, batch_multiple: int = 1, workers: int = 2):
+                 run: int = 1, batch_multiple: int = 1, workers: int = 1):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.source = source
         self.batch_size = int(batch_size)

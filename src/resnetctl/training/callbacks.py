@@ -7,6 +7,7 @@ is in ``resnetctl.ui``) and :class:`Reporter` feeds it from Keras' callback call
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import keras
@@ -29,7 +30,16 @@ class StopRequested(Exception):
 
 class Reporter(keras.callbacks.Callback):
     """Per batch: stop on a signal or a non-finite loss, and tell the front end (with the lr of
-    the step just taken, computed in Python from the schedule)."""
+    the step just taken, computed in Python from the schedule).
+
+    ``async_safe``: on backends that allow it (JAX, torch), Keras calls the batch hooks from a
+    thread pool, so reading the loss doesn't stall the dispatch of the next steps (on an H100 a
+    per-batch read halved ResNet20's throughput, docs/benchmarks.md). Hooks may then run out of
+    order: a lock serialises them and an older step never overwrites a newer one. A stop raised
+    in a worker reaches ``fit`` at the next batch or at the epoch's end.
+    """
+
+    async_safe = True
 
     def __init__(self, progress: TrainingProgress, schedule, signals: dict):
         super().__init__()
@@ -38,6 +48,8 @@ class Reporter(keras.callbacks.Callback):
         self.signals = signals
         self.epoch = 0
         self.steps = 1
+        self.shown = -1  # the last global step shown
+        self.lock = threading.Lock()
 
     def set_params(self, params):
         super().set_params(params)
@@ -56,7 +68,11 @@ class Reporter(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._check(logs)
         step = self.epoch * self.steps + batch
-        self.progress.batch(self.epoch, batch + 1, logs or {}, self.schedule.at_step(step))
+        with self.lock:
+            if step <= self.shown:
+                return
+            self.shown = step
+            self.progress.batch(self.epoch, batch + 1, logs or {}, self.schedule.at_step(step))
 
     def on_test_batch_end(self, batch, logs=None):
         self._check(None)
@@ -69,6 +85,8 @@ class RunRecorder(keras.callbacks.Callback):
     epochs and at the end, ``best.keras`` when :func:`resnetctl.runs.score` improves on
     ``best_score`` (the score of the existing ``best.keras``): one ``model.save``, then copies.
     """
+
+    async_safe = True  # its batch hook only reads the clock
 
     def __init__(self, run: RunDir, history: list[dict], schedule, images: int, checkpoint_every: int,
                  best_score: float, progress: TrainingProgress, extra: list | None = None):
@@ -85,10 +103,10 @@ class RunRecorder(keras.callbacks.Callback):
         self.train_seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        self.started, self.train_seconds = time.perf_counter(), 0.0
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.train_seconds = time.perf_counter() - self.started
+    def on_train_batch_end(self, batch, logs=None):  # may run late and out of order (Reporter)
+        self.train_seconds = max(self.train_seconds, time.perf_counter() - self.started)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
