@@ -33,6 +33,13 @@ finally:
     (["resume", "--run", "nowhere"], "No run 'nowhere'"),
     (["evaluate", "--run", "nowhere"], "No run 'nowhere'"),
     (["build", "resnet21"], "Unknown model"),
+    (["predict", "photo.jpg", "--run", "nowhere"], "No run 'nowhere'"),
+    (["predict", "photo.jpg", "--csv", "no/such/folder/out.csv"], "folder no/such/folder does not exist"),
+    (["predict", "photo.jpg", "--model", "missing.keras"], "No model file at missing.keras"),
+    (["export", "--out", "m.pt", "--format", "torchscript"], "Unknown export format 'torchscript'"),
+    (["export", "--out", "m.onnx"], "--out for keras must end in .keras"),
+    (["export", "--out", "no/such/folder/m.keras"], "folder no/such/folder does not exist"),
+    (["export", "--out", "m.keras", "--run", "nowhere"], "No run 'nowhere'"),
 ])
 def test_mistakes_are_answered_before_keras_is_imported(args, text, tmp_path):
     proc = run_cli(*args, "--verbose" if args[0] == "build" else "-v", launcher=("-c", PROBE), check=False,

@@ -320,6 +320,87 @@ def evaluate(
 
 
 @app.command()
+def predict(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.")],
+    run: RunOpt = None,
+    runs_dir: RunsDir = None,
+    checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
+    model: Annotated[Path | None, typer.Option("--model", help="Any .keras file from this tool instead of a run "
+                                               "(--dataset names its classes).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset whose classes and size to use.",
+                                                show_default="the run's")] = None,
+    data_dir: DataDir = None,
+    topk: Annotated[int | None, typer.Option(help="Classes shown per image.", show_default="min(5, classes)")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 64,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write a CSV row per image to FILE.")] = None,
+    as_json: JsonOpt = False,
+):
+    """Classify image files, decoded and resized exactly as prepare did for the model's dataset."""
+    import logging
+
+    from resnetctl.errors import RunError
+    from resnetctl.prediction import check_output_file, classify, find_images, load, resolve_classifier, write_csv
+
+    if batch_size < 1:
+        raise RunError(f"--batch-size must be >= 1. Received: {batch_size}")
+    check_output_file(csv_path, "--csv")
+    classifier = resolve_classifier(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model,
+                                    dataset=dataset, data_dir=data_dir)
+    files, problems = find_images(paths)
+    if not files:
+        raise RunError("No image files found in " + ", ".join(f"{p['file']} ({p['error']})" for p in problems)
+                       if problems else "No image files found", hint="give image files, folders or globs")
+    _import_backend_quietly()
+    keras_model, classes = load(classifier)
+    results = problems + list(classify(keras_model, classes, files, topk, batch_size))
+    classified = [r for r in results if "predictions" in r]
+    if csv_path is not None and classified:
+        write_csv(csv_path, results, len(classified[0]["predictions"]))
+    if as_json:
+        _print_json(results)
+    else:
+        ui.show_predictions(console, results, classifier.label)
+    skipped = len(results) - len(classified)
+    if skipped:
+        logging.getLogger("resnetctl").warning("%d of %d skipped (%s)", skipped, len(results),
+                                               '"error" in the JSON' if as_json else "listed above")
+    if not classified:
+        raise RunError("No image could be classified")
+
+
+@app.command("export")
+def export_model(
+    out: Annotated[Path, typer.Option("--out", help="File to write (a folder for saved-model).")],
+    fmt: Annotated[str, typer.Option("--format", help="keras | saved-model | tflite | onnx.")] = "keras",
+    run: RunOpt = None,
+    runs_dir: RunsDir = None,
+    checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
+    model: Annotated[Path | None, typer.Option("--model", help="Any .keras file from this tool instead of a run "
+                                               "(needs --dataset).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset whose classes and test images to use.",
+                                                show_default="the run's")] = None,
+    data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export at --out.")] = False,
+    as_json: JsonOpt = False,
+):
+    """Export for deployment (uint8 RGB in, probabilities out, labels beside), checked by its own runtime."""
+    from resnetctl.errors import RunError
+    from resnetctl.export import check_images, check_request, export
+    from resnetctl.prediction import resolve_classifier
+
+    out = check_request(fmt, out, force)
+    classifier = resolve_classifier(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model,
+                                    dataset=dataset, data_dir=data_dir)
+    if classifier.classes is None:
+        raise RunError("--model needs --dataset NAME: the export carries the class names")
+    _import_backend_quietly()
+    images, source = check_images(classifier, dataset, data_dir)
+    result = {"checkpoint": str(classifier.model_path), "checked_on": source,
+              **export(classifier.model_path, fmt, out, classifier.classes, images, force)}
+    return _print_json(result) if as_json else ui.show_export(console, result)
+
+
+@app.command()
 def summary(
     runs: Annotated[list[str] | None, typer.Argument(help="Run names or paths.", show_default="every run")] = None,
     runs_dir: RunsDir = None,

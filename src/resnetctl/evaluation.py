@@ -52,6 +52,14 @@ def predict(model, images: np.ndarray, batch_size: int = 256, tta: str | None = 
     return np.asarray(probs, dtype=np.float64)
 
 
+def check_topk(topk: int | None, classes: int) -> int:
+    """K of rank-K (``None``: min(5, classes)); refused outside 1..classes."""
+    k = min(5, classes) if topk is None else topk
+    if not 1 <= k <= classes:
+        raise RunError(f"--topk must be between 1 and the {classes} classes. Received: {k}")
+    return k
+
+
 def rank_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Share of images whose label is among the ``k`` highest probabilities."""
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
@@ -84,9 +92,7 @@ def evaluate(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=No
                             dataset=dataset, data_dir=data_dir)
     info = target.dataset
     info.split_path(split)  # a clear error for an unknown split, before loading anything
-    k = min(5, info.num_classes) if topk is None else topk
-    if not 1 <= k <= info.num_classes:
-        raise RunError(f"--topk must be between 1 and the {info.num_classes} classes. Received: {k}")
+    k = check_topk(topk, info.num_classes)
     if tta not in (None, "flip"):
         raise RunError(f"Unknown test-time augmentation {tta!r}", hint="use flip")
     if not info.is_labelled(split) and predict_path is None:

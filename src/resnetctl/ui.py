@@ -251,6 +251,26 @@ def show_evaluation(console: Console, r: dict) -> None:
         console.print(f"predictions: {r['predictions']}", highlight=False)
 
 
+def show_predictions(console: Console, results: list[dict], label: str) -> None:
+    """One row per image: its top-k classes with probabilities, best first; skipped files say why."""
+    k = max((len(r.get("predictions", [])) for r in results), default=1)
+    table = _table("file", *(f"#{i}" for i in range(1, k + 1)), title=f"predictions ({label})", console=console)
+    for r in results:
+        if "predictions" in r:
+            table.add_row(r["file"], *(f"{p['class']} {p['probability']:.3f}" for p in r["predictions"]))
+        else:
+            table.add_row(r["file"], f"[yellow]skipped: {r['error']}[/]", *[""] * (k - 1))
+    console.print(table)
+
+
+def show_export(console: Console, r: dict) -> None:
+    console.print(f"Exported {r['checkpoint']} as {r['format']}: {r['path']}", highlight=False)
+    console.print(f"  input {r['input']}; output {r['output']}; class names in {r['labels']}", highlight=False)
+    console.print(f"  checked on {r['checked_images']} images of {r['checked_on']}: largest difference in "
+                  f"probability {r['max_abs_difference']:.2e}, top-1 agreement {r['top1_agreement']:.1%}",
+                  highlight=False)
+
+
 def _evaluation_text(ev: dict | None) -> str:
     if not ev:
         return "-"

@@ -1,0 +1,233 @@
+"""Exporting a trained model for deployment: uint8 RGB ``(N, H, W, 3)`` in, class probabilities out.
+
+The exported model is the trained graph with the training-only augmentation layer removed, at
+float32, made of built-in Keras layers only (the option-A shortcut becomes a 1x1 max-pool, which
+subsamples exactly, and a zero padding of the channels; the input normalisation a per-channel
+``Rescaling``, whose constants every converter can freeze), so the ``keras`` format loads in a
+Python that has Keras and not resnetctl. The other formats are Keras' own ``model.export``
+(SavedModel, LiteRT/TFLite, ONNX). Every export is checked before it is published: the artifact
+is run by its own runtime on the dataset's test images and must agree with the trained model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from resnetctl.atomic import temp_sibling, write_text
+from resnetctl.errors import RunError
+
+FORMATS = ("keras", "saved-model", "tflite", "onnx")
+SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}  # saved-model: a folder
+# largest difference in probability an artifact may show against the trained model
+TOLERANCE = 1e-4
+CHECK_IMAGES = 64
+NEEDS = {"onnx": ("tf2onnx", "onnxruntime")}
+
+
+def check_request(fmt: str, out: Path, force: bool) -> Path:
+    """Everything about the request that can be refused before Keras is imported."""
+    if fmt not in FORMATS:
+        raise RunError(f"Unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    suffix = SUFFIXES.get(fmt)
+    if suffix and out.suffix != suffix:
+        raise RunError(f"--out for {fmt} must end in {suffix}. Received: {out}")
+    if not out.parent.is_dir():
+        raise RunError(f"Cannot export to {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise RunError(f"Cannot export to {out}: folder {out.parent} is not writable")
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise RunError(f"{out} already exists", hint="give another --out, or --force to replace it")
+        if fmt == "saved-model" and not (out / "saved_model.pb").is_file():
+            raise RunError(f"{out} exists and is not a SavedModel; --force replaces only an earlier export")
+        if fmt != "saved-model" and not out.is_file():
+            raise RunError(f"{out} exists and is not a file; --force replaces only an earlier export")
+    missing = [m for m in NEEDS.get(fmt, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RunError(f"{fmt} export needs {' and '.join(missing)}", hint="pip install 'resnetctl[export]'")
+    return out
+
+
+def check_images(classifier, dataset=None, data_dir=None, count: int = CHECK_IMAGES) -> tuple[np.ndarray, str]:
+    """The first test images of the model's dataset (or of its first split), and where they came
+    from; random images, said so, when the dataset is no longer there."""
+    import logging
+
+    from resnetctl.data.store import open_dataset, open_run_dataset, read_split
+    from resnetctl.errors import DatasetError
+
+    try:
+        if dataset or classifier.run is None:
+            info = open_dataset(dataset, data_dir)
+        else:
+            info = open_run_dataset(classifier.run.config(), data_dir)
+        split = "test" if "test" in info.splits else next(iter(info.splits))
+        images, _ = read_split(info, split)
+        return np.ascontiguousarray(images[:count]), f"{info.name}/{split}"
+    except (DatasetError, RunError, TypeError) as exc:
+        size = classifier.image_size
+        logging.getLogger("resnetctl").warning("checking the export on random images: %s",
+                                               getattr(exc, "message", exc))
+        return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8), "random"
+
+
+def labels_path(out: Path) -> Path:
+    """Class names, one per line in output order: inside a SavedModel folder, else beside the file."""
+    return out / "labels.txt" if out.suffix == "" else out.with_suffix(".labels.txt")
+
+
+def inference_model(model):
+    """The trained graph without augmentation, at float32, in built-in layers, weights copied."""
+    import keras
+
+    from resnetctl.models.layers import ChannelZeroPad, RandomCropFlip
+
+    def plain(layer):
+        if isinstance(layer, RandomCropFlip):
+            return keras.layers.Identity(name=layer.name)
+        if isinstance(layer, ChannelZeroPad):
+            return _zero_pad_shortcut(layer)
+        if isinstance(layer, keras.layers.Normalization):  # tf2onnx can't freeze its constants
+            mean = np.asarray(layer.mean, np.float64).ravel()
+            std = np.sqrt(np.asarray(layer.variance, np.float64).ravel())
+            return keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(),
+                                          dtype="float32", name=layer.name)
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=plain)
+    for layer in model.layers:
+        if layer.weights and not isinstance(layer, RandomCropFlip):
+            clone.get_layer(layer.name).set_weights(layer.get_weights())
+    return clone
+
+
+def _zero_pad_shortcut(layer):
+    """:class:`ChannelZeroPad` in built-in layers: a 1x1 max-pool with its stride takes every
+    stride-th pixel (exact), then the channels are zero-padded as a third spatial axis."""
+    import keras
+
+    height, width, channels = layer.input.shape[1:]
+    out_height, out_width = -(-height // layer.stride), -(-width // layer.stride)
+    missing = layer.out_channels - channels
+    return keras.Sequential([
+        keras.layers.MaxPooling2D(pool_size=1, strides=layer.stride),
+        keras.layers.Reshape((out_height, out_width, channels, 1)),
+        keras.layers.ZeroPadding3D(((0, 0), (0, 0), (missing // 2, missing - missing // 2))),
+        keras.layers.Reshape((out_height, out_width, layer.out_channels)),
+    ], name=layer.name)
+
+
+def _write(model, fmt: str, path: Path) -> None:
+    if fmt == "keras":
+        model.save(path)
+    else:
+        kind = {"saved-model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}[fmt]
+        model.export(str(path), format=kind, verbose=False)
+
+
+def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
+    """Probabilities from the exported artifact, run by its own runtime (not by resnetctl)."""
+    if fmt == "keras":  # a fresh Python that imports Keras, never resnetctl
+        probe = ("import sys, numpy as np, keras; m = keras.saving.load_model(sys.argv[1]); "
+                 "np.save(sys.argv[3], np.asarray(m.predict(np.load(sys.argv[2]), verbose=0)))")
+        inputs, outputs = path.with_name(path.name + ".in.npy"), path.with_name(path.name + ".out.npy")
+        try:
+            np.save(inputs, images)
+            proc = subprocess.run([sys.executable, "-c", probe, str(path), str(inputs), str(outputs)],
+                                  capture_output=True, text=True, cwd=path.parent,
+                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            if proc.returncode:
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RunError(f"The exported .keras file does not load with plain Keras: {last}")
+            return np.load(outputs)
+        finally:
+            inputs.unlink(missing_ok=True)
+            outputs.unlink(missing_ok=True)
+    if fmt == "saved-model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))  # kept: its functions need the object alive
+        return loaded.serve(tf.constant(images)).numpy()
+    if fmt == "tflite":
+        import tensorflow as tf
+
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+        entry = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(entry["index"], images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(entry["index"], images)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+def export(model_path: Path, fmt: str, out: Path, classes: list[str], images: np.ndarray,
+           force: bool = False) -> dict:
+    """Write ``fmt`` to ``out`` (and the labels beside it) once the artifact, run by its own
+    runtime on ``images``, agrees with the trained model; else nothing is published."""
+    from resnetctl.checkpoints import load_model
+
+    model = load_model(model_path, compile=False)
+    if int(model.output_shape[-1]) != len(classes):
+        raise RunError(f"{model_path} has {model.output_shape[-1]} outputs but {len(classes)} class names")
+    reference = np.asarray(model.predict(images, verbose=0), np.float64)
+    plain = inference_model(model)
+    plain.predict(images[:1], verbose=0)  # builds it; exporters want a model that was called
+    tmp = temp_sibling(out, SUFFIXES.get(fmt, ""))
+    try:
+        try:
+            with warnings.catch_warnings():  # converters' deprecation notices are not the user's business
+                warnings.simplefilter("ignore")
+                _write(plain, fmt, tmp)
+        except ImportError as exc:
+            raise RunError(f"{fmt} export on the {_backend()} backend needs a package that is missing ({exc})",
+                           hint="pip install 'resnetctl[export]', or export with KERAS_BACKEND=tensorflow") from None
+        got = np.asarray(run_artifact(fmt, tmp, images), np.float64)
+        difference = float(np.max(np.abs(got - reference)))
+        agreement = float(np.mean(got.argmax(1) == reference.argmax(1)))
+        if not difference <= TOLERANCE or agreement < 1.0:
+            raise RunError(f"The {fmt} export disagrees with the trained model on {len(images)} images "
+                           f"(largest difference in probability {difference:.2e}, top-1 agreement "
+                           f"{agreement:.1%}); nothing was written")
+        _publish(tmp, out)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+    write_text(labels_path(out), "\n".join(classes) + "\n")
+    return {"format": fmt, "path": str(out), "labels": str(labels_path(out)), "input": "uint8 (N, "
+            f"{images.shape[1]}, {images.shape[2]}, 3) RGB", "output": f"float32 (N, {len(classes)}) probabilities",
+            "checked_images": int(len(images)), "max_abs_difference": difference, "top1_agreement": agreement}
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename into place; an earlier export folder is moved aside first and removed after."""
+    if out.is_dir():
+        old = temp_sibling(out, ".old")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()

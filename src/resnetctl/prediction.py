@@ -1,0 +1,170 @@
+"""Classifying image files with a trained model.
+
+Files are decoded and resized by the function ``prepare`` used for the model's dataset
+(:func:`resnetctl.data.images.decode_image`: same interpolation, grey/RGBA/16-bit to RGB), in
+worker processes that decode the next batches while the model runs on the current one
+(:func:`resnetctl.data.decode.decode_blocks`). So a prediction equals what ``evaluate`` gives
+for the same image in a prepared split. A file that can't be read or decoded is reported and
+skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resnetctl.data.images import BadImage, is_image_file, read_file
+from resnetctl.data.records import FileRecords
+from resnetctl.data.store import open_dataset, open_run_dataset
+from resnetctl.errors import DatasetError, RunError
+from resnetctl.evaluation import check_topk
+from resnetctl.runs import RunDir, find_run
+
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A model file and what its outputs mean: class names and the image size it takes."""
+
+    model_path: Path
+    label: str  # best, last, epoch N, or the file's stem
+    classes: list[str] | None  # None: a bare --model file; outputs are named by index
+    image_size: int | None  # None: read from the model's input
+    run: RunDir | None
+
+
+def resolve_classifier(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None,
+                       dataset=None, data_dir=None) -> Classifier:
+    """The model to use and its classes, from a run (its config.json records the dataset's
+    classes, so the dataset itself may be gone) or from a ``.keras`` file (+ ``--dataset``)."""
+    if model_path is not None:
+        if not Path(model_path).is_file():
+            raise RunError(f"No model file at {model_path}")
+        info = open_dataset(dataset, data_dir) if dataset else None
+        return Classifier(Path(model_path), Path(model_path).stem, info.classes if info else None,
+                          info.image_size if info else None, None)
+    rd = find_run(run, runs_dir)
+    config = rd.config()
+    path, label = rd.named_checkpoint(checkpoint)
+    recorded = config.get("dataset_info") or {}
+    if dataset or not recorded.get("classes"):
+        info = open_dataset(dataset, data_dir) if dataset else open_run_dataset(config, data_dir)
+        return Classifier(path, label, info.classes, info.image_size, rd)
+    return Classifier(path, label, list(recorded["classes"]), int(recorded["image_size"]), rd)
+
+
+def find_images(arguments: list[str]) -> tuple[list[str], list[dict]]:
+    """Image files named by ``arguments``: files as given, folders searched recursively for
+    image extensions, globs expanded (``**`` included). Returns (files, problems), in order,
+    without repeats; a missing path or an empty glob is a problem, not an error."""
+    files, problems, seen = [], [], set()
+
+    def add(path: str):
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
+
+    for argument in map(str, arguments):
+        if os.path.isdir(argument):
+            for root, dirs, names in os.walk(argument):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    if is_image_file(name):
+                        add(os.path.join(root, name))
+        elif os.path.exists(argument):
+            add(argument)  # a file named explicitly: its content decides, not its extension
+        elif GLOB_CHARACTERS & set(argument):
+            matches = [m for m in sorted(glob.glob(argument, recursive=True)) if os.path.isfile(m)]
+            if not matches:
+                problems.append({"file": argument, "error": "matches no file"})
+            for match in matches:
+                add(match)
+        else:
+            problems.append({"file": argument, "error": "no such file or folder"})
+    return files, problems
+
+
+def read_image_file(path: str) -> bytes:
+    """:func:`read_file`, with an unreadable file (permissions, a folder, gone) as a bad image."""
+    try:
+        return read_file(path)
+    except OSError as exc:
+        raise BadImage(f"cannot read it ({exc.strerror or exc})") from None
+
+
+def load(classifier: Classifier):
+    """The Keras model and its class names, checked against each other: (model, classes)."""
+    from resnetctl.checkpoints import load_model
+
+    model = load_model(classifier.model_path, compile=False)
+    size = int(model.input_shape[1])
+    count = int(model.output_shape[-1])
+    classes = classifier.classes or [str(i) for i in range(count)]
+    if len(classes) != count or (classifier.image_size and classifier.image_size != size):
+        raise RunError(f"{classifier.model_path} takes {size}px images into {count} classes, but its "
+                       f"dataset has {classifier.image_size}px images in {len(classes)} classes")
+    return model, classes
+
+
+def classify(model, classes: list[str], files: list[str], topk: int | None = None, batch_size: int = 64,
+             workers: int | None = None) -> Iterator[dict]:
+    """Yield, in the order of ``files``, ``{"file", "predictions": [{"class", "index",
+    "probability"}, ...]}`` best first, or ``{"file", "error"}`` for a file that was skipped."""
+    from resnetctl.data.decode import decode_blocks
+
+    size = int(model.input_shape[1])
+    k = check_topk(topk, len(classes))
+    records = FileRecords(list(files), np.zeros(len(files), np.int32), read_image_file)
+    blocks = [np.arange(i, min(i + batch_size, len(files))) for i in range(0, len(files), batch_size)]
+    for index, (images, kept, skipped, _) in zip(blocks, decode_blocks(records, blocks, size, workers),
+                                                 strict=True):
+        errors = {s["file"]: s["reason"] for s in skipped}
+        probs = np.asarray(model.predict_on_batch(images), np.float64) if len(kept) else None
+        row_of = {int(i): row for row, i in enumerate(kept)}
+        for i in index:
+            if int(i) not in row_of:
+                yield {"file": files[i], "error": errors[files[i]]}
+                continue
+            p = probs[row_of[int(i)]]
+            top = np.argsort(-p, kind="stable")[:k]
+            yield {"file": files[i], "predictions": [
+                {"class": classes[c], "index": int(c), "probability": float(p[c])} for c in top]}
+
+
+def write_csv(path: Path, results: list[dict], k: int) -> None:
+    """One row per image: ``file,class_1,probability_1,...`` (skipped files: ``error`` set)."""
+    import csv
+    import io
+
+    from resnetctl import atomic
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["file", *(f"{c}_{r}" for r in range(1, k + 1) for c in ("class", "probability")), "error"])
+    for row in results:
+        cells = [row["file"]]
+        for p in row.get("predictions", []):
+            cells += [p["class"], f"{p['probability']:.6f}"]
+        cells += [""] * (1 + 2 * k - len(cells))
+        writer.writerow([*cells, row.get("error", "")])
+    atomic.write_text(path, out.getvalue())
+
+
+def check_output_file(path: Path | None, option: str) -> None:
+    """A file the command will write: refused now (before any work) when it can't be."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{option} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise DatasetError(f"{option} {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise DatasetError(f"{option} {path}: folder {path.parent} is not writable")

@@ -1,0 +1,186 @@
+"""Using a trained run: `predict` on real JPEGs gives the same answers as `evaluate` on the
+prepared split; every `export` format, run by its own runtime here, gives the same answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.helpers import TINY_MINI, needs, one_line_error, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny, tmp_path_factory):
+    """A ResNet8 trained for one epoch on the Tiny ImageNet mini (a real run, real checkpoints)."""
+    runs = tmp_path_factory.mktemp("predict-runs")
+    run_cli("train", "resnet8", "--dataset", "tiny-imagenet", "--data-dir", tiny.parent, "--runs-dir", runs,
+            "--run", "tiny", "--epochs", 1, "--batch-size", 50)
+    return runs / "tiny"
+
+
+@pytest.fixture(scope="module")
+def val_jpegs(tmp_path_factory):
+    """The mini's labelled val JPEGs as files, half of them one folder down: {file name: wnid}."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "more").mkdir()
+    with zipfile.ZipFile(TINY_MINI) as z:
+        annotations = z.read("tiny-imagenet-200/val/val_annotations.txt").decode().splitlines()
+        labels = dict(line.split("\t")[:2] for line in annotations)
+        for i, name in enumerate(sorted(labels)):
+            (root / ("more" if i % 2 else "") / name).write_bytes(z.read(f"tiny-imagenet-200/val/images/{name}"))
+    return root, labels
+
+
+def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, tmp_path):
+    root, labels = val_jpegs
+    meta = json.loads((tiny / "meta.json").read_text())
+    wnid_of = dict(zip(meta["classes"], meta["class_ids"], strict=True))
+    challenge = tmp_path / "evaluate.txt"
+    evaluated = json.loads(run_cli("evaluate", "--run", tiny_run, "--data-dir", tiny.parent, "--split", "test",
+                                   "--predict", challenge, "--json").stdout)
+    expected = {line.split(" ")[0]: line.split(" ")[1:] for line in challenge.read_text().splitlines()}
+    out = tmp_path / "predict.csv"
+    proc = run_cli("predict", root, "--run", tiny_run, "--json", "--csv", out)
+    results = json.loads(proc.stdout)
+    assert len(results) == len(labels) == len(expected) == evaluated["images"]
+    got = {r["file"].rsplit("/", 1)[1]: [wnid_of[p["class"]] for p in r["predictions"]] for r in results}
+    assert got == expected  # the same top-5, in the same order, for every image
+    rank_1 = np.mean([got[name][0] == wnid for name, wnid in labels.items()])
+    assert rank_1 == pytest.approx(evaluated["rank_1"])
+    for r in results:
+        assert sum(p["probability"] for p in r["predictions"]) <= 1 + 1e-6
+        assert [p["probability"] for p in r["predictions"]] == sorted((p["probability"] for p in r["predictions"]),
+                                                                      reverse=True)
+    rows = list(csv.DictReader(out.open()))
+    assert [row["file"] for row in rows] == [r["file"] for r in results]
+    assert rows[0]["class_1"] == results[0]["predictions"][0]["class"]
+    assert float(rows[0]["probability_1"]) == pytest.approx(results[0]["predictions"][0]["probability"], abs=1e-6)
+
+
+def test_predict_skips_what_it_cannot_read_and_converts_formats(tiny_run, val_jpegs, tmp_path):
+    root, _ = val_jpegs
+    photo = cv2.imread(str(next(root.glob("*.JPEG"))))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    cv2.imwrite(str(mixed / "grey.png"), cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(mixed / "rgba.png"), cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(mixed / "deep.png"), photo.astype(np.uint16) * 257)
+    cv2.imwrite(str(mixed / "big.jpg"), cv2.resize(photo, (300, 200)))
+    (mixed / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (mixed / "notes.txt").write_text("not an image, not even looked at")
+    proc = run_cli("predict", mixed, mixed / "missing.png", "--run", tiny_run, "--topk", 2, "--json")
+    results = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(proc.stdout)}
+    assert set(results) == {"grey.png", "rgba.png", "deep.png", "big.jpg", "broken.jpg", "missing.png"}
+    assert "error" in results["broken.jpg"] and "error" in results["missing.png"]
+    for name in ("grey.png", "rgba.png", "deep.png", "big.jpg"):
+        assert len(results[name]["predictions"]) == 2
+    # 16-bit and RGBA become the same 8-bit RGB as the plain photo
+    deep, rgba = results["deep.png"]["predictions"], results["rgba.png"]["predictions"]
+    assert deep[0]["probability"] == pytest.approx(rgba[0]["probability"], abs=1e-5)
+    assert "2 of 6 skipped" in proc.stderr
+
+
+def test_predict_bad_input(tiny_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk.jpg").write_bytes(b"junk")
+    for args, text in [
+        (("predict", tmp_path / "empty", "--run", tiny_run), "No image files found"),
+        (("predict", tmp_path / "junk.jpg", "--run", tiny_run), "No image could be classified"),
+        (("predict", tmp_path / "junk.jpg", "--run", tiny_run, "--topk", 0), "--topk must be between 1"),
+        (("predict", tmp_path / "junk.jpg", "--run", tiny_run, "--checkpoint", "7"), "epoch 7"),
+    ]:
+        one_line_error(run_cli(*args, check=False), 1, text)
+
+
+# --------------------------------------------------------------------------- export
+def _photos(root, count=16):
+    """The first val JPEGs decoded as a test would, with OpenCV alone: (names, uint8 RGB batch)."""
+    files = sorted(root.rglob("*.JPEG"))[:count]
+    return [f.name for f in files], np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
+
+
+PLAIN_KERAS = """
+import sys, numpy as np, keras
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))
+assert not any(m.startswith("resnetctl") for m in sys.modules), "resnetctl was imported"
+"""
+
+
+def _run_artifact(fmt, path, images, tmp_path):
+    """The artifact run by its runtime, written here from the runtimes' documentation."""
+    if fmt == "keras":  # a Python that has Keras and never imports resnetctl
+        np.save(tmp_path / "in.npy", images)
+        subprocess.run([sys.executable, "-c", PLAIN_KERAS, path, tmp_path / "in.npy", tmp_path / "out.npy"],
+                       check=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"})
+        return np.load(tmp_path / "out.npy")
+    if fmt == "saved-model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        return loaded.serve(tf.constant(images)).numpy()
+    if fmt == "tflite":
+        import tensorflow as tf
+
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, images)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+@pytest.mark.parametrize("fmt,name", [
+    ("keras", "model.keras"),
+    ("saved-model", "saved"),
+    ("tflite", "model.tflite"),
+    pytest.param("onnx", "model.onnx", marks=[needs("tf2onnx"), needs("onnxruntime")]),
+])
+def test_every_export_format_round_trips(fmt, name, tiny, tiny_run, val_jpegs, tmp_path):
+    root, _ = val_jpegs
+    out = tmp_path / name
+    report = json.loads(run_cli("export", "--run", tiny_run, "--format", fmt, "--out", out, "--json").stdout)
+    assert report["top1_agreement"] == 1.0 and report["max_abs_difference"] <= 1e-4
+    assert report["checked_on"] == "tiny-imagenet/test" and report["checked_images"] == 64
+    meta = json.loads((tiny / "meta.json").read_text())
+    assert Path(report["labels"]).read_text().splitlines() == meta["classes"]
+
+    names, images = _photos(root)
+    probs = _run_artifact(fmt, out, images, tmp_path)
+    assert probs.shape == (len(names), len(meta["classes"]))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # probabilities, not logits
+    predicted = {r["file"].rsplit("/", 1)[1]: r["predictions"][0]
+                 for r in json.loads(run_cli("predict", root, "--run", tiny_run, "--json").stdout)}
+    for row, file in zip(probs, names, strict=True):
+        best = predicted[file]
+        assert meta["classes"][int(row.argmax())] == best["class"]
+        assert row.max() == pytest.approx(best["probability"], abs=1e-4)
+
+
+def test_export_never_replaces_what_is_not_an_export(tiny_run, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (tmp_path / "model.keras").write_text("a file of the user's")
+    one_line_error(run_cli("export", "--run", tiny_run, "--format", "saved-model", "--out", mine, "--force",
+                           check=False), 1, "is not a SavedModel")
+    one_line_error(run_cli("export", "--run", tiny_run, "--out", tmp_path / "model.keras", check=False),
+                   1, "already exists")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "model.keras").read_text() == "a file of the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model.keras"]  # no temp left behind
