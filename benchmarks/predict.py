@@ -78,7 +78,7 @@ def main() -> None:
     rates = {name: [] for name in sides}
     order = list(sides)
     for r in range(args.rounds):
-        for name in order[r % 3:] + order[: r % 3]:
+        for name in order[r % 3 :] + order[: r % 3]:
             start = time.perf_counter()
             sides[name]()
             rates[name].append(len(files) / (time.perf_counter() - start))

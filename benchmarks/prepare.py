@@ -82,8 +82,7 @@ def serial_loop(files: list[Path], size: int, out: Path) -> float:
 
 def ours(source: Path, size: int, data_dir: Path, count: int) -> float:
     start = time.perf_counter()
-    prepare_dataset("folder", source, name="bench", data_dir=data_dir, size=size, val_split=0,
-                    test_split=0, force=True)
+    prepare_dataset("folder", source, name="bench", data_dir=data_dir, size=size, val_split=0, test_split=0, force=True)
     return count / (time.perf_counter() - start)
 
 

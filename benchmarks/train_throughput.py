@@ -46,8 +46,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def compiled_model(config: TrainConfig, info, steps: int, augmentation: str):
     keras.mixed_precision.set_dtype_policy(config.precision)  # as train() does
-    model = create_model_for(config.model, info, weight_decay=config.weight_decay,
-                             augmentation=augmentation, seed=0)
+    model = create_model_for(config.model, info, weight_decay=config.weight_decay, augmentation=augmentation, seed=0)
     compile_model(model, config, make_schedule(config, steps), info.num_classes)
     return model
 
@@ -55,8 +54,7 @@ def compiled_model(config: TrainConfig, info, steps: int, augmentation: str):
 def bare_fit(config: TrainConfig, x, y, info) -> float:
     model = compiled_model(config, info, math.ceil(len(x) / config.batch_size), "crop-flip")
     timer = EpochTimer()
-    model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0,
-              callbacks=[timer])
+    model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0, callbacks=[timer])
     return len(x) / np.mean(timer.times[1:])
 
 
@@ -75,8 +73,9 @@ def origin_fit(config: TrainConfig, x, y, info) -> float:
     from tf_keras.preprocessing.image import ImageDataGenerator
 
     steps = math.ceil(len(x) / config.batch_size)
-    flow = ImageDataGenerator(width_shift_range=4, height_shift_range=4, horizontal_flip=True,
-                              fill_mode="constant").flow(x, y, batch_size=config.batch_size, shuffle=True)
+    flow = ImageDataGenerator(
+        width_shift_range=4, height_shift_range=4, horizontal_flip=True, fill_mode="constant"
+    ).flow(x, y, batch_size=config.batch_size, shuffle=True)
 
     def batches():
         for xb, yb in flow:  # float32 from the generator; the model takes uint8 like every side here
@@ -106,23 +105,36 @@ def main() -> None:
     args = parser.parse_args()
     info = open_dataset(args.dataset, args.data_dir)
     x, y = read_split(info, "train")
-    config = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                         epochs=args.epochs, batch_size=args.batch_size, precision=args.precision)
+    config = TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        precision=args.precision,
+    )
     runs = tempfile.mkdtemp(prefix="resnetctl-bench-runs-")
     bare, pipeline, train_rates, origin = [], [], [], []
-    sides = [(train_rates, lambda r: ours(config, runs, f"round{r}")),
-             (bare, lambda r: bare_fit(config, x, y, info)),
-             (pipeline, lambda r: pipeline_fit(config, info))]
+    sides = [
+        (train_rates, lambda r: ours(config, runs, f"round{r}")),
+        (bare, lambda r: bare_fit(config, x, y, info)),
+        (pipeline, lambda r: pipeline_fit(config, info)),
+    ]
     if not args.no_origin:
         sides.append((origin, lambda r: origin_fit(config, x, y, info)))
     for r in range(args.rounds):  # the order rotates each round, so drift and warm-up hit every side
-        for rates, run in sides[r % len(sides):] + sides[: r % len(sides)]:
+        for rates, run in sides[r % len(sides) :] + sides[: r % len(sides)]:
             rates.append(run(r))
-    print(f"{args.model} on {args.dataset} ({len(x)} images), batch {args.batch_size}, "
-          f"{args.precision}, backend {keras.backend.backend()}")
-    for label, rates in (("bare model.fit (compute only)", bare), ("fit on resnetctl's Batches", pipeline),
-                         ("resnetctl train", train_rates),
-                         ("ImageDataGenerator.flow", origin)):
+    print(
+        f"{args.model} on {args.dataset} ({len(x)} images), batch {args.batch_size}, "
+        f"{args.precision}, backend {keras.backend.backend()}"
+    )
+    for label, rates in (
+        ("bare model.fit (compute only)", bare),
+        ("fit on resnetctl's Batches", pipeline),
+        ("resnetctl train", train_rates),
+        ("ImageDataGenerator.flow", origin),
+    ):
         if rates:
             print(f"{label + ':':31s}{np.mean(rates):8.1f} images/s  {[round(float(v), 1) for v in rates]}")
     print(f"ratio train / bare:            {np.mean(train_rates) / np.mean(bare):8.3f}   (goal >= 0.90)")

@@ -32,8 +32,18 @@ def cifar(data_dir) -> Path:
 @pytest.fixture(scope="session")
 def cifar_small(data_dir) -> Path:
     """The same real images with 80% carved off as val: 1,000 train images keep training tests short."""
-    run_cli("prepare", "cifar10", "--source", CIFAR_SUBSET, "--data-dir", data_dir,
-            "--name", "cifar-small", "--val-split", "0.8")
+    run_cli(
+        "prepare",
+        "cifar10",
+        "--source",
+        CIFAR_SUBSET,
+        "--data-dir",
+        data_dir,
+        "--name",
+        "cifar-small",
+        "--val-split",
+        "0.8",
+    )
     return data_dir / "cifar-small"
 
 

@@ -18,12 +18,14 @@ CIFAR_SUBSET = SHARED / "cifar-10-python-subset.tar.gz"
 TINY_MINI = SHARED / "tiny-imagenet-200-mini.zip"
 
 
-def run_cli(*args, env_extra=None, timeout=600, check=True,
-            launcher=("-m", "resnetctl")) -> subprocess.CompletedProcess:
+def run_cli(
+    *args, env_extra=None, timeout=600, check=True, launcher=("-m", "resnetctl")
+) -> subprocess.CompletedProcess:
     """``resnetctl ARGS`` as a real subprocess (``python -m resnetctl``, or ``python LAUNCHER``)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
-    proc = subprocess.run([sys.executable, *launcher, *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *launcher, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
     if check:
         assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -49,8 +51,9 @@ def steps_per_epoch(dataset_dir, batch_size=64) -> int:
 
 
 def needs(module: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"{module} not installed (pip install '.[{module}]')")
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None, reason=f"{module} not installed (pip install '.[{module}]')"
+    )
 
 
 def one_line_error(proc, code=1, text=""):

@@ -20,30 +20,38 @@ finally:
 """
 
 
-@pytest.mark.parametrize("args,text", [
-    (["train", "resnet21"], "Unknown model 'resnet21'"),
-    (["train", "resnet20", "--epochs", 0], "`epochs` must be >= 1"),
-    (["train", "resnet20", "--lr", "inf"], "`lr` must be a finite number"),
-    (["train", "resnet20", "--weight-decay", -1], "`weight_decay` must be a finite number >= 0"),
-    (["train", "resnet20", "--schedule", "step", "--milestones", "20,10"], "must be increasing"),
-    (["train", "resnet20", "--schedule", "step", "--milestones", "10,40"], "between 1 and 29"),
-    (["train", "resnet20", "--milestones", "10"], "only apply to --schedule step"),
-    (["train", "resnet20", "--run", "../x"], "is not a plain name"),
-    (["train", "resnet20", "--dataset", "nowhere"], "No prepared dataset 'nowhere'"),
-    (["resume", "--run", "nowhere"], "No run 'nowhere'"),
-    (["evaluate", "--run", "nowhere"], "No run 'nowhere'"),
-    (["build", "resnet21"], "Unknown model"),
-    (["predict", "photo.jpg", "--run", "nowhere"], "No run 'nowhere'"),
-    (["predict", "photo.jpg", "--csv", "no/such/folder/out.csv"], "folder no/such/folder does not exist"),
-    (["predict", "photo.jpg", "--model", "missing.keras"], "No model file at missing.keras"),
-    (["export", "--out", "m.pt", "--format", "torchscript"], "Unknown export format 'torchscript'"),
-    (["export", "--out", "m.onnx"], "--out for keras must end in .keras"),
-    (["export", "--out", "no/such/folder/m.keras"], "folder no/such/folder does not exist"),
-    (["export", "--out", "m.keras", "--run", "nowhere"], "No run 'nowhere'"),
-])
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["train", "resnet21"], "Unknown model 'resnet21'"),
+        (["train", "resnet20", "--epochs", 0], "`epochs` must be >= 1"),
+        (["train", "resnet20", "--lr", "inf"], "`lr` must be a finite number"),
+        (["train", "resnet20", "--weight-decay", -1], "`weight_decay` must be a finite number >= 0"),
+        (["train", "resnet20", "--schedule", "step", "--milestones", "20,10"], "must be increasing"),
+        (["train", "resnet20", "--schedule", "step", "--milestones", "10,40"], "between 1 and 29"),
+        (["train", "resnet20", "--milestones", "10"], "only apply to --schedule step"),
+        (["train", "resnet20", "--run", "../x"], "is not a plain name"),
+        (["train", "resnet20", "--dataset", "nowhere"], "No prepared dataset 'nowhere'"),
+        (["resume", "--run", "nowhere"], "No run 'nowhere'"),
+        (["evaluate", "--run", "nowhere"], "No run 'nowhere'"),
+        (["build", "resnet21"], "Unknown model"),
+        (["predict", "photo.jpg", "--run", "nowhere"], "No run 'nowhere'"),
+        (["predict", "photo.jpg", "--csv", "no/such/folder/out.csv"], "folder no/such/folder does not exist"),
+        (["predict", "photo.jpg", "--model", "missing.keras"], "No model file at missing.keras"),
+        (["export", "--out", "m.pt", "--format", "torchscript"], "Unknown export format 'torchscript'"),
+        (["export", "--out", "m.onnx"], "--out for keras must end in .keras"),
+        (["export", "--out", "no/such/folder/m.keras"], "folder no/such/folder does not exist"),
+        (["export", "--out", "m.keras", "--run", "nowhere"], "No run 'nowhere'"),
+    ],
+)
 def test_mistakes_are_answered_before_keras_is_imported(args, text, tmp_path):
-    proc = run_cli(*args, "--verbose" if args[0] == "build" else "-v", launcher=("-c", PROBE), check=False,
-                   env_extra={"RESNETCTL_DATA_DIR": str(tmp_path), "RESNETCTL_RUNS_DIR": str(tmp_path)})
+    proc = run_cli(
+        *args,
+        "--verbose" if args[0] == "build" else "-v",
+        launcher=("-c", PROBE),
+        check=False,
+        env_extra={"RESNETCTL_DATA_DIR": str(tmp_path), "RESNETCTL_RUNS_DIR": str(tmp_path)},
+    )
     assert proc.returncode == 1 and text in proc.stderr, proc.stderr
     assert "NO-KERAS" in proc.stderr
 
@@ -59,8 +67,16 @@ def test_verbose_anywhere_shows_the_traceback_and_without_it_one_line(tmp_path):
 
 def test_help_shows_every_default_and_environment_variable():
     text = " ".join(run_cli("train", "-h").stdout.split())  # wherever the help wraps its lines
-    for default in ("default: (30)", "default: (poly)", "default: (sgd)", "default: (0.1)", "default: (128)",
-                    "env var: RESNETCTL_DATA_DIR", "env var: RESNETCTL_RUNS_DIR", "default: (MODEL-DATASET-TIMESTAMP)"):
+    for default in (
+        "default: (30)",
+        "default: (poly)",
+        "default: (sgd)",
+        "default: (0.1)",
+        "default: (128)",
+        "env var: RESNETCTL_DATA_DIR",
+        "env var: RESNETCTL_RUNS_DIR",
+        "default: (MODEL-DATASET-TIMESTAMP)",
+    ):
         assert default in text, default
     assert "<bool>" not in text
     assert "default: (the latest)" in " ".join(run_cli("resume", "-h").stdout.split())

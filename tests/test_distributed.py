@@ -35,8 +35,9 @@ main()
 
 
 def needs(module: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"{module} not installed (pip install '.[{module}]')")
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None, reason=f"{module} not installed (pip install '.[{module}]')"
+    )
 
 
 def iterations(path) -> int:
@@ -64,8 +65,9 @@ def train_small(data_dir, cifar_small):
 
 
 def test_mirrored_over_two_devices_resumes_on_one_and_back(train_small, common, tmp_path, cifar_small):
-    out = run_two_cpus(*train_small, "--epochs", 1, "--batch-size", 64,
-                       "--strategy", "mirrored", "--run", "mirrored", *common).stdout
+    out = run_two_cpus(
+        *train_small, "--epochs", 1, "--batch-size", 64, "--strategy", "mirrored", "--run", "mirrored", *common
+    ).stdout
     assert "2 replicas, MirroredStrategy" in out
     run_cli("resume", "--run", "mirrored", "--epochs", 2, "--strategy", "none", *common)
     run_two_cpus("resume", "--run", "mirrored", "--epochs", 3, "--strategy", "mirrored", *common)
@@ -94,8 +96,15 @@ def run_workers(args, ports, timeout=420) -> list[subprocess.CompletedProcess]:
     for index in range(len(ports)):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_config}
-        procs.append(subprocess.Popen([sys.executable, "-m", "resnetctl", *map(str, args)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "resnetctl", *map(str, args)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = []
     try:
         for p in procs:
@@ -110,13 +119,11 @@ def run_workers(args, ports, timeout=420) -> list[subprocess.CompletedProcess]:
 
 
 def test_multi_worker_train_and_resume_with_tf_config(train_small, common, tmp_path, cifar_small):
-    train = [*train_small, "--epochs", 2, "--batch-size", 64,
-             "--run", "two-workers", *common]
+    train = [*train_small, "--epochs", 2, "--batch-size", 64, "--run", "two-workers", *common]
     chief, worker = run_workers(train, free_ports(2))  # --strategy auto: TF_CONFIG names two workers
     assert "MultiWorkerMirroredStrategy, worker 0 of 2" in chief.stdout
     assert "worker 1; the chief worker wrote run two-workers" in worker.stdout
-    run_workers(["resume", "--run", "two-workers", "--epochs", 3, "--strategy", "multi-worker", *common],
-                free_ports(2))
+    run_workers(["resume", "--run", "two-workers", "--epochs", 3, "--strategy", "multi-worker", *common], free_ports(2))
 
     run = RunDir(tmp_path / "two-workers")
     assert [(p["strategy"], p["workers"], p["replicas"]) for p in placements(run)] == [("multi-worker", 2, 2)] * 2
@@ -128,8 +135,7 @@ def test_multi_worker_train_and_resume_with_tf_config(train_small, common, tmp_p
 
 
 def test_multi_worker_needs_tf_config(train_small, common, cifar_small):
-    proc = run_cli(*train_small, "--strategy", "multi-worker", *common,
-                   env_extra={"TF_CONFIG": ""}, check=False)
+    proc = run_cli(*train_small, "--strategy", "multi-worker", *common, env_extra={"TF_CONFIG": ""}, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "needs TF_CONFIG" in proc.stderr and "docs/distributed.md" in proc.stderr
 
@@ -137,8 +143,7 @@ def test_multi_worker_needs_tf_config(train_small, common, cifar_small):
 @needs("jax")
 def test_jax_data_parallel_over_two_host_devices(train_small, common, tmp_path, cifar_small):
     env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    out = run_cli(*train_small, "--epochs", 1, "--batch-size", 64,
-                  "--run", "jax-dp", *common, env_extra=env).stdout
+    out = run_cli(*train_small, "--epochs", 1, "--batch-size", 64, "--run", "jax-dp", *common, env_extra=env).stdout
     assert "2 replicas, keras.distribution.DataParallel" in out
     run_cli("resume", "--run", "jax-dp", "--epochs", 2, *common, env_extra=env)
     run = RunDir(tmp_path / "jax-dp")
@@ -147,8 +152,7 @@ def test_jax_data_parallel_over_two_host_devices(train_small, common, tmp_path, 
     assert [r["epoch"] for r in run.history()] == [1, 2]
     assert iterations(run.last_path) == 2 * steps_per_epoch(cifar_small)
 
-    odd = run_cli(*train_small, "--batch-size", 63, *common,
-                  env_extra=env, check=False)
+    odd = run_cli(*train_small, "--batch-size", 63, *common, env_extra=env, check=False)
     assert odd.returncode == 1 and "does not split over 2 replicas" in odd.stderr
     assert "Traceback" not in odd.stderr
 
@@ -156,8 +160,9 @@ def test_jax_data_parallel_over_two_host_devices(train_small, common, tmp_path, 
 @needs("torch")
 def test_torch_backend_trains_resumes_and_evaluates(train_small, common, tmp_path, cifar_small):
     env = {"KERAS_BACKEND": "torch"}
-    run_cli(*train_small, "--epochs", 1, "--batch-size", 64, "--warmup-epochs", 0,
-            "--run", "torch", *common, env_extra=env)
+    run_cli(
+        *train_small, "--epochs", 1, "--batch-size", 64, "--warmup-epochs", 0, "--run", "torch", *common, env_extra=env
+    )
     run_cli("resume", "--run", "torch", "--epochs", 2, "--lr", 0.01, *common, env_extra=env)
     run = RunDir(tmp_path / "torch")
     assert run.config()["versions"]["backend"] == "torch"
@@ -169,14 +174,13 @@ def test_torch_backend_trains_resumes_and_evaluates(train_small, common, tmp_pat
     steps = steps_per_epoch(cifar_small)  # lr: the rate of each epoch's last step
     assert [r["lr"] for r in run.history()] == pytest.approx([0.1 / steps, 0.01, 0.01])
     assert iterations(run.last_path) == 3 * steps_per_epoch(cifar_small)
-    result = json.loads(run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json", *common,
-                                env_extra=env).stdout)
-    on_tensorflow = json.loads(run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json",
-                                       *common).stdout)
+    result = json.loads(
+        run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json", *common, env_extra=env).stdout
+    )
+    on_tensorflow = json.loads(run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json", *common).stdout)
     assert result["images"] == on_tensorflow["images"] == 1000
     assert result["rank_1"] == pytest.approx(on_tensorflow["rank_1"], abs=0.002)  # same weights, other backend
 
-    refused = run_cli(*train_small, "--strategy", "mirrored", *common,
-                      env_extra=env, check=False)
+    refused = run_cli(*train_small, "--strategy", "mirrored", *common, env_extra=env, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "torch backend trains on one device" in refused.stderr

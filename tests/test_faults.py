@@ -32,8 +32,18 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def small(cifar_small, data_dir, tmp_path):
     """The start of a short train command on 1,000 real CIFAR images, in a fresh runs dir."""
-    return ["train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir",
-            tmp_path / "runs", "--batch-size", 64]
+    return [
+        "train",
+        "resnet8",
+        "--dataset",
+        "cifar-small",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--batch-size",
+        64,
+    ]
 
 
 def _wait_for(predicate, timeout=240, proc=None):
@@ -87,8 +97,12 @@ def test_a_resumed_run_is_the_run_that_was_never_stopped(small, tmp_path):
     after = _weights(again.last_path)
     assert set(after) == set(weights) and all(np.array_equal(after[k], weights[k]) for k in weights)
 
-    proc = subprocess.Popen(cli_command(*small, "--epochs", 3, "--checkpoint-every", 1, "--run", "term"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli_command(*small, "--epochs", 3, "--checkpoint-every", 1, "--run", "term"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     term = RunDir(runs / "term")
     _wait_for(lambda: term.history_path.exists() and len(term.history_path.read_text().splitlines()) >= 2, proc=proc)
     proc.send_signal(signal.SIGTERM)
@@ -120,13 +134,16 @@ def test_resume_back_rebuilds_best_and_marks_old_evaluations_stale(small, tmp_pa
 # --------------------------------------------------------------------------- one writer at a time
 def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(small, tmp_path, data_dir):
     runs = tmp_path / "runs"
-    proc = subprocess.Popen(cli_command(*small, "--epochs", 40, "--run", "busy"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli_command(*small, "--epochs", 40, "--run", "busy"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     run = RunDir(runs / "busy")
     _wait_for(lambda: run.history_path.exists() and len(run.history_path.read_text().splitlines()) >= 2, proc=proc)
-    for args in (["resume", "--run", run.path, "--epochs", 50],
-                 ["evaluate", "--run", run.path, "--data-dir", data_dir],
-                 [*small, "--run", "busy"]):
+    for args in (
+        ["resume", "--run", run.path, "--epochs", 50],
+        ["evaluate", "--run", run.path, "--data-dir", data_dir],
+        [*small, "--run", "busy"],
+    ):
         second = run_cli(*args, check=False)
         one_line_error(second, 1, f"in use by pid {proc.pid}")
     (state,) = json.loads(run_cli("summary", run.path, "--json").stdout)
@@ -142,14 +159,18 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(small, tmp_p
 
 def test_two_prepares_of_one_name(tmp_path):
     out = tmp_path / "d"
-    first = subprocess.Popen(cli_command("prepare", "cifar10", "--source", CIFAR_SUBSET, "--data-dir", out),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (out / ".cifar10.lock").exists() and (out / ".cifar10.lock").read_text().strip() != "",
-              proc=first)
+    first = subprocess.Popen(
+        cli_command("prepare", "cifar10", "--source", CIFAR_SUBSET, "--data-dir", out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(
+        lambda: (out / ".cifar10.lock").exists() and (out / ".cifar10.lock").read_text().strip() != "", proc=first
+    )
     first.send_signal(signal.SIGSTOP)  # holding its lock, however fast this machine prepares
     try:
-        second = run_cli("prepare", "cifar10", "--source", CIFAR_SUBSET, "--data-dir", out, "--force",
-                         check=False)
+        second = run_cli("prepare", "cifar10", "--source", CIFAR_SUBSET, "--data-dir", out, "--force", check=False)
     finally:
         first.send_signal(signal.SIGCONT)
     first.communicate(timeout=300)
@@ -167,21 +188,36 @@ def test_prepare_never_touches_what_it_did_not_make(tmp_path):
         for i in range(3):
             (pets / cls / f"{i}.png").write_bytes(_png(i))
     before = sorted(p.relative_to(pets) for p in pets.rglob("*"))
-    one_line_error(run_cli("prepare", "folder", "--source", pets, "--data-dir", data, "--size", 16, check=False),
-                   1, "overlaps the source")
-    one_line_error(run_cli("prepare", "folder", "--source", pets, "--data-dir", data, "--size", 16, "--force",
-                           check=False), 1, "overlaps the source")
+    one_line_error(
+        run_cli("prepare", "folder", "--source", pets, "--data-dir", data, "--size", 16, check=False),
+        1,
+        "overlaps the source",
+    )
+    one_line_error(
+        run_cli("prepare", "folder", "--source", pets, "--data-dir", data, "--size", 16, "--force", check=False),
+        1,
+        "overlaps the source",
+    )
     for name in (".", "..", "../x", "/abs", "*", ".hidden", "a/b"):
-        one_line_error(run_cli("prepare", "shapes", "--name", name, "--data-dir", data, check=False), 1,
-                       "is not a plain name")
+        one_line_error(
+            run_cli("prepare", "shapes", "--name", name, "--data-dir", data, check=False), 1, "is not a plain name"
+        )
     (data / "mine").mkdir()
     (data / "mine" / "notes.txt").write_text("keep me")
-    one_line_error(run_cli("prepare", "shapes", "--name", "mine", "--data-dir", data, "--force", check=False),
-                   1, "is not a dataset made by resnetctl")
+    one_line_error(
+        run_cli("prepare", "shapes", "--name", "mine", "--data-dir", data, "--force", check=False),
+        1,
+        "is not a dataset made by resnetctl",
+    )
     assert (data / "mine" / "notes.txt").read_text() == "keep me"
     assert sorted(p.relative_to(pets) for p in pets.rglob("*")) == before
-    one_line_error(run_cli("train", "resnet8", "--run", "../escape", "--runs-dir", tmp_path / "runs",
-                           "--data-dir", data, check=False), 1, "is not a plain name")
+    one_line_error(
+        run_cli(
+            "train", "resnet8", "--run", "../escape", "--runs-dir", tmp_path / "runs", "--data-dir", data, check=False
+        ),
+        1,
+        "is not a plain name",
+    )
 
 
 def _png(seed: int) -> bytes:
@@ -192,7 +228,7 @@ def _png(seed: int) -> bytes:
 
 
 def _flip(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
 def _zip_with_a_bad_member(path):
@@ -204,11 +240,14 @@ def _zip_with_a_bad_member(path):
     path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize("kind,name,damage", [
-    ("cifar10", "flipped.tar.gz", lambda p: p.write_bytes(_flip(CIFAR_SUBSET.read_bytes(), 9_000_000))),
-    ("cifar10", "no-trailer.tar.gz", lambda p: p.write_bytes(CIFAR_SUBSET.read_bytes()[:-8])),
-    ("tiny-imagenet", "bad-member.zip", _zip_with_a_bad_member),
-])
+@pytest.mark.parametrize(
+    "kind,name,damage",
+    [
+        ("cifar10", "flipped.tar.gz", lambda p: p.write_bytes(_flip(CIFAR_SUBSET.read_bytes(), 9_000_000))),
+        ("cifar10", "no-trailer.tar.gz", lambda p: p.write_bytes(CIFAR_SUBSET.read_bytes()[:-8])),
+        ("tiny-imagenet", "bad-member.zip", _zip_with_a_bad_member),
+    ],
+)
 def test_damaged_archives_are_refused_whole(tmp_path, kind, name, damage):
     source = tmp_path / name
     damage(source)
@@ -237,8 +276,25 @@ def test_a_full_disk_in_prepare_publishes_nothing(tmp_path):
 
 def test_a_full_disk_in_train_names_the_last_good_checkpoint(cifar_small, data_dir, tmp_path):
     with tmpfs(tmp_path / "small", "2m") as small:
-        proc = run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", small,
-                       "--run", "full", "--epochs", 4, "--batch-size", 64, "--checkpoint-every", 100, check=False)
+        proc = run_cli(
+            "train",
+            "resnet8",
+            "--dataset",
+            "cifar-small",
+            "--data-dir",
+            data_dir,
+            "--runs-dir",
+            small,
+            "--run",
+            "full",
+            "--epochs",
+            4,
+            "--batch-size",
+            64,
+            "--checkpoint-every",
+            100,
+            check=False,
+        )
         one_line_error(proc, 1, "Disk full")
         run = RunDir(small / "full")
         done = run.history()[-1]["epoch"]
@@ -277,8 +333,10 @@ def test_bad_input_gets_one_line(small, tmp_path, data_dir, cifar_small):
     for args, text in (
         (["prepare", "shapes", "--data-dir", a_file], "is a file"),
         (["prepare", "shapes", "--size", 100000, "--data-dir", tmp_path / "d"], "--size"),
-        (["prepare", "cifar10", "--source", CIFAR_SUBSET, "--val-split", 0.999, "--data-dir", tmp_path / "d"],
-         "No usable training image"),
+        (
+            ["prepare", "cifar10", "--source", CIFAR_SUBSET, "--val-split", 0.999, "--data-dir", tmp_path / "d"],
+            "No usable training image",
+        ),
         (["train", "resnet8", "--data-dir", a_file], "is a file"),
         (["train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", a_file], "is a file"),
         (["build", "resnet8", "--save", tmp_path / "missing" / "m.keras"], "does not exist"),
@@ -292,14 +350,18 @@ def test_bad_input_gets_one_line(small, tmp_path, data_dir, cifar_small):
     meta = json.loads((edited / "cifar-small" / "meta.json").read_text())
     meta["image_size"] = 64
     (edited / "cifar-small" / "meta.json").write_text(json.dumps(meta))
-    one_line_error(run_cli(*small[:4], "--data-dir", edited, "--runs-dir", tmp_path / "r", check=False), 1,
-                   "but meta.json says")
+    one_line_error(
+        run_cli(*small[:4], "--data-dir", edited, "--runs-dir", tmp_path / "r", check=False), 1, "but meta.json says"
+    )
     assert not (tmp_path / "r").exists() or not [p for p in (tmp_path / "r").iterdir() if p.name[0] != "."]
 
     tiny_model = tmp_path / "tiny.keras"
     run_cli("build", "resnet8", "--input-size", 64, "--num-classes", 20, "--save", tiny_model)
-    one_line_error(run_cli("evaluate", "--model", tiny_model, "--dataset", "cifar-small", "--data-dir", data_dir,
-                           check=False), 1, "images into 20 classes")
+    one_line_error(
+        run_cli("evaluate", "--model", tiny_model, "--dataset", "cifar-small", "--data-dir", data_dir, check=False),
+        1,
+        "images into 20 classes",
+    )
 
 
 def test_a_failing_train_leaves_no_run_behind(cifar_small, tmp_path):
@@ -309,7 +371,20 @@ def test_a_failing_train_leaves_no_run_behind(cifar_small, tmp_path):
         f.truncate(os.path.getsize(broken / "cifar-small" / "train.h5") // 2)
     runs = tmp_path / "runs"
     for mode in ("--in-memory", "--stream"):
-        proc = run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", broken, "--runs-dir", runs,
-                       mode, "--epochs", 1, check=False, timeout=300)
+        proc = run_cli(
+            "train",
+            "resnet8",
+            "--dataset",
+            "cifar-small",
+            "--data-dir",
+            broken,
+            "--runs-dir",
+            runs,
+            mode,
+            "--epochs",
+            1,
+            check=False,
+            timeout=300,
+        )
         one_line_error(proc, 1, "train.h5")
         assert not runs.exists() or not [p for p in runs.iterdir() if not p.name.startswith(".")]

@@ -136,8 +136,10 @@ def test_build_cli_json_and_save(tmp_path):
 
 
 def test_build_list_answers_from_the_specs_without_keras():
-    code = ("import sys; from resnetctl.cli import main; sys.argv = ['resnetctl', 'build', '--list', '--json']\n"
-            "try: main()\nfinally: print('KERAS' if 'keras' in sys.modules else 'NO-KERAS', file=sys.stderr)")
+    code = (
+        "import sys; from resnetctl.cli import main; sys.argv = ['resnetctl', 'build', '--list', '--json']\n"
+        "try: main()\nfinally: print('KERAS' if 'keras' in sys.modules else 'NO-KERAS', file=sys.stderr)"
+    )
     proc = run_cli(launcher=("-c", code))
     rows = json.loads(proc.stdout)
     assert [row["name"] for row in rows] == list_models() and "NO-KERAS" in proc.stderr
@@ -157,15 +159,18 @@ def test_help_is_fast_because_keras_is_not_imported():
         assert "Usage" in run_cli(command, "-h").stdout
 
 
-@pytest.mark.parametrize("name,changes,size,classes", [
-    ("resnet8", {}, 32, 10),  # basic, option A, CIFAR stem
-    ("resnet20", {"shortcut": "B"}, 32, 10),
-    ("preact-resnet20", {"shortcut": "avgpool"}, 32, 100),  # pre-activation basic, no stem BN
-    ("preact-resnet164", {}, 32, 10),  # pre-activation bottleneck
-    ("tiny-imagenet-resnet41", {}, 64, 20),  # the Tiny ImageNet stem (pad + valid pool)
-    ("resnet18", {}, 64, 1000),  # ImageNet stem, basic
-    ("resnet50", {"shortcut": "avgpool"}, 96, 7),  # ImageNet stem, bottleneck
-])
+@pytest.mark.parametrize(
+    "name,changes,size,classes",
+    [
+        ("resnet8", {}, 32, 10),  # basic, option A, CIFAR stem
+        ("resnet20", {"shortcut": "B"}, 32, 10),
+        ("preact-resnet20", {"shortcut": "avgpool"}, 32, 100),  # pre-activation basic, no stem BN
+        ("preact-resnet164", {}, 32, 10),  # pre-activation bottleneck
+        ("tiny-imagenet-resnet41", {}, 64, 20),  # the Tiny ImageNet stem (pad + valid pool)
+        ("resnet18", {}, 64, 1000),  # ImageNet stem, basic
+        ("resnet50", {"shortcut": "avgpool"}, 96, 7),  # ImageNet stem, bottleneck
+    ],
+)
 def test_analytic_counts_equal_the_built_keras_model(name, changes, size, classes):
     spec = get_spec(name).replace(**changes)
     profile = profile_spec(spec, size, classes)

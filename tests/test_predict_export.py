@@ -23,8 +23,22 @@ pytestmark = pytest.mark.e2e
 def tiny_run(tiny, tmp_path_factory):
     """A ResNet8 trained for one epoch on the Tiny ImageNet mini (a real run, real checkpoints)."""
     runs = tmp_path_factory.mktemp("predict-runs")
-    run_cli("train", "resnet8", "--dataset", "tiny-imagenet", "--data-dir", tiny.parent, "--runs-dir", runs,
-            "--run", "tiny", "--epochs", 1, "--batch-size", 50)
+    run_cli(
+        "train",
+        "resnet8",
+        "--dataset",
+        "tiny-imagenet",
+        "--data-dir",
+        tiny.parent,
+        "--runs-dir",
+        runs,
+        "--run",
+        "tiny",
+        "--epochs",
+        1,
+        "--batch-size",
+        50,
+    )
     return runs / "tiny"
 
 
@@ -46,8 +60,20 @@ def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, tmp_path):
     meta = json.loads((tiny / "meta.json").read_text())
     wnid_of = dict(zip(meta["classes"], meta["class_ids"], strict=True))
     challenge = tmp_path / "evaluate.txt"
-    evaluated = json.loads(run_cli("evaluate", "--run", tiny_run, "--data-dir", tiny.parent, "--split", "test",
-                                   "--predict", challenge, "--json").stdout)
+    evaluated = json.loads(
+        run_cli(
+            "evaluate",
+            "--run",
+            tiny_run,
+            "--data-dir",
+            tiny.parent,
+            "--split",
+            "test",
+            "--predict",
+            challenge,
+            "--json",
+        ).stdout
+    )
     expected = {line.split(" ")[0]: line.split(" ")[1:] for line in challenge.read_text().splitlines()}
     out = tmp_path / "predict.csv"
     proc = run_cli("predict", root, "--run", tiny_run, "--json", "--csv", out)
@@ -59,8 +85,9 @@ def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, tmp_path):
     assert rank_1 == pytest.approx(evaluated["rank_1"])
     for r in results:
         assert sum(p["probability"] for p in r["predictions"]) <= 1 + 1e-6
-        assert [p["probability"] for p in r["predictions"]] == sorted((p["probability"] for p in r["predictions"]),
-                                                                      reverse=True)
+        assert [p["probability"] for p in r["predictions"]] == sorted(
+            (p["probability"] for p in r["predictions"]), reverse=True
+        )
     rows = list(csv.DictReader(out.open()))
     assert [row["file"] for row in rows] == [r["file"] for r in results]
     assert rows[0]["class_1"] == results[0]["predictions"][0]["class"]
@@ -121,8 +148,12 @@ def _run_artifact(fmt, path, images, tmp_path):
     """The artifact run by its runtime, written here from the runtimes' documentation."""
     if fmt == "keras":  # a Python that has Keras and never imports resnetctl
         np.save(tmp_path / "in.npy", images)
-        subprocess.run([sys.executable, "-c", PLAIN_KERAS, path, tmp_path / "in.npy", tmp_path / "out.npy"],
-                       check=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"})
+        subprocess.run(
+            [sys.executable, "-c", PLAIN_KERAS, path, tmp_path / "in.npy", tmp_path / "out.npy"],
+            check=True,
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
         return np.load(tmp_path / "out.npy")
     if fmt == "saved-model":
         import tensorflow as tf
@@ -145,12 +176,15 @@ def _run_artifact(fmt, path, images, tmp_path):
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 
-@pytest.mark.parametrize("fmt,name", [
-    ("keras", "model.keras"),
-    ("saved-model", "saved"),
-    ("tflite", "model.tflite"),
-    pytest.param("onnx", "model.onnx", marks=[needs("tf2onnx"), needs("onnxruntime")]),
-])
+@pytest.mark.parametrize(
+    "fmt,name",
+    [
+        ("keras", "model.keras"),
+        ("saved-model", "saved"),
+        ("tflite", "model.tflite"),
+        pytest.param("onnx", "model.onnx", marks=[needs("tf2onnx"), needs("onnxruntime")]),
+    ],
+)
 def test_every_export_format_round_trips(fmt, name, tiny, tiny_run, val_jpegs, tmp_path):
     root, _ = val_jpegs
     out = tmp_path / name
@@ -164,8 +198,10 @@ def test_every_export_format_round_trips(fmt, name, tiny, tiny_run, val_jpegs, t
     probs = _run_artifact(fmt, out, images, tmp_path)
     assert probs.shape == (len(names), len(meta["classes"]))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # probabilities, not logits
-    predicted = {r["file"].rsplit("/", 1)[1]: r["predictions"][0]
-                 for r in json.loads(run_cli("predict", root, "--run", tiny_run, "--json").stdout)}
+    predicted = {
+        r["file"].rsplit("/", 1)[1]: r["predictions"][0]
+        for r in json.loads(run_cli("predict", root, "--run", tiny_run, "--json").stdout)
+    }
     for row, file in zip(probs, names, strict=True):
         best = predicted[file]
         assert meta["classes"][int(row.argmax())] == best["class"]
@@ -177,10 +213,14 @@ def test_export_never_replaces_what_is_not_an_export(tiny_run, tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     (tmp_path / "model.keras").write_text("a file of the user's")
-    one_line_error(run_cli("export", "--run", tiny_run, "--format", "saved-model", "--out", mine, "--force",
-                           check=False), 1, "is not a SavedModel")
-    one_line_error(run_cli("export", "--run", tiny_run, "--out", tmp_path / "model.keras", check=False),
-                   1, "already exists")
+    one_line_error(
+        run_cli("export", "--run", tiny_run, "--format", "saved-model", "--out", mine, "--force", check=False),
+        1,
+        "is not a SavedModel",
+    )
+    one_line_error(
+        run_cli("export", "--run", tiny_run, "--out", tmp_path / "model.keras", check=False), 1, "already exists"
+    )
     assert (mine / "notes.txt").read_text() == "keep me"
     assert (tmp_path / "model.keras").read_text() == "a file of the user's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model.keras"]  # no temp left behind

@@ -45,8 +45,7 @@ def test_cifar10_subset_is_prepared_exactly(cifar):
     # test keeps the official order: every pixel and label equal
     test_images, test_labels, _ = _h5(cifar / "test.h5")
     official = source["test_batch"]
-    np.testing.assert_array_equal(
-        test_images, official[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(test_images, official[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(test_labels, official[b"labels"])
     # train + val are a shuffled, stratified partition of the five training batches
     label_of = {}
@@ -129,8 +128,20 @@ def messy_folder(tmp_path):
 
 def test_folder_with_odd_and_bad_images(messy_folder, tmp_path):
     out = tmp_path / "data"
-    proc = run_cli("prepare", "folder", "--source", messy_folder, "--size", "32", "--data-dir", out,
-                   "--val-split", "0", "--test-split", "0")
+    proc = run_cli(
+        "prepare",
+        "folder",
+        "--source",
+        messy_folder,
+        "--size",
+        "32",
+        "--data-dir",
+        out,
+        "--val-split",
+        "0",
+        "--test-split",
+        "0",
+    )
     meta = json.loads((out / "pets" / "meta.json").read_text())
     assert meta["classes"] == ["cat", "dog"]
     skipped = {s["file"]: s["reason"] for s in meta["skipped"]}
@@ -160,7 +171,7 @@ def test_existing_dataset_needs_force(cifar, data_dir):
 @pytest.mark.parametrize(
     "make,message",
     [
-        (lambda p: p.write_bytes(CIFAR_SUBSET.read_bytes()[: 4_000_000]), "truncated or damaged"),
+        (lambda p: p.write_bytes(CIFAR_SUBSET.read_bytes()[:4_000_000]), "truncated or damaged"),
         (lambda p: p.write_bytes(b"\x1f\x8b" + b"\x00" * 100), "truncated or damaged"),
         (lambda p: None, "does not exist"),
     ],
@@ -176,8 +187,9 @@ def test_bad_cifar_sources(tmp_path, make, message):
 
 
 def test_wrong_checksum_is_refused(tmp_path):
-    proc = run_cli("prepare", "cifar10", "--source", CIFAR_SUBSET, "--checksum", "0" * 64,
-                   "--data-dir", tmp_path, check=False)
+    proc = run_cli(
+        "prepare", "cifar10", "--source", CIFAR_SUBSET, "--checksum", "0" * 64, "--data-dir", tmp_path, check=False
+    )
     assert proc.returncode == 1 and "Checksum mismatch" in proc.stderr
 
 
@@ -185,12 +197,18 @@ def _cifar100_archive(path):
     rng = np.random.default_rng(0)
 
     def batch(n):
-        return {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                b"fine_labels": list(rng.integers(0, 100, n)), b"coarse_labels": [0] * n}
+        return {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"fine_labels": list(rng.integers(0, 100, n)),
+            b"coarse_labels": [0] * n,
+        }
 
     with tarfile.open(path, "w:gz") as tar:
-        for name, obj in (("train", batch(300)), ("test", batch(50)),
-                          ("meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)]})):
+        for name, obj in (
+            ("train", batch(300)),
+            ("test", batch(50)),
+            ("meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}),
+        ):
             data = pickle.dumps(obj, protocol=2)
             info = tarfile.TarInfo(f"cifar-100-python/{name}")
             info.size = len(data)
@@ -236,8 +254,19 @@ def test_interrupted_prepare_leaves_nothing_that_looks_finished(tmp_path):
             os.link(big, source / f"c{cls}" / f"{i}.jpg")
     out = tmp_path / "d"
     (out / ".many.tmp-99999").mkdir(parents=True)  # a crashed earlier run's leftovers
-    cmd = [sys.executable, "-m", "resnetctl", "prepare", "folder", "--source", str(source),
-           "--size", "128", "--data-dir", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "resnetctl",
+        "prepare",
+        "folder",
+        "--source",
+        str(source),
+        "--size",
+        "128",
+        "--data-dir",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (list(out.glob(".many.tmp-*/train.h5"))):
@@ -270,8 +299,9 @@ def test_large_jpegs_are_scaled_down_by_the_decoder():
     for flags in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]):
         data = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 95, *flags])[1].tobytes()
         assert jpeg_size(data) == (300, 420)
-        full = resize_center_crop(cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR),
-                                               cv2.COLOR_BGR2RGB), 64)
+        full = resize_center_crop(
+            cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), 64
+        )
         fast = decode_image(data, 64)  # decoded at 1/4 scale (75x105), then resized to 64
         assert fast.shape == (64, 64, 3)
         assert np.abs(fast.astype(int) - full).mean() < 2.0  # the same picture, to within JPEG noise

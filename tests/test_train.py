@@ -29,8 +29,25 @@ def runs(tmp_path_factory):
 def trained(cifar_small, data_dir, runs):
     """resnet8, 3 epochs, then resumed from epoch 2 with a constant lr for a 4-epoch total."""
     common = ["--runs-dir", runs]
-    run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--epochs", 3,
-            "--batch-size", 64, "--checkpoint-every", 1, "--warmup-epochs", 0, "--run", "e2e", *common)
+    run_cli(
+        "train",
+        "resnet8",
+        "--dataset",
+        "cifar-small",
+        "--data-dir",
+        data_dir,
+        "--epochs",
+        3,
+        "--batch-size",
+        64,
+        "--checkpoint-every",
+        1,
+        "--warmup-epochs",
+        0,
+        "--run",
+        "e2e",
+        *common,
+    )
     run = RunDir(runs / "e2e")
     before = run.history()
     run_cli("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, *common)
@@ -45,13 +62,24 @@ def test_train_writes_the_run_dir_contract(trained, cifar_small):
     assert config["dataset_info"]["mean"] and config["augmentation"] == "crop-flip"
     with open(run.history_path) as f:
         header = next(csv.reader(f))
-    assert header == ["epoch", "lr", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5",
-                      "seconds", "images_per_second"]
+    assert header == [
+        "epoch",
+        "lr",
+        "loss",
+        "accuracy",
+        "top5",
+        "val_loss",
+        "val_accuracy",
+        "val_top5",
+        "seconds",
+        "images_per_second",
+    ]
     assert [r["epoch"] for r in before] == [1, 2, 3]
     assert all(0 < r["top5"] <= 1 and r["accuracy"] <= r["top5"] for r in before)
     steps = steps_per_epoch(cifar_small)  # lr is the rate of each epoch's last step
-    assert [r["lr"] for r in before] == pytest.approx([0.1 * (1 - (e * steps - 1) / (3 * steps))
-                                                       for e in (1, 2, 3)], rel=1e-5)
+    assert [r["lr"] for r in before] == pytest.approx(
+        [0.1 * (1 - (e * steps - 1) / (3 * steps)) for e in (1, 2, 3)], rel=1e-5
+    )
     assert json.loads(run.state_path.read_text())["state"] == "finished"
     assert run.monitor_path.stat().st_size > 10_000
     assert run.best_path.exists() and run.last_path.exists()
@@ -109,21 +137,25 @@ def test_evaluate_matches_a_direct_recomputation(trained, runs, data_dir):
     assert np.asarray(result["confusion_matrix"]).sum() == 1000
     assert (run.path / "eval-test-best.json").exists()
     assert (run.path / "eval-test-best-confusion.png").exists()
-    three = json.loads(run_cli("evaluate", "--run", run.path, "--topk", 3, "--checkpoint", "1",
-                               "--json", "--data-dir", data_dir).stdout)
+    three = json.loads(
+        run_cli(
+            "evaluate", "--run", run.path, "--topk", 3, "--checkpoint", "1", "--json", "--data-dir", data_dir
+        ).stdout
+    )
     assert three["checkpoint"] == "epoch0001" and three["epoch"] == 1
     assert 0 <= three["rank_1"] <= three["rank_k"] <= 1 and three["k"] == 3 and "rank_5" not in three
-    flip = json.loads(run_cli("evaluate", "--run", run.path, "--tta", "flip", "--json", "--data-dir",
-                              data_dir).stdout)
+    flip = json.loads(run_cli("evaluate", "--run", run.path, "--tta", "flip", "--json", "--data-dir", data_dir).stdout)
     assert (run.path / "eval-test-best-flip.json").exists()  # the plain evaluation is kept
     assert json.loads((run.path / "eval-test-best.json").read_text())["tta"] is None and flip["tta"] == "flip"
 
 
 def test_evaluate_bad_input(trained, runs, data_dir):
     run, _ = trained
-    for args, message in ((["--split", "holdout"], "no split 'holdout'"),
-                          (["--topk", 11], "--topk must be between 1 and the 10 classes"),
-                          (["--checkpoint", 7], "No checkpoint of epoch 7")):
+    for args, message in (
+        (["--split", "holdout"], "no split 'holdout'"),
+        (["--topk", 11], "--topk must be between 1 and the 10 classes"),
+        (["--checkpoint", 7], "No checkpoint of epoch 7"),
+    ):
         proc = run_cli("evaluate", "--run", run.path, "--data-dir", data_dir, *args, check=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -142,9 +174,26 @@ def test_summary_shows_train_and_resume(trained, runs):
 
 
 def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
-    cmd = [sys.executable, "-m", "resnetctl", "train", "resnet8", "--dataset", "cifar-small",
-           "--data-dir", str(data_dir), "--runs-dir", str(runs), "--run", "interrupted",
-           "--epochs", "50", "--batch-size", "64", "--stream"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "resnetctl",
+        "train",
+        "resnet8",
+        "--dataset",
+        "cifar-small",
+        "--data-dir",
+        str(data_dir),
+        "--runs-dir",
+        str(runs),
+        "--run",
+        "interrupted",
+        "--epochs",
+        "50",
+        "--batch-size",
+        "64",
+        "--stream",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     history = runs / "interrupted" / "history.csv"
     deadline = time.time() + 300
@@ -171,19 +220,39 @@ def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs):
-    proc = run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir,
-                   "--runs-dir", runs, "--run", "diverged", "--epochs", 2, "--lr", "1e12",
-                   "--schedule", "constant", "--label-smoothing", 0, check=False)
+    proc = run_cli(
+        "train",
+        "resnet8",
+        "--dataset",
+        "cifar-small",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        runs,
+        "--run",
+        "diverged",
+        "--epochs",
+        2,
+        "--lr",
+        "1e12",
+        "--schedule",
+        "constant",
+        "--label-smoothing",
+        0,
+        check=False,
+    )
     one_line_error(proc, 3, "non-finite")  # diverged: its own exit code, not Ctrl+C's
     assert "--lr" in proc.stderr and f"--runs-dir {runs.resolve()}" in proc.stderr
     assert RunDir(runs / "diverged").state()["state"] == "diverged"
 
 
 def test_train_input_errors(trained, cifar_small, data_dir, runs):
-    for args, message in ((["resnet8", "--dataset", "nope"], "No prepared dataset 'nope'"),
-                          (["resnet9"], "Unknown model 'resnet9'"),
-                          (["resnet8", "--schedule", "step"], "--milestones"),
-                          (["resnet8", "--dataset", "cifar-small", "--run", "e2e"], "already exists")):
+    for args, message in (
+        (["resnet8", "--dataset", "nope"], "No prepared dataset 'nope'"),
+        (["resnet9"], "Unknown model 'resnet9'"),
+        (["resnet8", "--schedule", "step"], "--milestones"),
+        (["resnet8", "--dataset", "cifar-small", "--run", "e2e"], "already exists"),
+    ):
         proc = run_cli("train", *args, "--data-dir", data_dir, "--runs-dir", runs, check=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
     usage = run_cli("train", "resnet8", "--bogus", check=False)  # a usage error, reported by Typer
@@ -195,8 +264,26 @@ def test_train_input_errors(trained, cifar_small, data_dir, runs):
 
 def test_a_run_without_checkpoints_can_be_started_again(cifar_small, data_dir, runs):
     """A run that diverged in its first epoch: nothing to evaluate or resume, but train may restart it."""
-    args = ["train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
-            "--run", "restart", "--epochs", 1, "--lr", "1e12", "--schedule", "constant", "--label-smoothing", 0]
+    args = [
+        "train",
+        "resnet8",
+        "--dataset",
+        "cifar-small",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        runs,
+        "--run",
+        "restart",
+        "--epochs",
+        1,
+        "--lr",
+        "1e12",
+        "--schedule",
+        "constant",
+        "--label-smoothing",
+        0,
+    ]
     run_cli(*args, check=False)
     proc = run_cli("evaluate", "--run", runs / "restart", "--data-dir", data_dir, check=False)
     one_line_error(proc, 1, "has no checkpoint")
@@ -212,8 +299,20 @@ def test_predictions_for_unlabelled_tiny_imagenet_images(tiny, tmp_path):
     model = tmp_path / "tiny.keras"
     run_cli("build", "resnet8", "--dataset", "tiny-imagenet", "--data-dir", data_dir, "--save", model)
     out = tmp_path / "predictions.csv"
-    proc = run_cli("evaluate", "--model", model, "--dataset", "tiny-imagenet", "--data-dir", data_dir,
-                   "--split", "unlabelled", "--predict", out, "--json")
+    proc = run_cli(
+        "evaluate",
+        "--model",
+        model,
+        "--dataset",
+        "tiny-imagenet",
+        "--data-dir",
+        data_dir,
+        "--split",
+        "unlabelled",
+        "--predict",
+        out,
+        "--json",
+    )
     result = json.loads(proc.stdout)
     assert result["images"] == 100 and "rank_1" not in result
     meta = json.loads((data_dir / "tiny-imagenet" / "meta.json").read_text())
@@ -223,6 +322,16 @@ def test_predictions_for_unlabelled_tiny_imagenet_images(tiny, tmp_path):
         name, *classes = line.split(" ")
         assert name.startswith("test_") and name.endswith(".JPEG")
         assert len(classes) == 5 == len(set(classes)) and set(classes) <= set(meta["class_ids"])
-    proc = run_cli("evaluate", "--model", model, "--dataset", "tiny-imagenet", "--data-dir", data_dir,
-                   "--split", "unlabelled", check=False)
+    proc = run_cli(
+        "evaluate",
+        "--model",
+        model,
+        "--dataset",
+        "tiny-imagenet",
+        "--data-dir",
+        data_dir,
+        "--split",
+        "unlabelled",
+        check=False,
+    )
     assert proc.returncode == 1 and "--predict" in proc.stderr

@@ -31,15 +31,35 @@ console = ui.make_console()
 err_console = ui.make_console(stderr=True)
 STATE = {"verbose": False}
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar=DATA_DIR_ENV, show_envvar=True,
-                                              show_default="the per-user data folder", help="Where datasets live.")]
-RunsDir = Annotated[Path | None, typer.Option("--runs-dir", envvar=RUNS_DIR_ENV, show_envvar=True,
-                                              show_default=f"./{DEFAULT_RUNS_DIR}", help="Where runs live.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar=DATA_DIR_ENV,
+        show_envvar=True,
+        show_default="the per-user data folder",
+        help="Where datasets live.",
+    ),
+]
+RunsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--runs-dir",
+        envvar=RUNS_DIR_ENV,
+        show_envvar=True,
+        show_default=f"./{DEFAULT_RUNS_DIR}",
+        help="Where runs live.",
+    ),
+]
 RunOpt = Annotated[str | None, typer.Option("--run", show_default="the latest run", help="Run name or path.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else (docs/json.md).")]
-StrategyOpt = Annotated[str, typer.Option(
-    help="auto | none | mirrored | multi-worker. auto: multi-worker when TF_CONFIG names several workers, "
-         "else every local GPU (mirrored) when there are several, else one device.")]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto | none | mirrored | multi-worker. auto: multi-worker when TF_CONFIG names several workers, "
+        "else every local GPU (mirrored) when there are several, else one device."
+    ),
+]
 
 
 def _default(field: str) -> str:
@@ -55,10 +75,12 @@ def _version(value: bool):
 
 @app.callback()
 def main_options(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and backend logs "
-                                          "(accepted anywhere on the line).")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks and backend logs (accepted anywhere on the line).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ):
     STATE["verbose"] = STATE["verbose"] or verbose
     if not STATE["verbose"]:
@@ -95,14 +117,17 @@ def _print_json(obj) -> None:
 def prepare(
     kind: Annotated[str | None, typer.Argument(help="shapes | cifar10 | cifar100 | tiny-imagenet | folder")] = None,
     source: Annotated[Path | None, typer.Option(help="Local archive or folder (no download).")] = None,
-    name: Annotated[str | None, typer.Option(help="Store under this plain name.", show_default="the kind, or "
-                                             "the folder's name")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Store under this plain name.", show_default="the kind, or the folder's name")
+    ] = None,
     data_dir: DataDir = None,
     val_split: Annotated[float, typer.Option(help="Share of train carved out as a stratified val split.")] = 0.1,
-    test_split: Annotated[float, typer.Option(help="folder only: share carved out as test when there is "
-                                              "no test/.")] = 0.1,
-    size: Annotated[int | None, typer.Option(help="Resize to NxN (shorter side + centre crop).",
-                                             show_default="the source's size")] = None,
+    test_split: Annotated[
+        float, typer.Option(help="folder only: share carved out as test when there is no test/.")
+    ] = 0.1,
+    size: Annotated[
+        int | None, typer.Option(help="Resize to NxN (shorter side + centre crop).", show_default="the source's size")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a dataset of that name made by resnetctl.")] = False,
     checksum: Annotated[str | None, typer.Option(help="Expected md5 or sha256 of --source.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of the shapes demo.")] = 0,
@@ -113,17 +138,38 @@ def prepare(
     if list_ or kind is None:
         from resnetctl.data.store import list_datasets
 
-        rows = [{"name": d.name, "splits": d.splits, "image_size": d.image_size, "classes": d.num_classes,
-                 "path": str(d.path)} for d in list_datasets(data_dir)]
+        rows = [
+            {
+                "name": d.name,
+                "splits": d.splits,
+                "image_size": d.image_size,
+                "classes": d.num_classes,
+                "path": str(d.path),
+            }
+            for d in list_datasets(data_dir)
+        ]
         return _print_json(rows) if as_json else ui.show_datasets(console, rows)
     from resnetctl.data.prepare import prepare_dataset
 
     with ui.PrepareBar(err_console if as_json else console) as bar:
-        info = prepare_dataset(kind, source, name=name, data_dir=data_dir, val_split=val_split,
-                               test_split=test_split, size=size, force=force, seed=seed, checksum=checksum,
-                               progress=bar)
-    return _print_json({"name": info.name, "path": str(info.path), **info.meta}) if as_json else \
-        ui.show_prepared(console, info)
+        info = prepare_dataset(
+            kind,
+            source,
+            name=name,
+            data_dir=data_dir,
+            val_split=val_split,
+            test_split=test_split,
+            size=size,
+            force=force,
+            seed=seed,
+            checksum=checksum,
+            progress=bar,
+        )
+    return (
+        _print_json({"name": info.name, "path": str(info.path), **info.meta})
+        if as_json
+        else ui.show_prepared(console, info)
+    )
 
 
 # --------------------------------------------------------------------------- build
@@ -134,11 +180,13 @@ def build(
     data_dir: DataDir = None,
     input_size: Annotated[int | None, typer.Option(help="Input height = width.", show_default="the model's")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Number of classes.", show_default="the model's")] = None,
-    shortcut: Annotated[str | None, typer.Option(help="A | B | avgpool.", show_default="the model's (CIFAR "
-                                                 "ResNets: A)")] = None,
+    shortcut: Annotated[
+        str | None, typer.Option(help="A | B | avgpool.", show_default="the model's (CIFAR ResNets: A)")
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="Decay coefficient on conv/dense kernels (--save).")] = 0.0,
-    zero_init_last: Annotated[bool, typer.Option("--zero-init-last", help="Start each residual branch at zero "
-                                                 "(--save).")] = False,
+    zero_init_last: Annotated[
+        bool, typer.Option("--zero-init-last", help="Start each residual branch at zero (--save).")
+    ] = False,
     save: Annotated[Path | None, typer.Option(help="Save the untrained model to PATH.keras.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List every model with depth, parameters, MACs.")] = False,
     as_json: JsonOpt = False,
@@ -153,8 +201,17 @@ def build(
         for n in list_models():
             spec = get_spec(n)
             p = profile_spec(spec)
-            rows.append({"name": n, "depth": spec.depth, "block": spec.block, "input": spec.input_size,
-                         "params": p.params, "trainable_params": p.trainable_params, "macs": p.macs})
+            rows.append(
+                {
+                    "name": n,
+                    "depth": spec.depth,
+                    "block": spec.block,
+                    "input": spec.input_size,
+                    "params": p.params,
+                    "trainable_params": p.trainable_params,
+                    "macs": p.macs,
+                }
+            )
         return _print_json(rows) if as_json else ui.show_zoo(console, rows)
     spec = get_spec(model)
     if shortcut:
@@ -184,9 +241,15 @@ def _save_untrained(save: Path, model, info, input_size, num_classes, shortcut, 
     from resnetctl import atomic
     from resnetctl.models import create_model_for
 
-    keras_model = create_model_for(model, info, input_size=None if info else input_size,
-                                   num_classes=None if info else num_classes, shortcut=shortcut,
-                                   weight_decay=weight_decay, zero_init_last=zero_init_last)
+    keras_model = create_model_for(
+        model,
+        info,
+        input_size=None if info else input_size,
+        num_classes=None if info else num_classes,
+        shortcut=shortcut,
+        weight_decay=weight_decay,
+        zero_init_last=zero_init_last,
+    )
     with atomic.atomic_path(save, suffix=".keras") as tmp:
         keras_model.save(tmp)
 
@@ -198,39 +261,66 @@ def train(
     dataset: Annotated[str, typer.Option(help="Prepared dataset name or path.")] = DEFAULTS.dataset,
     data_dir: DataDir = None,
     epochs: Annotated[int | None, typer.Option(help="Total epochs.", show_default=_default("epochs"))] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size.",
-                                                   show_default=_default("batch_size"))] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size.", show_default=_default("batch_size"))
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default=_default("lr"))] = None,
-    schedule: Annotated[str | None, typer.Option(help=" | ".join(SCHEDULES) + ".",
-                                                 show_default=_default("schedule"))] = None,
-    power: Annotated[float | None, typer.Option(help="poly: lr * (1 - epoch/epochs) ** power.",
-                                                show_default=_default("power"))] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help=" | ".join(SCHEDULES) + ".", show_default=_default("schedule"))
+    ] = None,
+    power: Annotated[
+        float | None, typer.Option(help="poly: lr * (1 - epoch/epochs) ** power.", show_default=_default("power"))
+    ] = None,
     milestones: Annotated[str | None, typer.Option(help="step: epochs where lr drops 10x, e.g. 82,123.")] = None,
-    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warmup from 0 to --lr.",
-                                                        show_default="2, a tenth of shorter runs")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd (Nesterov momentum 0.9) | adamw.",
-                                                  show_default=_default("optimizer"))] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Decay coefficient.",
-                                                       show_default=_default("weight_decay"))] = None,
+    warmup_epochs: Annotated[
+        float | None, typer.Option(help="Linear warmup from 0 to --lr.", show_default="2, a tenth of shorter runs")
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd (Nesterov momentum 0.9) | adamw.", show_default=_default("optimizer"))
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="Decay coefficient.", show_default=_default("weight_decay"))
+    ] = None,
     label_smoothing: Annotated[float | None, typer.Option(show_default=_default("label_smoothing"))] = None,
-    augmentation: Annotated[str | None, typer.Option(
-        help="crop-flip | resized-crop-flip | none.", show_default="crop-flip up to 64px, else resized-crop-flip"
-    )] = None,
-    precision: Annotated[str | None, typer.Option(help=" | ".join(PRECISIONS) + ".",
-                                                  show_default=_default("precision"))] = None,
-    jit: Annotated[bool | None, typer.Option("--jit/--no-jit", help="XLA compilation.",
-                                             show_default="Keras decides")] = None,
+    augmentation: Annotated[
+        str | None,
+        typer.Option(
+            help="crop-flip | resized-crop-flip | none.", show_default="crop-flip up to 64px, else resized-crop-flip"
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help=" | ".join(PRECISIONS) + ".", show_default=_default("precision"))
+    ] = None,
+    jit: Annotated[
+        bool | None, typer.Option("--jit/--no-jit", help="XLA compilation.", show_default="Keras decides")
+    ] = None,
     seed: Annotated[int | None, typer.Option(show_default=_default("seed"))] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Keep checkpoints/epoch_NNNN.keras every N epochs.",
-                                                         show_default=_default("checkpoint_every"))] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep checkpoints/epoch_NNNN.keras every N epochs.", show_default=_default("checkpoint_every")
+        ),
+    ] = None,
     runs_dir: RunsDir = None,
     run: Annotated[str | None, typer.Option(help="Run name.", show_default="MODEL-DATASET-TIMESTAMP")] = None,
-    zero_init_last: Annotated[bool, typer.Option("--zero-init-last", help="Start each residual branch at zero "
-                                                 "(timm's zero_init_last).")] = False,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write history.csv's numbers as "
-                                              "TensorBoard scalars (needs the tensorboard extra).")] = False,
-    in_memory: Annotated[bool | None, typer.Option("--in-memory/--stream", help="Hold train in memory or stream "
-                                                   "it from HDF5.", show_default="in memory when it fits")] = None,
+    zero_init_last: Annotated[
+        bool, typer.Option("--zero-init-last", help="Start each residual branch at zero (timm's zero_init_last).")
+    ] = False,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard",
+            help="Also write history.csv's numbers as TensorBoard scalars (needs the tensorboard extra).",
+        ),
+    ] = False,
+    in_memory: Annotated[
+        bool | None,
+        typer.Option(
+            "--in-memory/--stream",
+            help="Hold train in memory or stream it from HDF5.",
+            show_default="in memory when it fits",
+        ),
+    ] = None,
     strategy: StrategyOpt = "auto",
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
@@ -244,14 +334,34 @@ def train(
         parsed = tuple(int(m) for m in milestones.split(",") if m.strip()) if milestones else None
     except ValueError:
         raise RunError(f"--milestones must be epochs separated by commas. Received: {milestones!r}") from None
-    config = TrainConfig(model=model).with_overrides(
-        dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs, batch_size=batch_size,
-        lr=lr, schedule=schedule, power=power, milestones=parsed, warmup_epochs=warmup_epochs,
-        optimizer=optimizer, weight_decay=weight_decay, label_smoothing=label_smoothing,
-        augmentation=augmentation, precision=precision, jit=jit, seed=seed, checkpoint_every=checkpoint_every,
-        runs_dir=str(runs_dir) if runs_dir else None, run=run, tensorboard=tensorboard or None,
-        in_memory=in_memory, zero_init_last=zero_init_last or None,
-    ).validate()
+    config = (
+        TrainConfig(model=model)
+        .with_overrides(
+            dataset=dataset,
+            data_dir=str(data_dir) if data_dir else None,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            schedule=schedule,
+            power=power,
+            milestones=parsed,
+            warmup_epochs=warmup_epochs,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            label_smoothing=label_smoothing,
+            augmentation=augmentation,
+            precision=precision,
+            jit=jit,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            runs_dir=str(runs_dir) if runs_dir else None,
+            run=run,
+            tensorboard=tensorboard or None,
+            in_memory=in_memory,
+            zero_init_last=zero_init_last or None,
+        )
+        .validate()
+    )
     open_dataset(config.dataset, config.data_dir)
     check_folder(resolve_runs_dir(config.runs_dir), "Runs dir")
     _import_backend_quietly()
@@ -264,14 +374,19 @@ def train(
 def resume(
     run: RunOpt = None,
     runs_dir: RunsDir = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the run's dataset is now.",
-                                                  show_default="where the run found it")] = None,
-    epoch: Annotated[int | None, typer.Option(help="Restart from this epoch's checkpoint.",
-                                              show_default="the latest")] = None,
-    lr: Annotated[float | None, typer.Option(help="Continue with this constant learning rate.",
-                                             show_default="the run's schedule")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Change the total number of epochs.",
-                                               show_default="the run's")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Where the run's dataset is now.", show_default="where the run found it"),
+    ] = None,
+    epoch: Annotated[
+        int | None, typer.Option(help="Restart from this epoch's checkpoint.", show_default="the latest")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Continue with this constant learning rate.", show_default="the run's schedule")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Change the total number of epochs.", show_default="the run's")
+    ] = None,
     strategy: StrategyOpt = "auto",
 ):
     """Continue a run from a checkpoint, optionally with a new learning rate."""
@@ -286,8 +401,18 @@ def resume(
     _import_backend_quietly()
     from resnetctl.training.trainer import resume as resume_training
 
-    ui.show_trained(console, resume_training(str(found.path), data_dir=data_dir, epoch=epoch, lr=lr,
-                                             epochs=epochs, progress=ui.TrainingDisplay(console), strategy=strategy))
+    ui.show_trained(
+        console,
+        resume_training(
+            str(found.path),
+            data_dir=data_dir,
+            epoch=epoch,
+            lr=lr,
+            epochs=epochs,
+            progress=ui.TrainingDisplay(console),
+            strategy=strategy,
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- evaluate / summary
@@ -296,26 +421,39 @@ def evaluate(
     run: RunOpt = None,
     runs_dir: RunsDir = None,
     checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
-    model: Annotated[Path | None, typer.Option("--model", help="Any .keras file from this tool (needs "
-                                               "--dataset).")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Any .keras file from this tool (needs --dataset).")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset.", show_default="the run's")] = None,
     data_dir: DataDir = None,
     split: Annotated[str, typer.Option(help="test | val | train | unlabelled.")] = "test",
     topk: Annotated[int | None, typer.Option(help="K of rank-K accuracy.", show_default="min(5, classes)")] = None,
     tta: Annotated[str | None, typer.Option(help="Test-time augmentation: flip.")] = None,
-    predict: Annotated[Path | None, typer.Option(help="Write top-K predictions per image (Tiny ImageNet "
-                                                 "challenge format).")] = None,
+    predict: Annotated[
+        Path | None, typer.Option(help="Write top-K predictions per image (Tiny ImageNet challenge format).")
+    ] = None,
     as_json: JsonOpt = False,
 ):
     """Rank-1 and rank-K accuracy, loss, per-class accuracy and the confusion matrix."""
     from resnetctl.evaluation import evaluate as run_evaluation
     from resnetctl.evaluation import resolve_target
 
-    resolve_target(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset,
-                   data_dir=data_dir)  # mistakes first, before Keras
+    resolve_target(
+        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
+    )  # mistakes first, before Keras
     _import_backend_quietly()
-    r = run_evaluation(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset,
-                       data_dir=data_dir, split=split, topk=topk, tta=tta, predict_path=predict)
+    r = run_evaluation(
+        run,
+        runs_dir=runs_dir,
+        checkpoint=checkpoint,
+        model_path=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        split=split,
+        topk=topk,
+        tta=tta,
+        predict_path=predict,
+    )
     return _print_json(r) if as_json else ui.show_evaluation(console, r)
 
 
@@ -325,10 +463,13 @@ def predict(
     run: RunOpt = None,
     runs_dir: RunsDir = None,
     checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
-    model: Annotated[Path | None, typer.Option("--model", help="Any .keras file from this tool instead of a run "
-                                               "(--dataset names its classes).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset whose classes and size to use.",
-                                                show_default="the run's")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Any .keras file from this tool instead of a run (--dataset names its classes)."),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset whose classes and size to use.", show_default="the run's")
+    ] = None,
     data_dir: DataDir = None,
     topk: Annotated[int | None, typer.Option(help="Classes shown per image.", show_default="min(5, classes)")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 64,
@@ -344,12 +485,17 @@ def predict(
     if batch_size < 1:
         raise RunError(f"--batch-size must be >= 1. Received: {batch_size}")
     check_output_file(csv_path, "--csv")
-    classifier = resolve_classifier(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model,
-                                    dataset=dataset, data_dir=data_dir)
+    classifier = resolve_classifier(
+        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
+    )
     files, problems = find_images(paths)
     if not files:
-        raise RunError("No image files found in " + ", ".join(f"{p['file']} ({p['error']})" for p in problems)
-                       if problems else "No image files found", hint="give image files, folders or globs")
+        raise RunError(
+            "No image files found in " + ", ".join(f"{p['file']} ({p['error']})" for p in problems)
+            if problems
+            else "No image files found",
+            hint="give image files, folders or globs",
+        )
     _import_backend_quietly()
     keras_model, classes = load(classifier)
     results = problems + list(classify(keras_model, classes, files, topk, batch_size))
@@ -362,8 +508,9 @@ def predict(
         ui.show_predictions(console, results, classifier.label)
     skipped = len(results) - len(classified)
     if skipped:
-        logging.getLogger("resnetctl").warning("%d of %d skipped (%s)", skipped, len(results),
-                                               '"error" in the JSON' if as_json else "listed above")
+        logging.getLogger("resnetctl").warning(
+            "%d of %d skipped (%s)", skipped, len(results), '"error" in the JSON' if as_json else "listed above"
+        )
     if not classified:
         raise RunError("No image could be classified")
 
@@ -375,10 +522,12 @@ def export_model(
     run: RunOpt = None,
     runs_dir: RunsDir = None,
     checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
-    model: Annotated[Path | None, typer.Option("--model", help="Any .keras file from this tool instead of a run "
-                                               "(needs --dataset).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset whose classes and test images to use.",
-                                                show_default="the run's")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Any .keras file from this tool instead of a run (needs --dataset).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset whose classes and test images to use.", show_default="the run's")
+    ] = None,
     data_dir: DataDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export at --out.")] = False,
     as_json: JsonOpt = False,
@@ -389,14 +538,18 @@ def export_model(
     from resnetctl.prediction import resolve_classifier
 
     out = check_request(fmt, out, force)
-    classifier = resolve_classifier(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model,
-                                    dataset=dataset, data_dir=data_dir)
+    classifier = resolve_classifier(
+        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
+    )
     if classifier.classes is None:
         raise RunError("--model needs --dataset NAME: the export carries the class names")
     _import_backend_quietly()
     images, source = check_images(classifier, dataset, data_dir)
-    result = {"checkpoint": str(classifier.model_path), "checked_on": source,
-              **export(classifier.model_path, fmt, out, classifier.classes, images, force)}
+    result = {
+        "checkpoint": str(classifier.model_path),
+        "checked_on": source,
+        **export(classifier.model_path, fmt, out, classifier.classes, images, force),
+    }
     return _print_json(result) if as_json else ui.show_export(console, result)
 
 
@@ -468,9 +621,15 @@ def main() -> None:
         if STATE["verbose"]:
             err_console.print_exception()
         if isinstance(exc, OSError):
-            ui.print_error(err_console, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-                           "check the path and its permissions; --verbose shows where it happened")
+            ui.print_error(
+                err_console,
+                f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+                "check the path and its permissions; --verbose shows where it happened",
+            )
             sys.exit(1)
-        ui.print_error(err_console, f"internal error: {type(exc).__name__}: {exc}",
-                       "this is a bug in resnetctl; please report it with the output of --verbose")
+        ui.print_error(
+            err_console,
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in resnetctl; please report it with the output of --verbose",
+        )
         sys.exit(EXIT_INTERNAL)

@@ -28,8 +28,9 @@ class Target:
     run: RunDir | None
 
 
-def resolve_target(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None,
-                   dataset=None, data_dir=None) -> Target:
+def resolve_target(
+    run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None, dataset=None, data_dir=None
+) -> Target:
     if model_path is not None:
         if dataset is None:
             raise RunError("--model needs --dataset NAME to know what to score it on")
@@ -67,9 +68,7 @@ def rank_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
+    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def write_predictions(path: Path, names: list[str], probs: np.ndarray, class_ids: list[str], k: int):
@@ -80,24 +79,37 @@ def write_predictions(path: Path, names: list[str], probs: np.ndarray, class_ids
     atomic.write_text(path, "\n".join(lines) + "\n")
 
 
-def evaluate(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None, dataset=None,
-             data_dir=None, split: str = "test", topk: int | None = None, tta: str | None = None,
-             predict_path=None, batch_size: int = 256) -> dict:
+def evaluate(
+    run=None,
+    *,
+    runs_dir=None,
+    checkpoint: str = "best",
+    model_path=None,
+    dataset=None,
+    data_dir=None,
+    split: str = "test",
+    topk: int | None = None,
+    tta: str | None = None,
+    predict_path=None,
+    batch_size: int = 256,
+) -> dict:
     """Score a checkpoint on a split; writes ``eval-<split>-<checkpoint>[-<tta>].json`` into its run.
 
     The result always has ``rank_1``, ``k`` and ``rank_k`` (and ``rank_5`` when k >= 5) for a
     labelled split; ``k`` defaults to min(5, classes). See docs/json.md.
     """
-    target = resolve_target(run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model_path,
-                            dataset=dataset, data_dir=data_dir)
+    target = resolve_target(
+        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model_path, dataset=dataset, data_dir=data_dir
+    )
     info = target.dataset
     info.split_path(split)  # a clear error for an unknown split, before loading anything
     k = check_topk(topk, info.num_classes)
     if tta not in (None, "flip"):
         raise RunError(f"Unknown test-time augmentation {tta!r}", hint="use flip")
     if not info.is_labelled(split) and predict_path is None:
-        raise RunError(f"Split {split!r} has no labels to score",
-                       hint="write its predictions with --predict FILE.csv instead")
+        raise RunError(
+            f"Split {split!r} has no labels to score", hint="write its predictions with --predict FILE.csv instead"
+        )
     lock = target.run.lock() if target.run is not None else contextlib.nullcontext()
     with lock:
         return _evaluate(target, info, split, k, tta, predict_path, batch_size)
@@ -108,10 +120,18 @@ def _evaluate(target: Target, info, split, k, tta, predict_path, batch_size) -> 
     check_model_fits(model, info, target.model_path)
     images, labels = read_split(info, split)
     probs = predict(model, images, batch_size, tta)
-    result: dict = {"split": split, "checkpoint": target.label, "model": str(target.model_path),
-                    "dataset": info.name, "images": int(len(images)), "k": k, "tta": tta,
-                    "run": target.run.name if target.run is not None else None, "epoch": None,
-                    "checkpoint_id": None}
+    result: dict = {
+        "split": split,
+        "checkpoint": target.label,
+        "model": str(target.model_path),
+        "dataset": info.name,
+        "images": int(len(images)),
+        "k": k,
+        "tta": tta,
+        "run": target.run.name if target.run is not None else None,
+        "epoch": None,
+        "checkpoint_id": None,
+    }
     with contextlib.suppress(RunError):  # a .keras file not written by train has no epoch
         meta = checkpoint_info(target.model_path)
         result.update(epoch=meta.get("epoch"), checkpoint_id=meta.get("id"))
@@ -126,21 +146,26 @@ def _evaluate(target: Target, info, split, k, tta, predict_path, batch_size) -> 
     predicted = probs.argmax(axis=1)
     matrix = confusion_matrix(labels, predicted, info.num_classes)
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
-    result.update({
-        "rank_1": rank_k_accuracy(probs, labels, 1),
-        "rank_k": rank_k_accuracy(probs, labels, k),
-        **({"rank_5": rank_k_accuracy(probs, labels, 5)} if k >= 5 else {}),
-        "loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)))),
-        "per_class": [{"class": c, "accuracy": float(a), "images": int(n)}
-                      for c, a, n in zip(info.classes, per_class, matrix.sum(axis=1), strict=True)],
-        "confusion_matrix": matrix.tolist(),
-    })
+    result.update(
+        {
+            "rank_1": rank_k_accuracy(probs, labels, 1),
+            "rank_k": rank_k_accuracy(probs, labels, k),
+            **({"rank_5": rank_k_accuracy(probs, labels, 5)} if k >= 5 else {}),
+            "loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)))),
+            "per_class": [
+                {"class": c, "accuracy": float(a), "images": int(n)}
+                for c, a, n in zip(info.classes, per_class, matrix.sum(axis=1), strict=True)
+            ],
+            "confusion_matrix": matrix.tolist(),
+        }
+    )
     off = matrix.copy()
     np.fill_diagonal(off, 0)
     worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:10], off.shape))[0]
     result["top_confusions"] = [
         {"true": info.classes[t], "predicted": info.classes[p], "images": int(off[t, p])}
-        for t, p in worst if off[t, p] > 0
+        for t, p in worst
+        if off[t, p] > 0
     ]
     if target.run is not None:
         stem = f"eval-{split}-{target.label}" + (f"-{tta}" if tta else "")

@@ -75,8 +75,7 @@ def check_images(classifier, dataset=None, data_dir=None, count: int = CHECK_IMA
         return np.ascontiguousarray(images[:count]), f"{info.name}/{split}"
     except (DatasetError, RunError, TypeError) as exc:
         size = classifier.image_size
-        logging.getLogger("resnetctl").warning("checking the export on random images: %s",
-                                               getattr(exc, "message", exc))
+        logging.getLogger("resnetctl").warning("checking the export on random images: %s", getattr(exc, "message", exc))
         return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8), "random"
 
 
@@ -99,8 +98,9 @@ def inference_model(model):
         if isinstance(layer, keras.layers.Normalization):  # tf2onnx can't freeze its constants
             mean = np.asarray(layer.mean, np.float64).ravel()
             std = np.sqrt(np.asarray(layer.variance, np.float64).ravel())
-            return keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(),
-                                          dtype="float32", name=layer.name)
+            return keras.layers.Rescaling(
+                scale=(1 / std).tolist(), offset=(-mean / std).tolist(), dtype="float32", name=layer.name
+            )
         config = layer.get_config()
         if "dtype" in config:
             config["dtype"] = "float32"
@@ -121,12 +121,15 @@ def _zero_pad_shortcut(layer):
     height, width, channels = layer.input.shape[1:]
     out_height, out_width = -(-height // layer.stride), -(-width // layer.stride)
     missing = layer.out_channels - channels
-    return keras.Sequential([
-        keras.layers.MaxPooling2D(pool_size=1, strides=layer.stride),
-        keras.layers.Reshape((out_height, out_width, channels, 1)),
-        keras.layers.ZeroPadding3D(((0, 0), (0, 0), (missing // 2, missing - missing // 2))),
-        keras.layers.Reshape((out_height, out_width, layer.out_channels)),
-    ], name=layer.name)
+    return keras.Sequential(
+        [
+            keras.layers.MaxPooling2D(pool_size=1, strides=layer.stride),
+            keras.layers.Reshape((out_height, out_width, channels, 1)),
+            keras.layers.ZeroPadding3D(((0, 0), (0, 0), (missing // 2, missing - missing // 2))),
+            keras.layers.Reshape((out_height, out_width, layer.out_channels)),
+        ],
+        name=layer.name,
+    )
 
 
 def _write(model, fmt: str, path: Path) -> None:
@@ -140,14 +143,20 @@ def _write(model, fmt: str, path: Path) -> None:
 def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
     """Probabilities from the exported artifact, run by its own runtime (not by resnetctl)."""
     if fmt == "keras":  # a fresh Python that imports Keras, never resnetctl
-        probe = ("import sys, numpy as np, keras; m = keras.saving.load_model(sys.argv[1]); "
-                 "np.save(sys.argv[3], np.asarray(m.predict(np.load(sys.argv[2]), verbose=0)))")
+        probe = (
+            "import sys, numpy as np, keras; m = keras.saving.load_model(sys.argv[1]); "
+            "np.save(sys.argv[3], np.asarray(m.predict(np.load(sys.argv[2]), verbose=0)))"
+        )
         inputs, outputs = path.with_name(path.name + ".in.npy"), path.with_name(path.name + ".out.npy")
         try:
             np.save(inputs, images)
-            proc = subprocess.run([sys.executable, "-c", probe, str(path), str(inputs), str(outputs)],
-                                  capture_output=True, text=True, cwd=path.parent,
-                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            proc = subprocess.run(
+                [sys.executable, "-c", probe, str(path), str(inputs), str(outputs)],
+                capture_output=True,
+                text=True,
+                cwd=path.parent,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            )
             if proc.returncode:
                 last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 raise RunError(f"The exported .keras file does not load with plain Keras: {last}")
@@ -176,8 +185,7 @@ def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 
-def export(model_path: Path, fmt: str, out: Path, classes: list[str], images: np.ndarray,
-           force: bool = False) -> dict:
+def export(model_path: Path, fmt: str, out: Path, classes: list[str], images: np.ndarray, force: bool = False) -> dict:
     """Write ``fmt`` to ``out`` (and the labels beside it) once the artifact, run by its own
     runtime on ``images``, agrees with the trained model; else nothing is published."""
     from resnetctl.checkpoints import load_model
@@ -195,15 +203,19 @@ def export(model_path: Path, fmt: str, out: Path, classes: list[str], images: np
                 warnings.simplefilter("ignore")
                 _write(plain, fmt, tmp)
         except ImportError as exc:
-            raise RunError(f"{fmt} export on the {_backend()} backend needs a package that is missing ({exc})",
-                           hint="pip install 'resnetctl[export]', or export with KERAS_BACKEND=tensorflow") from None
+            raise RunError(
+                f"{fmt} export on the {_backend()} backend needs a package that is missing ({exc})",
+                hint="pip install 'resnetctl[export]', or export with KERAS_BACKEND=tensorflow",
+            ) from None
         got = np.asarray(run_artifact(fmt, tmp, images), np.float64)
         difference = float(np.max(np.abs(got - reference)))
         agreement = float(np.mean(got.argmax(1) == reference.argmax(1)))
         if not difference <= TOLERANCE or agreement < 1.0:
-            raise RunError(f"The {fmt} export disagrees with the trained model on {len(images)} images "
-                           f"(largest difference in probability {difference:.2e}, top-1 agreement "
-                           f"{agreement:.1%}); nothing was written")
+            raise RunError(
+                f"The {fmt} export disagrees with the trained model on {len(images)} images "
+                f"(largest difference in probability {difference:.2e}, top-1 agreement "
+                f"{agreement:.1%}); nothing was written"
+            )
         _publish(tmp, out)
     finally:
         if tmp.is_dir():
@@ -211,9 +223,16 @@ def export(model_path: Path, fmt: str, out: Path, classes: list[str], images: np
         elif tmp.exists():
             tmp.unlink()
     write_text(labels_path(out), "\n".join(classes) + "\n")
-    return {"format": fmt, "path": str(out), "labels": str(labels_path(out)), "input": "uint8 (N, "
-            f"{images.shape[1]}, {images.shape[2]}, 3) RGB", "output": f"float32 (N, {len(classes)}) probabilities",
-            "checked_images": int(len(images)), "max_abs_difference": difference, "top1_agreement": agreement}
+    return {
+        "format": fmt,
+        "path": str(out),
+        "labels": str(labels_path(out)),
+        "input": f"uint8 (N, {images.shape[1]}, {images.shape[2]}, 3) RGB",
+        "output": f"float32 (N, {len(classes)}) probabilities",
+        "checked_images": int(len(images)),
+        "max_abs_difference": difference,
+        "top1_agreement": agreement,
+    }
 
 
 def _publish(tmp: Path, out: Path) -> None:

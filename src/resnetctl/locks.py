@@ -51,8 +51,9 @@ def exclusive(target: Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
             pid = f"pid {text}" if text.isdigit() else "another process"
-            raise Busy(f"{what} {target} is in use by {pid}",
-                       hint="wait for it to finish, or stop it first (Ctrl+C or kill)") from None
+            raise Busy(
+                f"{what} {target} is in use by {pid}", hint="wait for it to finish, or stop it first (Ctrl+C or kill)"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

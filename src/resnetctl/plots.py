@@ -36,8 +36,7 @@ def plot_monitor(rows: list[dict], path: Path, title: str) -> None:
                 name = prefix + key
                 if any(name in r for r in rows):
                     label = "lr" if key == "lr" else f"{'val' if prefix else 'train'} {key}"
-                    ax.plot(epochs, [r.get(name, math.nan) for r in rows], marker=marker, markersize=3,
-                            label=label)
+                    ax.plot(epochs, [r.get(name, math.nan) for r in rows], marker=marker, markersize=3, label=label)
         ax.set_xlabel("epoch")
         ax.set_title(panel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -39,16 +39,22 @@ class Classifier:
     run: RunDir | None
 
 
-def resolve_classifier(run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None,
-                       dataset=None, data_dir=None) -> Classifier:
+def resolve_classifier(
+    run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None, dataset=None, data_dir=None
+) -> Classifier:
     """The model to use and its classes, from a run (its config.json records the dataset's
     classes, so the dataset itself may be gone) or from a ``.keras`` file (+ ``--dataset``)."""
     if model_path is not None:
         if not Path(model_path).is_file():
             raise RunError(f"No model file at {model_path}")
         info = open_dataset(dataset, data_dir) if dataset else None
-        return Classifier(Path(model_path), Path(model_path).stem, info.classes if info else None,
-                          info.image_size if info else None, None)
+        return Classifier(
+            Path(model_path),
+            Path(model_path).stem,
+            info.classes if info else None,
+            info.image_size if info else None,
+            None,
+        )
     rd = find_run(run, runs_dir)
     config = rd.config()
     path, label = rd.named_checkpoint(checkpoint)
@@ -108,13 +114,21 @@ def load(classifier: Classifier):
     count = int(model.output_shape[-1])
     classes = classifier.classes or [str(i) for i in range(count)]
     if len(classes) != count or (classifier.image_size and classifier.image_size != size):
-        raise RunError(f"{classifier.model_path} takes {size}px images into {count} classes, but its "
-                       f"dataset has {classifier.image_size}px images in {len(classes)} classes")
+        raise RunError(
+            f"{classifier.model_path} takes {size}px images into {count} classes, but its "
+            f"dataset has {classifier.image_size}px images in {len(classes)} classes"
+        )
     return model, classes
 
 
-def classify(model, classes: list[str], files: list[str], topk: int | None = None, batch_size: int = 64,
-             workers: int | None = None) -> Iterator[dict]:
+def classify(
+    model,
+    classes: list[str],
+    files: list[str],
+    topk: int | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+) -> Iterator[dict]:
     """Yield, in the order of ``files``, ``{"file", "predictions": [{"class", "index",
     "probability"}, ...]}`` best first, or ``{"file", "error"}`` for a file that was skipped."""
     from resnetctl.data.decode import decode_blocks
@@ -123,8 +137,7 @@ def classify(model, classes: list[str], files: list[str], topk: int | None = Non
     k = check_topk(topk, len(classes))
     records = FileRecords(list(files), np.zeros(len(files), np.int32), read_image_file)
     blocks = [np.arange(i, min(i + batch_size, len(files))) for i in range(0, len(files), batch_size)]
-    for index, (images, kept, skipped, _) in zip(blocks, decode_blocks(records, blocks, size, workers),
-                                                 strict=True):
+    for index, (images, kept, skipped, _) in zip(blocks, decode_blocks(records, blocks, size, workers), strict=True):
         errors = {s["file"]: s["reason"] for s in skipped}
         probs = np.asarray(model.predict_on_batch(images), np.float64) if len(kept) else None
         row_of = {int(i): row for row, i in enumerate(kept)}
@@ -134,8 +147,10 @@ def classify(model, classes: list[str], files: list[str], topk: int | None = Non
                 continue
             p = probs[row_of[int(i)]]
             top = np.argsort(-p, kind="stable")[:k]
-            yield {"file": files[i], "predictions": [
-                {"class": classes[c], "index": int(c), "probability": float(p[c])} for c in top]}
+            yield {
+                "file": files[i],
+                "predictions": [{"class": classes[c], "index": int(c), "probability": float(p[c])} for c in top],
+            }
 
 
 def write_csv(path: Path, results: list[dict], k: int) -> None:

@@ -63,9 +63,20 @@ def run_summary(run: RunDir) -> dict:
         "reason": state.get("reason"),
         "model": config["model"],
         "dataset": config["dataset"],
-        "recipe": {k: config.get(k) for k in ("optimizer", "lr", "schedule", "power", "batch_size",
-                                                "weight_decay", "label_smoothing", "augmentation",
-                                                "precision")},
+        "recipe": {
+            k: config.get(k)
+            for k in (
+                "optimizer",
+                "lr",
+                "schedule",
+                "power",
+                "batch_size",
+                "weight_decay",
+                "label_smoothing",
+                "augmentation",
+                "precision",
+            )
+        },
         "segments": config.get("segments", []),
         "epochs_done": done,
         "epochs": config["epochs"],

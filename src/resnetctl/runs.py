@@ -25,8 +25,18 @@ log = logging.getLogger("resnetctl")
 EPOCH_FILE = re.compile(r"^epoch_(\d{4,})\.keras$")
 # ``lr`` is the learning rate of the epoch's last optimizer step; TensorBoard and monitor.png
 # show the same column. ``top5``/``val_top5`` only where the dataset has more than 5 classes.
-HISTORY_COLUMNS = ["epoch", "lr", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5",
-                   "seconds", "images_per_second"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "lr",
+    "loss",
+    "accuracy",
+    "top5",
+    "val_loss",
+    "val_accuracy",
+    "val_top5",
+    "seconds",
+    "images_per_second",
+]
 STATES = ("running", "finished", "stopped", "diverged", "failed")
 
 
@@ -86,11 +96,16 @@ class RunDir:
         try:
             recorded = json.loads(self.state_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            recorded = {"state": "failed" if self.config_path.exists() else "unknown",
-                        "reason": "no readable state.json"}
+            recorded = {
+                "state": "failed" if self.config_path.exists() else "unknown",
+                "reason": "no readable state.json",
+            }
         if recorded.get("state") == "running" and locks.holder(self.path) is None:
-            recorded = {**recorded, "state": "failed",
-                        "reason": "the process ended without finishing (killed or crashed)"}
+            recorded = {
+                **recorded,
+                "state": "failed",
+                "reason": "the process ended without finishing (killed or crashed)",
+            }
         return recorded
 
     # ------------------------------------------------------------------ history
@@ -100,8 +115,10 @@ class RunDir:
         try:
             with open(self.history_path, newline="", encoding="utf-8") as f:
                 rows = list(csv.DictReader(f))
-            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if k and v not in ("", None)}
-                    for r in rows]
+            return [
+                {k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if k and v not in ("", None)}
+                for r in rows
+            ]
         except (OSError, ValueError) as exc:
             raise RunError(f"{self.history_path} is damaged ({exc})") from None
 
@@ -136,8 +153,7 @@ class RunDir:
         checkpoints = self.checkpoints()
         if epoch not in checkpoints:
             have = ", ".join(map(str, checkpoints)) or "none"
-            raise RunError(f"No checkpoint of epoch {epoch} in {self.path}",
-                           hint=f"epochs with a checkpoint: {have}")
+            raise RunError(f"No checkpoint of epoch {epoch} in {self.path}", hint=f"epochs with a checkpoint: {have}")
         return checkpoints[epoch]
 
     def named_checkpoint(self, which: str) -> tuple[Path, str]:
@@ -150,8 +166,7 @@ class RunDir:
                 log.warning("%s has no best.keras; using last.keras", self.path)
                 path, which = self.last_path, "last"
             if not path.exists():
-                raise RunError(f"Run {self.path} has no checkpoint yet",
-                               hint="it stopped before its first epoch ended")
+                raise RunError(f"Run {self.path} has no checkpoint yet", hint="it stopped before its first epoch ended")
             return path, which
         try:
             epoch = int(which)
@@ -176,8 +191,10 @@ def find_run(run: str | Path | None, runs_dir: str | Path | None = None) -> RunD
         for candidate in (Path(run).expanduser(), root / str(run)):
             if (candidate / "config.json").is_file():
                 return RunDir(candidate)
-        raise RunError(f"No run {str(run)!r} (looked for config.json in {run} and {root / str(run)})",
-                       hint="see `resnetctl summary` for the runs there are")
+        raise RunError(
+            f"No run {str(run)!r} (looked for config.json in {run} and {root / str(run)})",
+            hint="see `resnetctl summary` for the runs there are",
+        )
     runs = list_runs(root)
     if not runs:
         raise RunError(f"No runs in {root}", hint="start one with `resnetctl train MODEL`")

@@ -67,9 +67,14 @@ class PrepareBar(PrepareProgress):
     def __init__(self, console: Console):
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-            TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(), console=console, disable=not console.is_terminal,
+            TextColumn("[bold]{task.description:>10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
         )
         self.task = None
 
@@ -97,8 +102,10 @@ class PrepareBar(PrepareProgress):
 
 def show_prepared(console: Console, info) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in info.splits.items())
-    console.print(f"[green]Prepared[/] {info.name} at {info.path}: {splits}; "
-                  f"{info.num_classes} classes, {info.image_size}px", highlight=False)
+    console.print(
+        f"[green]Prepared[/] {info.name} at {info.path}: {splits}; {info.num_classes} classes, {info.image_size}px",
+        highlight=False,
+    )
     skipped = info.meta["skipped"]
     if skipped:
         console.print(f"[yellow]Skipped {len(skipped)} unusable image(s)[/] (listed in meta.json):")
@@ -112,8 +119,13 @@ def show_datasets(console: Console, rows: list[dict]) -> None:
         return
     table = _table("name", "splits", "size", "classes", "path", title="prepared datasets", console=console)
     for r in rows:
-        table.add_row(r["name"], ", ".join(f"{k} {v}" for k, v in r["splits"].items()), f"{r['image_size']}px",
-                      str(r["classes"]), r["path"])
+        table.add_row(
+            r["name"],
+            ", ".join(f"{k} {v}" for k, v in r["splits"].items()),
+            f"{r['image_size']}px",
+            str(r["classes"]),
+            r["path"],
+        )
     console.print(table)
 
 
@@ -121,20 +133,35 @@ def show_datasets(console: Console, rows: list[dict]) -> None:
 def show_zoo(console: Console, rows: list[dict]) -> None:
     table = _table("model", "depth", "block", "input", "params", "MACs", title="models", console=console)
     for r in rows:
-        table.add_row(r["name"], str(r["depth"]), r["block"], f"{r['input']}px",
-                      f"{r['trainable_params'] / 1e6:.2f}M", f"{r['macs'] / 1e6:,.1f}M")
+        table.add_row(
+            r["name"],
+            str(r["depth"]),
+            r["block"],
+            f"{r['input']}px",
+            f"{r['trainable_params'] / 1e6:.2f}M",
+            f"{r['macs'] / 1e6:,.1f}M",
+        )
     console.print(table)
 
 
 def show_model(console: Console, spec, profile, saved=None) -> None:
-    table = _table("stage", "output", "layout", "repeats", console=console,
-                   title=f"{spec.name} ({spec.depth} layers, {spec.block}, shortcut {spec.shortcut})")
+    table = _table(
+        "stage",
+        "output",
+        "layout",
+        "repeats",
+        console=console,
+        title=f"{spec.name} ({spec.depth} layers, {spec.block}, shortcut {spec.shortcut})",
+    )
     for row in profile.stages:
         table.add_row(row.name, row.output_size, row.layout, f"x{row.repeats}")
     console.print(table)
-    console.print(f"input {profile.input_shape}, {profile.num_classes} classes; params {profile.params:,} "
-                  f"(trainable {profile.trainable_params:,}); MACs per image {profile.macs:,} "
-                  f"({profile.macs / 1e6:,.1f}M)", highlight=False)
+    console.print(
+        f"input {profile.input_shape}, {profile.num_classes} classes; params {profile.params:,} "
+        f"(trainable {profile.trainable_params:,}); MACs per image {profile.macs:,} "
+        f"({profile.macs / 1e6:,.1f}M)",
+        highlight=False,
+    )
     if saved:
         console.print(f"saved {saved}", highlight=False)
 
@@ -156,8 +183,10 @@ class TrainingDisplay(TrainingProgress):
     run) and a row per epoch on a terminal; plain lines otherwise, at least every 30 s and at
     every 10% of a long epoch."""
 
-    HEADER = (f"{'epoch':>9} {'lr':>9} {'loss':>8} {'acc':>7} {'top5':>7} {'val_loss':>8} {'val_acc':>7} "
-              f"{'val_top5':>8} {'img/s':>8} {'time':>7}")
+    HEADER = (
+        f"{'epoch':>9} {'lr':>9} {'loss':>8} {'acc':>7} {'top5':>7} {'val_loss':>8} {'val_acc':>7} "
+        f"{'val_top5':>8} {'img/s':>8} {'time':>7}"
+    )
 
     def __init__(self, console: Console):
         self.console = console
@@ -168,12 +197,19 @@ class TrainingDisplay(TrainingProgress):
 
     def start(self, plan: dict) -> None:
         self.plan = plan
-        self.console.print(f"[dim]{plan['model']} on {plan['dataset']}, {plan['placement']}; run {plan['path']}[/]",
-                           highlight=False)
+        self.console.print(
+            f"[dim]{plan['model']} on {plan['dataset']}, {plan['placement']}; run {plan['path']}[/]", highlight=False
+        )
         self.console.print(self.HEADER, style="bold", highlight=False)
         if self.live:
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[stats]}"), console=self.console, transient=True)
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                console=self.console,
+                transient=True,
+            )
             self.progress.start()
         self.epoch = None
 
@@ -195,9 +231,11 @@ class TrainingDisplay(TrainingProgress):
         fraction = step / steps
         rate = step * self.plan["batch_size"] / elapsed
         loss, accuracy = float(logs.get("loss", float("nan"))), float(logs.get("accuracy", float("nan")))
-        stats = (f"loss {loss:.4f} acc {accuracy:.4f} "
-                 f"lr {lr:.2e} {rate:,.0f} img/s  epoch ETA {_duration(elapsed / fraction - elapsed)}  "
-                 f"run ETA {_duration(self._eta_run(epoch, fraction, elapsed))}")
+        stats = (
+            f"loss {loss:.4f} acc {accuracy:.4f} "
+            f"lr {lr:.2e} {rate:,.0f} img/s  epoch ETA {_duration(elapsed / fraction - elapsed)}  "
+            f"run ETA {_duration(self._eta_run(epoch, fraction, elapsed))}"
+        )
         if self.progress is not None:
             self.progress.update(self.task, completed=step, stats=stats)
             return
@@ -208,10 +246,12 @@ class TrainingDisplay(TrainingProgress):
             self.last_line, self.last_tenth = now, tenth
 
     def epoch_end(self, row: dict) -> None:
-        line = (f"{row['epoch']:>4}/{self.plan['epochs']:<4} {_fmt(row, 'lr', '9.2e')} {_fmt(row, 'loss', '8.4f')} "
-                f"{_fmt(row, 'accuracy', '7.4f')} {_fmt(row, 'top5', '7.4f')} {_fmt(row, 'val_loss', '8.4f')} "
-                f"{_fmt(row, 'val_accuracy', '7.4f')} {_fmt(row, 'val_top5', '8.4f')} "
-                f"{_fmt(row, 'images_per_second', '8.1f')} {row['seconds']:6.1f}s")
+        line = (
+            f"{row['epoch']:>4}/{self.plan['epochs']:<4} {_fmt(row, 'lr', '9.2e')} {_fmt(row, 'loss', '8.4f')} "
+            f"{_fmt(row, 'accuracy', '7.4f')} {_fmt(row, 'top5', '7.4f')} {_fmt(row, 'val_loss', '8.4f')} "
+            f"{_fmt(row, 'val_accuracy', '7.4f')} {_fmt(row, 'val_top5', '8.4f')} "
+            f"{_fmt(row, 'images_per_second', '8.1f')} {row['seconds']:6.1f}s"
+        )
         self.console.print(line, highlight=False)
 
     def close(self) -> None:
@@ -224,18 +264,24 @@ def show_trained(console: Console, result) -> None:
     if result.placement and not result.placement.chief:
         console.print(f"[green]Done[/]: worker {result.placement.worker}; the chief worker wrote run {result.run.name}")
     elif result.history:
-        console.print(f"[green]Done[/]: {result.run.path} at epoch {result.history[-1]['epoch']}; "
-                      f"evaluate with: resnetctl evaluate --run {result.run.path.resolve()}", highlight=False)
+        console.print(
+            f"[green]Done[/]: {result.run.path} at epoch {result.history[-1]['epoch']}; "
+            f"evaluate with: resnetctl evaluate --run {result.run.path.resolve()}",
+            highlight=False,
+        )
 
 
 # --------------------------------------------------------------------------- evaluate / summary
 def show_evaluation(console: Console, r: dict) -> None:
     epoch = f", epoch {r['epoch']}" if r.get("epoch") is not None else ""
-    console.print(f"{r['model']} ({r['checkpoint']}{epoch}) on {r['dataset']}/{r['split']} ({r['images']} images)",
-                  highlight=False)
+    console.print(
+        f"{r['model']} ({r['checkpoint']}{epoch}) on {r['dataset']}/{r['split']} ({r['images']} images)",
+        highlight=False,
+    )
     if r.get("rank_1") is not None:
-        console.print(f"rank-1 [bold]{r['rank_1']:.4f}[/]  rank-{r['k']} [bold]{r['rank_k']:.4f}[/]  "
-                      f"loss {r['loss']:.4f}")
+        console.print(
+            f"rank-1 [bold]{r['rank_1']:.4f}[/]  rank-{r['k']} [bold]{r['rank_k']:.4f}[/]  loss {r['loss']:.4f}"
+        )
         table = _table("class", "accuracy", "images", title="per class", console=console)
         for c in r["per_class"]:
             table.add_row(c["class"], f"{c['accuracy']:.3f}", str(c["images"]))
@@ -266,9 +312,11 @@ def show_predictions(console: Console, results: list[dict], label: str) -> None:
 def show_export(console: Console, r: dict) -> None:
     console.print(f"Exported {r['checkpoint']} as {r['format']}: {r['path']}", highlight=False)
     console.print(f"  input {r['input']}; output {r['output']}; class names in {r['labels']}", highlight=False)
-    console.print(f"  checked on {r['checked_images']} images of {r['checked_on']}: largest difference in "
-                  f"probability {r['max_abs_difference']:.2e}, top-1 agreement {r['top1_agreement']:.1%}",
-                  highlight=False)
+    console.print(
+        f"  checked on {r['checked_images']} images of {r['checked_on']}: largest difference in "
+        f"probability {r['max_abs_difference']:.2e}, top-1 agreement {r['top1_agreement']:.1%}",
+        highlight=False,
+    )
 
 
 def _evaluation_text(ev: dict | None) -> str:
@@ -284,26 +332,40 @@ def show_run(console: Console, s: dict) -> None:
     best = f"{s['curve']} {s['best_score']:.4f} at epoch {s['best_epoch']}" if s["best_epoch"] else "-"
     state = s["state"] + (f" ({s['reason']})" if s.get("reason") else "")
     for key, value in [
-        ("state", state), ("model", s["model"]), ("dataset", s["dataset"]),
+        ("state", state),
+        ("model", s["model"]),
+        ("dataset", s["dataset"]),
         ("recipe", ", ".join(f"{k}={v}" for k, v in s["recipe"].items())),
         ("lr changes", ", ".join(f"epoch {g['from_epoch']}: {g['lr']}" for g in s["segments"]) or "-"),
-        ("epochs", f"{s['epochs_done']} of {s['epochs']}"), ("best", best), ("curve", s["sparkline"] or "-"),
+        ("epochs", f"{s['epochs_done']} of {s['epochs']}"),
+        ("best", best),
+        ("curve", s["sparkline"] or "-"),
         ("evaluation", _evaluation_text(s["latest_evaluation"])),
         ("time", f"{s['seconds']:.0f}s, {s['images_per_second']} images/s"),
-        ("checkpoints", ", ".join(map(str, s["checkpoints"])) or "-"), ("files", s["path"]),
-        ("monitor", s["monitor"] or "-"), ("next", s["next_command"] or "-"),
+        ("checkpoints", ", ".join(map(str, s["checkpoints"])) or "-"),
+        ("files", s["path"]),
+        ("monitor", s["monitor"] or "-"),
+        ("next", s["next_command"] or "-"),
     ]:
         table.add_row(key, str(value))
     console.print(table)
 
 
 def show_runs(console: Console, rows: list[dict]) -> None:
-    table = _table("run", "state", "model", "dataset", "epochs", "best", "test rank-1", "img/s", "curve",
-                   console=console)
+    table = _table(
+        "run", "state", "model", "dataset", "epochs", "best", "test rank-1", "img/s", "curve", console=console
+    )
     for s in rows:
         ev = s["latest_evaluation"]
-        table.add_row(s["run"], s["state"], s["model"], s["dataset"], f"{s['epochs_done']}/{s['epochs']}",
-                      f"{s['best_score']:.4f}" if s["best_epoch"] else "-",
-                      (f"{ev['rank_1']:.4f}" + ("*" if ev.get("stale") else "")) if ev else "-",
-                      str(s["images_per_second"] or "-"), s["sparkline"])
+        table.add_row(
+            s["run"],
+            s["state"],
+            s["model"],
+            s["dataset"],
+            f"{s['epochs_done']}/{s['epochs']}",
+            f"{s['best_score']:.4f}" if s["best_epoch"] else "-",
+            (f"{ev['rank_1']:.4f}" + ("*" if ev.get("stale") else "")) if ev else "-",
+            str(s["images_per_second"] or "-"),
+            s["sparkline"],
+        )
     console.print(table)

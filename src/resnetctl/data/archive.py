@@ -29,8 +29,7 @@ class FileTree:
                 self._zip = zipfile.ZipFile(source)
                 self._names = sorted(n for n in self._zip.namelist() if not n.endswith("/"))
             except (zipfile.BadZipFile, OSError) as exc:
-                raise DatasetError(f"{source} is a damaged zip archive ({exc})",
-                                   hint="download it again") from None
+                raise DatasetError(f"{source} is a damaged zip archive ({exc})", hint="download it again") from None
         elif source.exists():
             raise DatasetError(
                 f"{source} is neither a folder nor a complete zip archive",
@@ -55,8 +54,7 @@ class FileTree:
         """The prefix (``''`` or ``'top/'``) of the shallowest file named ``marker``."""
         hits = sorted((n for n in self._names if n.rsplit("/", 1)[-1] == marker), key=len)
         if not hits:
-            raise DatasetError(f"No {marker} in {self.source}",
-                               hint="is this the right archive or folder?")
+            raise DatasetError(f"No {marker} in {self.source}", hint="is this the right archive or folder?")
         return hits[0][: -len(marker)]
 
     def read(self, name: str) -> bytes:
@@ -66,8 +64,9 @@ class FileTree:
             try:
                 return self._zip.read(name)
             except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                raise DatasetError(f"{self.source} is a damaged archive: {name}: {exc}",
-                                   hint="download it again") from None
+                raise DatasetError(
+                    f"{self.source} is a damaged archive: {name}: {exc}", hint="download it again"
+                ) from None
         try:
             return read_file(os.path.join(self.source, name))
         except OSError as exc:

@@ -57,8 +57,9 @@ def _unpickle(data: bytes, where: str) -> dict:
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as exc:  # any unpickling failure is a damaged file
-        raise DatasetError(f"{where} is not a readable CIFAR batch ({exc})",
-                           hint="download the archive again") from None
+        raise DatasetError(
+            f"{where} is not a readable CIFAR batch ({exc})", hint="download the archive again"
+        ) from None
 
 
 def _read_members(source: Path, wanted: set[str]) -> dict[str, bytes]:

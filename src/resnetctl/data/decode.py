@@ -61,8 +61,9 @@ def _context():
     return context
 
 
-def decode_blocks(records: FileRecords, blocks: Iterable[np.ndarray], size: int,
-                  workers: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, list, np.ndarray]]:
+def decode_blocks(
+    records: FileRecords, blocks: Iterable[np.ndarray], size: int, workers: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, list, np.ndarray]]:
     """Yield ``(images, kept, skipped, moments)`` per block, in order.
 
     ``images`` is a view that is valid until the next block is asked for (the slot is reused).

@@ -26,8 +26,7 @@ def _class_folders(tree: FileTree, prefix: str) -> list[str]:
 
 def read_folder(source: Path) -> SourceData:
     if not source.is_dir():
-        raise DatasetError(f"{source} is not a folder",
-                           hint="pass a folder with one subfolder of images per class")
+        raise DatasetError(f"{source} is not a folder", hint="pass a folder with one subfolder of images per class")
     tree = FileTree(source)
     top = _class_folders(tree, "")
     presplit = "train" in top and set(top) <= set(SPLIT_FOLDERS)
@@ -60,6 +59,7 @@ def read_folder(source: Path) -> SourceData:
     counts = np.bincount(splits["train"].labels, minlength=len(classes))
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
     if empty:
-        raise DatasetError(f"{source}: no images in class folder(s) {', '.join(empty)}",
-                           hint="remove the empty folders or add images")
+        raise DatasetError(
+            f"{source}: no images in class folder(s) {', '.join(empty)}", hint="remove the empty folders or add images"
+        )
     return SourceData(kind="folder", classes=classes, splits=splits, ignored=ignored)

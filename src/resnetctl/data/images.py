@@ -7,9 +7,7 @@ import os
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"})
 
 # OpenCV >= 4.11 decodes straight to RGB, saving a colour conversion per image
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)

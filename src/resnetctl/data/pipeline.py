@@ -66,8 +66,9 @@ class _H5File:
                 images.append(f["images"][start:stop])
                 labels.append(f["labels"][start:stop])
         except (OSError, KeyError) as exc:
-            raise DatasetError(f"Cannot read {self.path} ({exc})",
-                               hint="prepare the dataset again with --force") from None
+            raise DatasetError(
+                f"Cannot read {self.path} ({exc})", hint="prepare the dataset again with --force"
+            ) from None
         return np.concatenate(images), np.concatenate(labels)
 
 
@@ -81,8 +82,18 @@ class Batches(keras.utils.PyDataset):
     5,000 images to 0.2 of plain arrays (docs/benchmarks.md).
     """
 
-    def __init__(self, source, count: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 run: int = 1, batch_multiple: int = 1, workers: int = 1):
+    def __init__(
+        self,
+        source,
+        count: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        run: int = 1,
+        batch_multiple: int = 1,
+        workers: int = 1,
+    ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.source = source
         self.batch_size = int(batch_size)
@@ -134,18 +145,25 @@ class EpochStart(keras.callbacks.Callback):
                 layer.reseed(epoch)
 
 
-def train_batches(info: DatasetInfo, batch_size: int, in_memory: bool | None, seed: int,
-                  batch_multiple: int = 1) -> Batches:
+def train_batches(
+    info: DatasetInfo, batch_size: int, in_memory: bool | None, seed: int, batch_multiple: int = 1
+) -> Batches:
     """The train split as :class:`Batches`: in memory when it fits, else streamed from HDF5."""
     if in_memory is None:
         in_memory = fits_in_memory(info, "train")
     count = info.splits["train"]
     if in_memory:
-        return Batches(_Arrays(*read_split(info, "train")), count, batch_size, seed=seed,
-                       batch_multiple=batch_multiple)
+        return Batches(_Arrays(*read_split(info, "train")), count, batch_size, seed=seed, batch_multiple=batch_multiple)
     run = max(1, min(chunk_length(info.image_size), batch_size // 8))
-    return Batches(_H5File(check_split(info, "train")), count, batch_size, seed=seed, run=run,
-                   batch_multiple=batch_multiple, workers=4)
+    return Batches(
+        _H5File(check_split(info, "train")),
+        count,
+        batch_size,
+        seed=seed,
+        run=run,
+        batch_multiple=batch_multiple,
+        workers=4,
+    )
 
 
 def validation_batches(info: DatasetInfo, batch_size: int, batch_multiple: int = 1) -> Batches | None:

@@ -34,12 +34,11 @@ class Download:
 
 
 DOWNLOADS = {
-    "cifar10": Download("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                        "c58f30108f718f92721af3b95e74349a"),
-    "cifar100": Download("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                         "eb9058c3a382ffc7106e4002c42a8d85"),
-    "tiny-imagenet": Download("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                              "90528d7ca1a48142e341f4ef8d21d0de"),
+    "cifar10": Download("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": Download(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"
+    ),
+    "tiny-imagenet": Download("http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"),
 }
 KINDS = ("shapes", "cifar10", "cifar100", "tiny-imagenet", "folder")
 
@@ -109,8 +108,9 @@ def _carve_splits(data: SourceData, val_split: float, test_split: float, rng) ->
     return {s: splits[s] for s in order if s in splits and len(splits[s])}
 
 
-def _write_split(records: Records, path: Path, size: int, progress: PrepareProgress,
-                 workers: int | None, signals: dict) -> tuple[store.SplitWriter, list[dict]]:
+def _write_split(
+    records: Records, path: Path, size: int, progress: PrepareProgress, workers: int | None, signals: dict
+) -> tuple[store.SplitWriter, list[dict]]:
     is_files = isinstance(records, FileRecords)
     writer = store.SplitWriter(path, size, len(records), store_names=is_files)
     skipped: list[dict] = []
@@ -140,8 +140,9 @@ def _write_split(records: Records, path: Path, size: int, progress: PrepareProgr
 
 def _check(signals: dict) -> None:
     if signals["signal"]:
-        raise Stopped(f"prepare stopped by {signals['signal']}; nothing was kept",
-                      hint="run the same command again to start over")
+        raise Stopped(
+            f"prepare stopped by {signals['signal']}; nothing was kept", hint="run the same command again to start over"
+        )
 
 
 def _check_target(target: Path, source: Path | None, force: bool) -> None:
@@ -149,15 +150,21 @@ def _check_target(target: Path, source: Path | None, force: bool) -> None:
     if source is not None:
         s, t = source.resolve(), target.resolve()
         if s == t or s in t.parents or t in s.parents:
-            raise DatasetError(f"The dataset would be written at {target}, which overlaps the source {source}",
-                               hint="pick another --name or --data-dir")
+            raise DatasetError(
+                f"The dataset would be written at {target}, which overlaps the source {source}",
+                hint="pick another --name or --data-dir",
+            )
     if (target / store.META).is_file():
         if not force:
-            raise DatasetError(f"Dataset {target.name!r} is already prepared at {target}",
-                               hint="pass --force to replace it (the old one stays until the new one is complete)")
+            raise DatasetError(
+                f"Dataset {target.name!r} is already prepared at {target}",
+                hint="pass --force to replace it (the old one stays until the new one is complete)",
+            )
     elif target.exists() or target.is_symlink():
-        raise DatasetError(f"{target} exists and is not a dataset made by resnetctl; it is left untouched",
-                           hint="pick another --name, or move it away")
+        raise DatasetError(
+            f"{target} exists and is not a dataset made by resnetctl; it is left untouched",
+            hint="pick another --name, or move it away",
+        )
 
 
 def _check_every_class_trains(classes: list[str], counts: np.ndarray, source) -> None:
@@ -165,8 +172,10 @@ def _check_every_class_trains(classes: list[str], counts: np.ndarray, source) ->
     if len(classes) < 2:
         raise DatasetError(f"{source} has {len(classes)} class; a classifier needs 2 or more")
     if empty:
-        raise DatasetError(f"No usable training image of class(es) {', '.join(empty[:10])} in {source}",
-                           hint="add images, or lower --val-split / --test-split")
+        raise DatasetError(
+            f"No usable training image of class(es) {', '.join(empty[:10])} in {source}",
+            hint="add images, or lower --val-split / --test-split",
+        )
 
 
 def prepare_dataset(
@@ -210,17 +219,22 @@ def prepare_dataset(
     if source_path is not None and source_path.is_file():
         digest = file_digest(source_path, algorithm)
         if checksum and digest != checksum.lower():
-            raise DatasetError(f"Checksum mismatch for {source_path}: expected {checksum}, got {digest}",
-                               hint="the file is damaged or not the one you meant; download it again")
+            raise DatasetError(
+                f"Checksum mismatch for {source_path}: expected {checksum}, got {digest}",
+                hint="the file is damaged or not the one you meant; download it again",
+            )
     data = _read_source(kind, source_path, seed)
     image_size = int(size or data.image_size or 0)
     if not image_size:
-        raise DatasetError(f"Images in {source_path} come in various sizes",
-                           hint="pass --size N to resize them to NxN (e.g. --size 64)")
+        raise DatasetError(
+            f"Images in {source_path} come in various sizes",
+            hint="pass --size N to resize them to NxN (e.g. --size 64)",
+        )
     rng = np.random.default_rng(seed)
     splits = _carve_splits(data, val_split, test_split if kind == "folder" else 0.0, rng)
-    _check_every_class_trains(data.classes, np.bincount(splits["train"].labels, minlength=len(data.classes)),
-                              source_path or kind)
+    _check_every_class_trains(
+        data.classes, np.bincount(splits["train"].labels, minlength=len(data.classes)), source_path or kind
+    )
 
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -241,8 +255,9 @@ def prepare_dataset(
                 progress.end_split(split, writer.count, len(bad))
                 skipped.extend(bad)
                 if writer.count == 0:
-                    raise DatasetError(f"No usable image in the {split} split of {source_path}",
-                                       hint="see the skipped files above")
+                    raise DatasetError(
+                        f"No usable image in the {split} split of {source_path}", hint="see the skipped files above"
+                    )
                 labelled = split != "unlabelled"
                 meta_splits[split] = {"count": writer.count, "labelled": labelled}
                 if labelled:
@@ -259,8 +274,11 @@ def prepare_dataset(
                 "kind": kind,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "resnetctl_version": __version__,
-                "source": {"path": str(source_path) if source_path else None, "checksum": digest,
-                           "checksum_algorithm": algorithm if digest else None},
+                "source": {
+                    "path": str(source_path) if source_path else None,
+                    "checksum": digest,
+                    "checksum_algorithm": algorithm if digest else None,
+                },
                 "image_size": image_size,
                 "classes": data.classes,
                 "class_ids": data.class_ids,
@@ -283,8 +301,9 @@ def prepare_dataset(
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "No space left" in str(exc):
-                raise DatasetError(f"Disk full while writing {name} in {root}",
-                                   hint="free some space or choose --data-dir elsewhere") from None
+                raise DatasetError(
+                    f"Disk full while writing {name} in {root}", hint="free some space or choose --data-dir elsewhere"
+                ) from None
             raise DatasetError(f"Cannot write {name} in {root}: {exc}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

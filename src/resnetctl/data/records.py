@@ -54,9 +54,7 @@ class SourceData:
     ignored: list[str] = field(default_factory=list)  # stray non-image files
 
 
-def stratified_split(
-    labels: np.ndarray, fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, carved) with ``fraction`` of every class carved out, at least one of a
     class that has two or more examples when ``fraction > 0``."""
     kept, carved = [], []

@@ -50,20 +50,21 @@ class SplitWriter:
             dtype=np.uint8,
             chunks=(self.chunk, *shape),
         )
-        self.labels = self.file.create_dataset(
-            "labels", shape=(max(capacity, 1),), maxshape=(None,), dtype=np.int32
-        )
+        self.labels = self.file.create_dataset("labels", shape=(max(capacity, 1),), maxshape=(None,), dtype=np.int32)
         self.names = (
             self.file.create_dataset(
-                "filenames", shape=(max(capacity, 1),), maxshape=(None,),
+                "filenames",
+                shape=(max(capacity, 1),),
+                maxshape=(None,),
                 dtype=h5py.string_dtype(),
             )
             if store_names
             else None
         )
 
-    def append(self, images: np.ndarray, labels: np.ndarray, names: list[str] | None = None,
-               moments: np.ndarray | None = None):
+    def append(
+        self, images: np.ndarray, labels: np.ndarray, names: list[str] | None = None, moments: np.ndarray | None = None
+    ):
         """Write a block; ``moments`` (from ``channel_moments``) when the caller already has them."""
         n = len(labels)
         if n == 0:
@@ -138,9 +139,7 @@ class DatasetInfo:
     def split_path(self, split: str) -> Path:
         if split not in self.meta["splits"]:
             have = ", ".join(self.meta["splits"]) or "none"
-            raise DatasetError(
-                f"Dataset {self.name!r} has no split {split!r}", hint=f"it has: {have}"
-            )
+            raise DatasetError(f"Dataset {self.name!r} has no split {split!r}", hint=f"it has: {have}")
         return self.path / f"{split}.h5"
 
     def is_labelled(self, split: str) -> bool:
@@ -163,15 +162,23 @@ def _read_meta(path: Path) -> dict:
         )
     try:
         size, classes, splits = int(meta["image_size"]), meta["classes"], meta["splits"]
-        ok = (8 <= size <= MAX_IMAGE_SIZE and isinstance(classes, list) and len(classes) >= 2
-              and isinstance(splits, dict) and "train" in splits
-              and all(int(s["count"]) >= 1 for s in splits.values())
-              and len(meta["mean"]) == 3 and len(meta["std"]) == 3)
+        ok = (
+            8 <= size <= MAX_IMAGE_SIZE
+            and isinstance(classes, list)
+            and len(classes) >= 2
+            and isinstance(splits, dict)
+            and "train" in splits
+            and all(int(s["count"]) >= 1 for s in splits.values())
+            and len(meta["mean"]) == 3
+            and len(meta["std"]) == 3
+        )
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:
-        raise DatasetError(f"{path / META} is inconsistent (image_size, classes, splits, mean or std)",
-                           hint="prepare the dataset again with --force")
+        raise DatasetError(
+            f"{path / META} is inconsistent (image_size, classes, splits, mean or std)",
+            hint="prepare the dataset again with --force",
+        )
     return meta
 
 
@@ -238,8 +245,10 @@ def check_split(info: DatasetInfo, split: str) -> Path:
         raise DatasetError(f"Cannot read {path}: {exc}", hint="prepare it again with --force") from None
     want = (info.image_size, info.image_size, 3)
     if tuple(shape[1:]) != want or shape[0] != count or count != info.splits[split]:
-        raise DatasetError(f"{path} holds {shape[0]} images of {tuple(shape[1:])}, but meta.json says "
-                           f"{info.splits[split]} of {want}", hint="prepare it again with --force")
+        raise DatasetError(
+            f"{path} holds {shape[0]} images of {tuple(shape[1:])}, but meta.json says {info.splits[split]} of {want}",
+            hint="prepare it again with --force",
+        )
     return path
 
 

@@ -46,8 +46,7 @@ def read_tiny_imagenet(source: Path) -> SourceData:
         elif not name.endswith("_boxes.txt"):
             ignored.append(name)
     if not train_names:
-        raise DatasetError(f"{source}: no images under {root}train/<wnid>/images/",
-                           hint="is this tiny-imagenet-200?")
+        raise DatasetError(f"{source}: no images under {root}train/<wnid>/images/", hint="is this tiny-imagenet-200?")
 
     test_names, test_labels = [], []
     annotations = f"{root}val/val_annotations.txt"
@@ -62,17 +61,16 @@ def read_tiny_imagenet(source: Path) -> SourceData:
             test_labels.append(index[fields[1]])
     missing = sorted(set(test_names) - set(names))
     if missing:
-        raise DatasetError(f"{source}: {len(missing)} images named in val_annotations.txt are missing, "
-                           f"e.g. {missing[0]}")
+        raise DatasetError(
+            f"{source}: {len(missing)} images named in val_annotations.txt are missing, e.g. {missing[0]}"
+        )
 
     unlabelled = [n for n in names if n.startswith(f"{root}test/images/") and is_image_file(n)]
     splits = {"train": FileRecords(train_names, np.asarray(train_labels, np.int32), tree.read)}
     if test_names:
         splits["test"] = FileRecords(test_names, np.asarray(test_labels, np.int32), tree.read)
     if unlabelled:
-        splits["unlabelled"] = FileRecords(
-            unlabelled, np.full(len(unlabelled), UNLABELLED, np.int32), tree.read
-        )
+        splits["unlabelled"] = FileRecords(unlabelled, np.full(len(unlabelled), UNLABELLED, np.int32), tree.read)
     return SourceData(
         kind="tiny-imagenet",
         classes=_class_names(tree, root, wnids),

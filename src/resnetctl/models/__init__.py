@@ -17,8 +17,13 @@ def create_model_for(name: str, dataset=None, **options):
     ``options`` (shortcut, weight_decay, augmentation, seed, zero_init_last, ...) go to the builder,
     ``None`` meaning the model's default."""
     if dataset is not None:
-        options = {"input_size": dataset.image_size, "num_classes": dataset.num_classes,
-                   "mean": dataset.mean, "std": dataset.std, **options}
+        options = {
+            "input_size": dataset.image_size,
+            "num_classes": dataset.num_classes,
+            "mean": dataset.mean,
+            "std": dataset.std,
+            **options,
+        }
     return create_model(name, **options)
 
 
@@ -29,6 +34,8 @@ def check_model_fits(model, dataset, source) -> None:
     want = (dataset.image_size, dataset.image_size, 3)
     have = tuple(model.input_shape[1:])
     if have != want or model.output_shape[-1] != dataset.num_classes:
-        raise ModelError(f"{source} takes {have} images into {model.output_shape[-1]} classes, but dataset "
-                         f"{dataset.name!r} has {want} images in {dataset.num_classes} classes",
-                         hint="use it with the dataset it was trained on (--dataset)")
+        raise ModelError(
+            f"{source} takes {have} images into {model.output_shape[-1]} classes, but dataset "
+            f"{dataset.name!r} has {want} images in {dataset.num_classes} classes",
+            hint="use it with the dataset it was trained on (--dataset)",
+        )

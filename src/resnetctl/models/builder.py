@@ -73,9 +73,9 @@ def _shortcut(f: LayerFactory, x, source, out_channels, stride, kind, prefix, no
     if kind == "A":
         return ChannelZeroPad(out_channels, stride, name=f"{prefix}_shortcut_pad")(x)
     if kind == "avgpool" and stride > 1:
-        source = keras.layers.AveragePooling2D(
-            stride, strides=stride, padding="same", name=f"{prefix}_shortcut_pool"
-        )(source)
+        source = keras.layers.AveragePooling2D(stride, strides=stride, padding="same", name=f"{prefix}_shortcut_pool")(
+            source
+        )
         stride = 1
     projected = f.conv(source, out_channels, 1, stride, name=f"{prefix}_shortcut_conv")
     return f.bn(projected, f"{prefix}_shortcut_bn") if normalise else projected
@@ -186,8 +186,9 @@ def build_from_spec(
         raise ModelError(f"A classifier needs 2 or more classes. Received: num_classes={num_classes}")
     if augmentation not in AUGMENTATIONS:
         raise ModelError(f"Unknown augmentation {augmentation!r}", hint=f"use one of {AUGMENTATIONS}")
-    f = LayerFactory(l2=weight_decay / 2.0, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
-                     zero_init_last=zero_init_last)
+    f = LayerFactory(
+        l2=weight_decay / 2.0, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, zero_init_last=zero_init_last
+    )
 
     inputs = keras.Input((input_size, input_size, 3), dtype="uint8", name="image")
     x = inputs

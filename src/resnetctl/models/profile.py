@@ -118,9 +118,16 @@ def profile_spec(spec: ResNetSpec, input_size: int | None = None, num_classes: i
     c.macs += channels * classes
     rows.append(StageRow("head", "1x1", f"global average pool, {classes}-d fc, softmax", 1))
     side = int(input_size or spec.input_size)
-    return ModelProfile(name=spec.name, depth=spec.depth, params=c.trainable + c.frozen,
-                        trainable_params=c.trainable, macs=c.macs, input_shape=(side, side, 3),
-                        num_classes=classes, stages=rows)
+    return ModelProfile(
+        name=spec.name,
+        depth=spec.depth,
+        params=c.trainable + c.frozen,
+        trainable_params=c.trainable,
+        macs=c.macs,
+        input_shape=(side, side, 3),
+        num_classes=classes,
+        stages=rows,
+    )
 
 
 def profile_zoo() -> list[ModelProfile]:

@@ -48,9 +48,7 @@ class ResNetSpec:
         if self.stem not in STEMS:
             raise ModelError(f"Unknown stem. Received: stem={self.stem!r}; use {STEMS}")
         if self.shortcut not in SHORTCUTS:
-            raise ModelError(
-                f"Unknown shortcut. Received: shortcut={self.shortcut!r}; use {SHORTCUTS}"
-            )
+            raise ModelError(f"Unknown shortcut. Received: shortcut={self.shortcut!r}; use {SHORTCUTS}")
         if len(self.stages) != len(self.widths) or not self.stages:
             raise ModelError(
                 f"`stages` and `widths` must have the same non-zero length. "

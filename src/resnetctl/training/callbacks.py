@@ -88,8 +88,17 @@ class RunRecorder(keras.callbacks.Callback):
 
     async_safe = True  # its batch hook only reads the clock
 
-    def __init__(self, run: RunDir, history: list[dict], schedule, images: int, checkpoint_every: int,
-                 best_score: float, progress: TrainingProgress, extra: list | None = None):
+    def __init__(
+        self,
+        run: RunDir,
+        history: list[dict],
+        schedule,
+        images: int,
+        checkpoint_every: int,
+        best_score: float,
+        progress: TrainingProgress,
+        extra: list | None = None,
+    ):
         super().__init__()
         self.run = run
         self.rows = history
@@ -113,8 +122,11 @@ class RunRecorder(keras.callbacks.Callback):
         row = {
             "epoch": epoch + 1,
             "lr": self.schedule.at_epoch_end(epoch),
-            **{k: float(logs[k]) for k in ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5")
-               if k in logs},
+            **{
+                k: float(logs[k])
+                for k in ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5")
+                if k in logs
+            },
             "seconds": round(time.perf_counter() - self.started, 3),
             "images_per_second": round(self.images / max(self.train_seconds, 1e-9), 1),
         }

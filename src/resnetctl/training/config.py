@@ -34,8 +34,10 @@ def check_schedule_args(kind, base_lr, epochs, warmup_epochs=0.0, power=1.0, mil
         if not milestones:
             raise RunError("The step schedule needs --milestones, e.g. --milestones 82,123")
         if list(milestones) != sorted(set(milestones)) or milestones[0] < 1 or milestones[-1] >= epochs:
-            raise RunError(f"`milestones` must be increasing epochs between 1 and {epochs - 1}. "
-                           f"Received: milestones={','.join(map(str, milestones))}")
+            raise RunError(
+                f"`milestones` must be increasing epochs between 1 and {epochs - 1}. "
+                f"Received: milestones={','.join(map(str, milestones))}"
+            )
     elif milestones:
         raise RunError(f"--milestones only apply to --schedule step. Received: schedule={kind!r}")
 
@@ -78,8 +80,11 @@ class TrainConfig:
         from resnetctl.models.specs import get_spec
 
         get_spec(self.model)
-        for label, value in (("epochs", self.epochs), ("batch_size", self.batch_size),
-                             ("checkpoint_every", self.checkpoint_every)):
+        for label, value in (
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("checkpoint_every", self.checkpoint_every),
+        ):
             if value < 1:
                 raise RunError(f"`{label}` must be >= 1. Received: {label}={value}")
         if self.optimizer not in OPTIMIZERS:
@@ -98,8 +103,10 @@ class TrainConfig:
         if self.run is not None:
             paths.check_name(self.run, "Run")
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise RunError("--tensorboard needs the tensorboard package",
-                           hint='install it with `pip install "resnetctl[tensorboard]"` (or `pip install tensorboard`)')
+            raise RunError(
+                "--tensorboard needs the tensorboard package",
+                hint='install it with `pip install "resnetctl[tensorboard]"` (or `pip install tensorboard`)',
+            )
         return self
 
     def with_overrides(self, **overrides) -> TrainConfig:

@@ -50,21 +50,29 @@ class Placement:
         if self.strategy == "none":
             text = f"one device ({self.backend})"
         else:
-            kind = {"tensorflow": {"mirrored": "MirroredStrategy", "multi-worker": "MultiWorkerMirroredStrategy"},
-                    "jax": {"mirrored": "keras.distribution.DataParallel"}}[self.backend][self.strategy]
+            kind = {
+                "tensorflow": {"mirrored": "MirroredStrategy", "multi-worker": "MultiWorkerMirroredStrategy"},
+                "jax": {"mirrored": "keras.distribution.DataParallel"},
+            }[self.backend][self.strategy]
             where = f", worker {self.worker} of {self.workers}" if self.workers > 1 else ""
             text = f"{self.replicas} replicas, {kind}{where} ({', '.join(_short(d) for d in self.devices)})"
         return text + (f"; {self.note}" if self.note else "")
 
     def to_dict(self) -> dict:
-        return {"strategy": self.strategy, "backend": self.backend, "replicas": self.replicas,
-                "workers": self.workers, "devices": self.devices}
+        return {
+            "strategy": self.strategy,
+            "backend": self.backend,
+            "replicas": self.replicas,
+            "workers": self.workers,
+            "devices": self.devices,
+        }
 
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size < self.replicas or batch_size % self.batch_multiple:
             raise RunError(
                 f"--batch-size {batch_size} does not split over {self.replicas} replicas",
-                hint=f"use a multiple of {max(self.batch_multiple, self.replicas)}: the batch size is global")
+                hint=f"use a multiple of {max(self.batch_multiple, self.replicas)}: the batch size is global",
+            )
 
     @contextlib.contextmanager
     def output(self, path: Path):
@@ -109,7 +117,7 @@ def tf_config() -> dict:
     except ValueError as exc:
         raise RunError(f"TF_CONFIG is not valid JSON ({exc})", hint=f"see {DOCS}") from None
     if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
-        raise RunError("TF_CONFIG has no \"cluster\"", hint=f"see {DOCS} for the two-host example")
+        raise RunError('TF_CONFIG has no "cluster"', hint=f"see {DOCS} for the two-host example")
     return config
 
 
@@ -135,12 +143,13 @@ def _tensorflow(requested: str) -> Placement:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices)
-        return Placement("mirrored", "tensorflow", strategy.num_replicas_in_sync, devices,
-                         _scope=strategy.scope)
+        return Placement("mirrored", "tensorflow", strategy.num_replicas_in_sync, devices, _scope=strategy.scope)
     # multi-worker
     if not config:
-        raise RunError("--strategy multi-worker needs TF_CONFIG describing the cluster and this worker's task",
-                       hint=f"see {DOCS} for the two-host example")
+        raise RunError(
+            "--strategy multi-worker needs TF_CONFIG describing the cluster and this worker's task",
+            hint=f"see {DOCS} for the two-host example",
+        )
     task = config.get("task") or {}
     kind, index = task.get("type"), task.get("index")
     if kind not in config["cluster"] or not isinstance(index, int) or index >= len(config["cluster"][kind]):
@@ -153,32 +162,42 @@ def _tensorflow(requested: str) -> Placement:
     chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in config["cluster"])
     order = config["cluster"].get("chief", []) + config["cluster"].get("worker", [])
     me = config["cluster"][kind][index]
-    return Placement("multi-worker", "tensorflow", strategy.num_replicas_in_sync,
-                     [getattr(d, "name", d) for d in strategy.extended.worker_devices], worker=order.index(me),
-                     workers=len(order), chief=chief, _scope=strategy.scope)
+    return Placement(
+        "multi-worker",
+        "tensorflow",
+        strategy.num_replicas_in_sync,
+        [getattr(d, "name", d) for d in strategy.extended.worker_devices],
+        worker=order.index(me),
+        workers=len(order),
+        chief=chief,
+        _scope=strategy.scope,
+    )
 
 
 def _jax(requested: str) -> Placement:
     import jax
 
     if requested == "multi-worker" or jax.process_count() > 1:
-        raise RunError("resnetctl runs the JAX backend on one host",
-                       hint="for several hosts use the TensorFlow backend: --strategy multi-worker with TF_CONFIG")
+        raise RunError(
+            "resnetctl runs the JAX backend on one host",
+            hint="for several hosts use the TensorFlow backend: --strategy multi-worker with TF_CONFIG",
+        )
     devices = keras.distribution.list_devices()
     if requested == "auto":
         requested = "mirrored" if len(devices) > 1 else "none"
     if requested == "none":
         return Placement("none", "jax", devices=devices[:1])
     distribution = keras.distribution.DataParallel(devices=devices)
-    return Placement("mirrored", "jax", len(devices), devices, batch_multiple=len(devices),
-                     _scope=distribution.scope)
+    return Placement("mirrored", "jax", len(devices), devices, batch_multiple=len(devices), _scope=distribution.scope)
 
 
 def _single_device_only(requested: str, backend: str) -> Placement:
     if requested in ("mirrored", "multi-worker"):
-        raise RunError(f"The {backend} backend trains on one device: Keras 3 has no data-parallel training for it",
-                       hint="for several devices use KERAS_BACKEND=tensorflow (mirrored, multi-worker) "
-                            "or KERAS_BACKEND=jax (mirrored)")
+        raise RunError(
+            f"The {backend} backend trains on one device: Keras 3 has no data-parallel training for it",
+            hint="for several devices use KERAS_BACKEND=tensorflow (mirrored, multi-worker) "
+            "or KERAS_BACKEND=jax (mirrored)",
+        )
     note = ""
     if backend == "torch":
         import torch

@@ -55,8 +55,12 @@ class TrainResult:
 
 
 def library_versions() -> dict:
-    versions = {"resnetctl": __version__, "keras": keras.__version__, "python": platform.python_version(),
-                "backend": keras.backend.backend()}
+    versions = {
+        "resnetctl": __version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "backend": keras.backend.backend(),
+    }
     import numpy
 
     versions["numpy"] = numpy.__version__
@@ -79,8 +83,9 @@ def _set_up_backend(config: TrainConfig) -> None:
 def make_schedule(config: TrainConfig, steps_per_epoch: int, constant_lr: float | None = None):
     if constant_lr is not None:
         return EpochSchedule("constant", constant_lr, steps_per_epoch, config.epochs)
-    return EpochSchedule(config.schedule, config.lr, steps_per_epoch, config.epochs,
-                         config.warmup(), config.power, config.milestones)
+    return EpochSchedule(
+        config.schedule, config.lr, steps_per_epoch, config.epochs, config.warmup(), config.power, config.milestones
+    )
 
 
 def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> None:
@@ -101,9 +106,16 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
 
 
 def _dataset_summary(info: DatasetInfo) -> dict:
-    return {"name": info.name, "path": str(info.path.resolve()), "image_size": info.image_size,
-            "num_classes": info.num_classes, "classes": info.classes, "splits": info.splits,
-            "mean": info.mean, "std": info.std}
+    return {
+        "name": info.name,
+        "path": str(info.path.resolve()),
+        "image_size": info.image_size,
+        "num_classes": info.num_classes,
+        "classes": info.classes,
+        "splits": info.splits,
+        "mean": info.mean,
+        "std": info.std,
+    }
 
 
 def _restartable(run: RunDir) -> bool:
@@ -129,30 +141,37 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
         if placement.chief and out.path.exists():
             if not _restartable(out):
                 what = "already exists" if out.config_path.exists() else "exists and is not a resnetctl run"
-                raise RunError(f"Run folder {out.path} {what}",
-                               hint="resume it with `resnetctl resume --run`, or pick another --run name")
+                raise RunError(
+                    f"Run folder {out.path} {what}",
+                    hint="resume it with `resnetctl resume --run`, or pick another --run name",
+                )
             _clear(out)
         with placement.scope():
-            batches = train_batches(info, config.batch_size, config.in_memory, config.seed,
-                                    placement.batch_multiple)
-            model = create_model_for(config.model, info,
-                                     weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
-                                     augmentation=augmentation, seed=config.seed,
-                                     zero_init_last=config.zero_init_last)
+            batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
+            model = create_model_for(
+                config.model,
+                info,
+                weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
+                augmentation=augmentation,
+                seed=config.seed,
+                zero_init_last=config.zero_init_last,
+            )
             steps = len(batches)
             schedule = make_schedule(config, steps)
             compile_model(model, config, schedule, info.num_classes)
             out.path.mkdir(parents=True, exist_ok=True)
-            out.write_config({
-                **config.to_dict(),
-                "created": now(),
-                "steps_per_epoch": steps,
-                "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
-                "segments": [],
-                "dataset_info": _dataset_summary(info),
-                "versions": library_versions(),
-                "placement": placement.to_dict(),
-            })
+            out.write_config(
+                {
+                    **config.to_dict(),
+                    "created": now(),
+                    "steps_per_epoch": steps,
+                    "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
+                    "segments": [],
+                    "dataset_info": _dataset_summary(info),
+                    "versions": library_versions(),
+                    "placement": placement.to_dict(),
+                }
+            )
             history = _fit(out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement)
     return TrainResult(run, history, placement)
 
@@ -164,9 +183,17 @@ def _clear(run: RunDir) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def resume(run: str | None = None, *, runs_dir: str | None = None, data_dir: str | None = None,
-           epoch: int | None = None, lr: float | None = None, epochs: int | None = None,
-           progress: TrainingProgress | None = None, strategy: str = "auto") -> TrainResult:
+def resume(
+    run: str | None = None,
+    *,
+    runs_dir: str | None = None,
+    data_dir: str | None = None,
+    epoch: int | None = None,
+    lr: float | None = None,
+    epochs: int | None = None,
+    progress: TrainingProgress | None = None,
+    strategy: str = "auto",
+) -> TrainResult:
     """Continue a run from the checkpoint of ``epoch`` (default: its latest).
 
     Model, optimizer state (iterations, momentum), augmentation RNG state and the schedule
@@ -189,14 +216,18 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, data_dir: str
     with _RunWriter(rd, placement) as out:
         checkpoints = rd.checkpoints()
         if not checkpoints:
-            raise RunError(f"Run {rd.path} has no checkpoint: it stopped before its first epoch ended",
-                           hint=f"start it again: resnetctl train {config.model} --run {rd.name} "
-                                f"--runs-dir {rd.path.parent} --dataset {config.dataset}")
+            raise RunError(
+                f"Run {rd.path} has no checkpoint: it stopped before its first epoch ended",
+                hint=f"start it again: resnetctl train {config.model} --run {rd.name} "
+                f"--runs-dir {rd.path.parent} --dataset {config.dataset}",
+            )
         epoch = max(checkpoints) if epoch is None else epoch
         start_from = rd.checkpoint(epoch)
         if epoch >= config.epochs:
-            raise RunError(f"Run {rd.name} has done epoch {epoch} of {config.epochs}",
-                           hint=f"train further: resnetctl resume --run {rd.path} --epochs TOTAL")
+            raise RunError(
+                f"Run {rd.name} has done epoch {epoch} of {config.epochs}",
+                hint=f"train further: resnetctl resume --run {rd.path} --epochs TOTAL",
+            )
         segments = [s for s in record.get("segments", []) if s["from_epoch"] < epoch]
         if lr is not None:
             segments.append({"from_epoch": epoch, "lr": lr})
@@ -206,19 +237,23 @@ def resume(run: str | None = None, *, runs_dir: str | None = None, data_dir: str
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, info, start_from)
-            batches = train_batches(info, config.batch_size, config.in_memory, config.seed,
-                                    placement.batch_multiple)
+            batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
             steps = len(batches)
             schedule = make_schedule(config, steps, constant_lr)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
             history = [r for r in rd.history() if r["epoch"] <= epoch]
             best = _roll_back(out, checkpoints, epoch, start_from, history) if placement.chief else -math.inf
             out.write_history(history)
-            record.update(epochs=config.epochs, segments=segments, versions=library_versions(),
-                          effective_warmup_epochs=config.warmup(), steps_per_epoch=steps)
+            record.update(
+                epochs=config.epochs,
+                segments=segments,
+                versions=library_versions(),
+                effective_warmup_epochs=config.warmup(),
+                steps_per_epoch=steps,
+            )
             record.setdefault("resumes", []).append(
-                {"at": now(), "from_epoch": epoch, "lr": lr, "epochs": config.epochs,
-                 "placement": placement.to_dict()})
+                {"at": now(), "from_epoch": epoch, "lr": lr, "epochs": config.epochs, "placement": placement.to_dict()}
+            )
             out.write_config(record)
             history = _fit(out, model, config, info, batches, history, epoch, schedule, best, progress, placement)
     return TrainResult(rd, history, placement)
@@ -260,8 +295,10 @@ def _recompile_with_state(model, config: TrainConfig, schedule, num_classes: int
     model.optimizer.build(model.trainable_variables)
     fresh = model.optimizer.variables
     if [tuple(v.shape) for v in fresh] != [s.shape for s in state]:
-        raise RunError(f"The optimizer state in {source} does not fit {config.optimizer} on this model",
-                       hint="resume from another checkpoint (--epoch) or start a new run")
+        raise RunError(
+            f"The optimizer state in {source} does not fit {config.optimizer} on this model",
+            hint="resume from another checkpoint (--epoch) or start a new run",
+        )
     for variable, value in zip(fresh, state, strict=True):
         variable.assign(value)
 
@@ -296,9 +333,19 @@ def _resume_hint(run: RunDir, lr: float | None = None) -> str:
     return hint + (f" --lr {lr:.3g}" if lr else "")
 
 
-def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, batches, history: list[dict],
-         initial_epoch: int, schedule, best_score: float, progress: TrainingProgress | None,
-         placement: Placement) -> list[dict]:
+def _fit(
+    run: RunDir,
+    model,
+    config: TrainConfig,
+    info: DatasetInfo,
+    batches,
+    history: list[dict],
+    initial_epoch: int,
+    schedule,
+    best_score: float,
+    progress: TrainingProgress | None,
+    placement: Placement,
+) -> list[dict]:
     """``model.fit`` with our callbacks; records the run's state; returns the history.
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
@@ -308,16 +355,38 @@ def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, batches, hi
     extra = [tensorboard_writer(run.tensorboard_dir)] if config.tensorboard else []
     fresh = initial_epoch == 0
     run.write_state("running", epoch=initial_epoch)
-    progress.start({"run": run.name, "path": str(run.path), "model": config.model, "dataset": info.name,
-                    "placement": placement.describe(), "epochs": config.epochs, "initial_epoch": initial_epoch,
-                    "steps": len(batches), "batch_size": config.batch_size, "images": info.splits["train"]})
+    progress.start(
+        {
+            "run": run.name,
+            "path": str(run.path),
+            "model": config.model,
+            "dataset": info.name,
+            "placement": placement.describe(),
+            "epochs": config.epochs,
+            "initial_epoch": initial_epoch,
+            "steps": len(batches),
+            "batch_size": config.batch_size,
+            "images": info.splits["train"],
+        }
+    )
     with stop_on_signals() as signals:
-        callbacks = [EpochStart(batches), Reporter(progress, schedule, signals),
-                     RunRecorder(run, history, schedule, info.splits["train"], config.checkpoint_every,
-                                 best_score, progress, extra)]
+        callbacks = [
+            EpochStart(batches),
+            Reporter(progress, schedule, signals),
+            RunRecorder(
+                run, history, schedule, info.splits["train"], config.checkpoint_every, best_score, progress, extra
+            ),
+        ]
         try:
-            model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
-                      validation_data=validation, callbacks=callbacks, verbose=0)
+            model.fit(
+                batches,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                shuffle=False,
+                validation_data=validation,
+                callbacks=callbacks,
+                verbose=0,
+            )
         except StopRequested as stop:
             done = history[-1]["epoch"] if history else initial_epoch
             kept = f"kept {run.last_path} (epoch {done})" if done else "no epoch finished"
@@ -325,14 +394,20 @@ def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, batches, hi
             run.write_state(state, epoch=done, reason=stop.reason)
             if stop.diverged:
                 lr = schedule.at_step(max(0, stop.epoch - 1) * len(batches)) / 10
-                hint = (_resume_hint(run, lr) if done else
-                        f"start again with a lower rate: resnetctl train {config.model} --run {run.name} "
-                        f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()} "
-                        f"--lr {config.lr / 10:.3g}")
+                hint = (
+                    _resume_hint(run, lr)
+                    if done
+                    else f"start again with a lower rate: resnetctl train {config.model} --run {run.name} "
+                    f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()} "
+                    f"--lr {config.lr / 10:.3g}"
+                )
                 raise Diverged(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
-            hint = (_resume_hint(run) if done else
-                    f"start again: resnetctl train {config.model} --run {run.name} "
-                    f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()}")
+            hint = (
+                _resume_hint(run)
+                if done
+                else f"start again: resnetctl train {config.model} --run {run.name} "
+                f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()}"
+            )
             raise Stopped(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
         except BaseException as exc:
             done = history[-1]["epoch"] if history else initial_epoch
@@ -344,9 +419,10 @@ def _fit(run: RunDir, model, config: TrainConfig, info: DatasetInfo, batches, hi
             if isinstance(exc, OSError):
                 what = "Disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "Cannot write"
                 kept = f"the last good checkpoint is {run.last_path} (epoch {done})" if done else "nothing was kept"
-                raise RunError(f"{what} while training in {run.path} ({exc.strerror or exc}); {kept}",
-                               hint=(_resume_hint(run) + " once there is space") if done else
-                               "free some space and train again") from None
+                raise RunError(
+                    f"{what} while training in {run.path} ({exc.strerror or exc}); {kept}",
+                    hint=(_resume_hint(run) + " once there is space") if done else "free some space and train again",
+                ) from None
             raise
         finally:
             progress.close()
