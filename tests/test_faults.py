@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 import zipfile
 import zlib
@@ -254,7 +255,8 @@ def test_damaged_archives_are_refused_whole(tmp_path, kind, name, damage):
     out = tmp_path / "d"
     proc = run_cli("prepare", kind, "--source", source, "--data-dir", out, check=False)
     one_line_error(proc, 1, "damaged")
-    assert [p.name for p in out.iterdir()] == [f".{kind}.lock"]  # nothing published, no temp left
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert left in ([], [f".{kind}.lock"])  # nothing published, no temp left
 
 
 def test_damage_checks_are_real():
@@ -263,7 +265,9 @@ def test_damage_checks_are_real():
         gzip.decompress(_flip(CIFAR_SUBSET.read_bytes(), 9_000_000))
     with pytest.raises(EOFError):
         gzip.decompress(CIFAR_SUBSET.read_bytes()[:-8])
-    assert len(gzip.decompress(CIFAR_SUBSET.read_bytes())) > 30_000_000
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(CIFAR_SUBSET.read_bytes()))) as tar:
+        names = {m.name.rsplit("/", 1)[-1] for m in tar.getmembers()}
+    assert {"batches.meta", "data_batch_1", "data_batch_5", "test_batch"} <= names
 
 
 # --------------------------------------------------------------------------- full disks

@@ -6,6 +6,8 @@ The CLI turns a :class:`ResnetctlError` into one red line (what, where, what to 
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_USER_ERROR = 1  # a user mistake or a bad file
 EXIT_USAGE = 2  # the command line itself is wrong (Typer's usage errors)
@@ -54,3 +56,16 @@ class Diverged(Stopped):
     """The loss became non-finite; the last good epoch is kept."""
 
     exit_code = EXIT_DIVERGED
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC and its kin; h5py reports a failed flush as a RuntimeError with the errno only in its text."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    text = str(exc)
+    return isinstance(exc, OSError | RuntimeError) and any(
+        marker in text for marker in ("No space left", "errno = 28", "Disk quota exceeded", "File too large")
+    )

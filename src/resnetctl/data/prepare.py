@@ -8,7 +8,6 @@ looks finished; the next run removes the leftovers.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import hashlib
 import os
 import shutil
@@ -22,7 +21,7 @@ from resnetctl.data import store
 from resnetctl.data.decode import decode_blocks
 from resnetctl.data.images import resize_center_crop
 from resnetctl.data.records import ArrayRecords, FileRecords, Records, SourceData, stratified_split
-from resnetctl.errors import DatasetError, Stopped
+from resnetctl.errors import DatasetError, Stopped, is_disk_full
 from resnetctl.hooks import PrepareProgress
 from resnetctl.signals import stop_on_signals
 
@@ -298,12 +297,14 @@ def prepare_dataset(
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, target)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "No space left" in str(exc):
+            if is_disk_full(exc):
                 raise DatasetError(
                     f"Disk full while writing {name} in {root}", hint="free some space or choose --data-dir elsewhere"
                 ) from None
+            if isinstance(exc, RuntimeError):
+                raise
             raise DatasetError(f"Cannot write {name} in {root}: {exc}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

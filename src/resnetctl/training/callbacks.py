@@ -132,16 +132,18 @@ class RunRecorder(keras.callbacks.Callback):
         }
         if not math.isfinite(row.get("loss", 0.0)):
             raise StopRequested("the loss became non-finite (NaN or inf)", epoch + 1, diverged=True)
-        self.rows.append(row)
         info = {"epoch": epoch + 1, "metrics": {k: v for k, v in row.items() if k != "epoch"}}
         save_checkpoint(self.model, self.run.last_path, info)
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
             self.run.checkpoint_dir.mkdir(exist_ok=True)
             atomic.copy_file(self.run.last_path, self.run.epoch_path(epoch + 1))
         if score(row) > self.best:
-            self.best = score(row)
             atomic.copy_file(self.run.last_path, self.run.best_path)
-        self.run.write_history(self.rows)  # after the checkpoint: a row always has its last.keras
+            self.best = score(row)
+        # after the checkpoint: a row always has its last.keras; in memory only once on disk, so
+        # a write that fails (a full disk) never leaves a row that the run dir doesn't have
+        self.run.write_history([*self.rows, row])
+        self.rows.append(row)
         for writer in self.extra:
             writer(row)
         plot_monitor(self.rows, self.run.monitor_path, title=self.run.name)

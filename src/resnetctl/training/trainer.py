@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import logging
 import math
 import platform
@@ -22,7 +21,7 @@ import keras
 from resnetctl import __version__, paths
 from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
 from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset
-from resnetctl.errors import Diverged, RunError, Stopped
+from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.hooks import TrainingProgress
 from resnetctl.models import check_model_fits, create_model_for
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model, now, score
@@ -416,11 +415,11 @@ def _fit(
             else:
                 with contextlib.suppress(OSError):  # the disk may be full
                     run.write_state("failed", epoch=done, reason=str(exc)[:500])
-            if isinstance(exc, OSError):
-                what = "Disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "Cannot write"
+            if isinstance(exc, OSError) or is_disk_full(exc):
+                what = "Disk full" if is_disk_full(exc) else "Cannot write"
                 kept = f"the last good checkpoint is {run.last_path} (epoch {done})" if done else "nothing was kept"
                 raise RunError(
-                    f"{what} while training in {run.path} ({exc.strerror or exc}); {kept}",
+                    f"{what} while training in {run.path} ({getattr(exc, 'strerror', None) or exc}); {kept}",
                     hint=(_resume_hint(run) + " once there is space") if done else "free some space and train again",
                 ) from None
             raise
