@@ -335,3 +335,34 @@ def test_predictions_for_unlabelled_tiny_imagenet_images(tiny, tmp_path):
         check=False,
     )
     assert proc.returncode == 1 and "--predict" in proc.stderr
+
+
+def _trainable_weights(path):
+    import keras
+
+    resnetctl.register_keras_objects()
+    model = keras.saving.load_model(path, compile=False)
+    return [np.asarray(w) for w in model.trainable_weights]
+
+
+def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(cifar_small, data_dir, runs):
+    """One epoch with gradients clipped to 1e-6 barely moves the weights, one without moves them;
+    --keep-checkpoints 2 leaves the two newest epoch files and best/last."""
+    common = ["resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs]
+    common += ["--epochs", 3, "--checkpoint-every", 1, "--batch-size", 64, "--warmup-epochs", 0]
+    run_cli("train", *common, "--run", "plain", "--keep-checkpoints", 5)
+    run_cli("train", *common, "--run", "clipped", "--clip-norm", 1e-6, "--keep-checkpoints", 2)
+
+    clipped = RunDir(runs / "clipped")
+    assert [e for e, _ in clipped.epoch_files()] == [2, 3]
+    assert clipped.best_path.exists() and clipped.last_path.exists()
+    assert [e for e, _ in RunDir(runs / "plain").epoch_files()] == [1, 2, 3]
+
+    def moved(run):
+        before, after = (_trainable_weights(run.epoch_path(e)) for e in (2, 3))
+        return max(float(np.max(np.abs(a - b))) for a, b in zip(before, after, strict=True))
+
+    # 16 steps of lr <= 0.1 with momentum 0.9: at most 16 * 0.1 * 1e-6 * 10 per weight
+    assert moved(clipped) < 2e-5
+    assert moved(RunDir(runs / "plain")) > 1e-3
+    one_line_error(run_cli("train", *common, "--run", "bad", "--clip-norm", 0, check=False), 1, "clip_norm")

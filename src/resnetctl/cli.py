@@ -301,6 +301,16 @@ def train(
             help="Keep checkpoints/epoch_NNNN.keras every N epochs.", show_default=_default("checkpoint_every")
         ),
     ] = None,
+    keep_checkpoints: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep only the N newest epoch checkpoints (best.keras and last.keras always stay).",
+            show_default="keep all",
+        ),
+    ] = None,
+    clip_norm: Annotated[
+        float | None, typer.Option(help="Clip gradients to this global norm.", show_default="no clipping")
+    ] = None,
     runs_dir: RunsDir = None,
     run: Annotated[str | None, typer.Option(help="Run name.", show_default="MODEL-DATASET-TIMESTAMP")] = None,
     zero_init_last: Annotated[
@@ -354,6 +364,8 @@ def train(
             jit=jit,
             seed=seed,
             checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints,
+            clip_norm=clip_norm,
             runs_dir=str(runs_dir) if runs_dir else None,
             run=run,
             tensorboard=tensorboard or None,

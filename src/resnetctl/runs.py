@@ -129,6 +129,21 @@ class RunDir:
             writer.writerows(rows)
 
     # ------------------------------------------------------------------ checkpoints
+    def epoch_files(self) -> list[tuple[int, Path]]:
+        """``checkpoints/epoch_NNNN.keras`` by epoch, oldest first (names only, nothing read)."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoint_dir.iterdir() if (m := EPOCH_FILE.match(p.name))]
+        return sorted(found)
+
+    def keep_newest_epoch_files(self, keep: int) -> list[int]:
+        """Delete all but the ``keep`` newest epoch files (``best.keras`` and ``last.keras`` are
+        separate files and stay); returns the epochs deleted."""
+        old = self.epoch_files()[:-keep] if keep > 0 else []
+        for _, path in old:
+            path.unlink(missing_ok=True)
+        return [epoch for epoch, _ in old]
+
     def checkpoints(self) -> dict[int, Path]:
         """Every readable checkpoint by the epoch it holds (epoch files, then last/best).
 

@@ -84,6 +84,7 @@ class RunRecorder(keras.callbacks.Callback):
     ``last.keras`` every epoch, ``checkpoints/epoch_NNNN.keras`` every ``checkpoint_every``
     epochs and at the end, ``best.keras`` when :func:`resnetctl.runs.score` improves on
     ``best_score`` (the score of the existing ``best.keras``): one ``model.save``, then copies.
+    With ``keep``, only the ``keep`` newest epoch files stay.
     """
 
     async_safe = True  # its batch hook only reads the clock
@@ -98,6 +99,7 @@ class RunRecorder(keras.callbacks.Callback):
         best_score: float,
         progress: TrainingProgress,
         extra: list | None = None,
+        keep: int | None = None,
     ):
         super().__init__()
         self.run = run
@@ -108,6 +110,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.best = best_score
         self.progress = progress
         self.extra = extra or []  # more writers of each row (TensorBoard)
+        self.keep = keep  # periodic checkpoints kept (None: all)
         self.started = 0.0
         self.train_seconds = 0.0
 
@@ -137,6 +140,8 @@ class RunRecorder(keras.callbacks.Callback):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
             self.run.checkpoint_dir.mkdir(exist_ok=True)
             atomic.copy_file(self.run.last_path, self.run.epoch_path(epoch + 1))
+            if self.keep:
+                self.run.keep_newest_epoch_files(self.keep)
         if score(row) > self.best:
             atomic.copy_file(self.run.last_path, self.run.best_path)
             self.best = score(row)

@@ -64,6 +64,8 @@ class TrainConfig:
     jit: bool | None = None  # None: Keras decides ("auto")
     seed: int = 0
     checkpoint_every: int = 5
+    keep_checkpoints: int | None = None  # None: keep every periodic checkpoint
+    clip_norm: float | None = None  # None: no gradient clipping
     runs_dir: str | None = None
     run: str | None = None
     tensorboard: bool = False
@@ -97,6 +99,10 @@ class TrainConfig:
             raise RunError(f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise RunError(f"`weight_decay` must be a finite number >= 0. Received: {self.weight_decay}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise RunError(f"`keep_checkpoints` must be >= 1. Received: keep_checkpoints={self.keep_checkpoints}")
+        if self.clip_norm is not None and not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise RunError(f"`clip_norm` must be a finite number > 0. Received: {self.clip_norm}")
         if not 0 <= self.momentum < 1:
             raise RunError(f"`momentum` must be in [0, 1). Received: {self.momentum}")
         check_schedule_args(self.schedule, self.lr, self.epochs, self.warmup(), self.power, self.milestones)

@@ -89,9 +89,11 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int, constant_lr: float 
 
 def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> None:
     if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True)
+        optimizer = keras.optimizers.SGD(
+            schedule, momentum=config.momentum, nesterov=True, global_clipnorm=config.clip_norm
+        )
     else:  # decoupled decay, not on BN parameters or biases
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, global_clipnorm=config.clip_norm)
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if num_classes > 5:
@@ -373,7 +375,15 @@ def _fit(
             EpochStart(batches),
             Reporter(progress, schedule, signals),
             RunRecorder(
-                run, history, schedule, info.splits["train"], config.checkpoint_every, best_score, progress, extra
+                run,
+                history,
+                schedule,
+                info.splits["train"],
+                config.checkpoint_every,
+                best_score,
+                progress,
+                extra,
+                keep=config.keep_checkpoints,
             ),
         ]
         try:
