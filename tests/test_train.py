@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -366,3 +367,45 @@ def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(cifar_
     assert moved(clipped) < 2e-5
     assert moved(RunDir(runs / "plain")) > 1e-3
     one_line_error(run_cli("train", *common, "--run", "bad", "--clip-norm", 0, check=False), 1, "clip_norm")
+
+
+def test_a_run_recreated_from_its_config_has_the_same_history(cifar_small, data_dir, runs):
+    common = ["--data-dir", data_dir, "--runs-dir", runs]
+    run_cli(
+        "train",
+        "resnet8",
+        "--dataset",
+        "cifar-small",
+        *common,
+        "--run",
+        "original",
+        "--epochs",
+        2,
+        "--batch-size",
+        64,
+        "--lr",
+        0.05,
+        "--seed",
+        3,
+    )
+    config = runs / "original" / "config.json"
+    proc = run_cli("train", "--config", config, "--epochs", 5, "--dry-run", *common)
+    assert "nothing was trained" in proc.stdout and re.search(r"│ epochs\s+│ 5\s", proc.stdout)
+    assert re.search(r"│ lr\s+│ 0.05\s", proc.stdout) and "resnet8 (8 layers" in proc.stdout
+    assert sorted(p.name for p in runs.iterdir() if p.name.startswith("original")) == ["original"]
+
+    run_cli("train", "--config", config, "--run", "again", *common)
+    recorded = json.loads((runs / "again" / "config.json").read_text())
+    assert recorded["seed"] == 3 and recorded["lr"] == 0.05 and recorded["epochs"] == 2
+
+    def numbers(run):
+        return [
+            {k: v for k, v in row.items() if k not in ("seconds", "images_per_second")}
+            for row in RunDir(runs / run).history()
+        ]
+
+    assert numbers("again") == numbers("original") and len(numbers("again")) == 2
+    (runs / "typo.json").write_text(json.dumps({"model": "resnet8", "learning_rate": 0.1}))
+    one_line_error(
+        run_cli("train", "--config", runs / "typo.json", *common, check=False), 1, "Unknown keys in --config"
+    )

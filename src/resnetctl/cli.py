@@ -193,25 +193,11 @@ def build(
 ):
     """Show an architecture by stage with parameters and multiply-accumulates (from the spec;
     Keras is loaded only to --save)."""
-    from resnetctl.models import get_spec, list_models
-    from resnetctl.models.profile import profile_spec
+    from resnetctl.models import get_spec
+    from resnetctl.models.profile import profile_spec, profile_zoo
 
     if list_ or model is None:
-        rows = []
-        for n in list_models():
-            spec = get_spec(n)
-            p = profile_spec(spec)
-            rows.append(
-                {
-                    "name": n,
-                    "depth": spec.depth,
-                    "block": spec.block,
-                    "input": spec.input_size,
-                    "params": p.params,
-                    "trainable_params": p.trainable_params,
-                    "macs": p.macs,
-                }
-            )
+        rows = profile_zoo()
         return _print_json(rows) if as_json else ui.show_zoo(console, rows)
     spec = get_spec(model)
     if shortcut:
@@ -257,8 +243,24 @@ def _save_untrained(save: Path, model, info, input_size, num_classes, shortcut, 
 # --------------------------------------------------------------------------- train / resume
 @app.command()
 def train(
-    model: Annotated[str, typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).")],
-    dataset: Annotated[str, typer.Option(help="Prepared dataset name or path.")] = DEFAULTS.dataset,
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--config's"),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A run's config.json (or a JSON object of its keys) to train again; flags given here override it.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the resolved config, the model and the dataset; train nothing."),
+    ] = False,
+    dataset: Annotated[
+        str | None, typer.Option(help="Prepared dataset name or path.", show_default=DEFAULTS.dataset)
+    ] = None,
     data_dir: DataDir = None,
     epochs: Annotated[int | None, typer.Option(help="Total epochs.", show_default=_default("epochs"))] = None,
     batch_size: Annotated[
@@ -338,44 +340,55 @@ def train(
     from resnetctl.errors import RunError
     from resnetctl.paths import check_folder
     from resnetctl.paths import runs_dir as resolve_runs_dir
-    from resnetctl.training.config import TrainConfig
+    from resnetctl.training.config import TrainConfig, config_from_file
 
     try:
         parsed = tuple(int(m) for m in milestones.split(",") if m.strip()) if milestones else None
     except ValueError:
         raise RunError(f"--milestones must be epochs separated by commas. Received: {milestones!r}") from None
-    config = (
-        TrainConfig(model=model)
-        .with_overrides(
-            dataset=dataset,
-            data_dir=str(data_dir) if data_dir else None,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            schedule=schedule,
-            power=power,
-            milestones=parsed,
-            warmup_epochs=warmup_epochs,
-            optimizer=optimizer,
-            weight_decay=weight_decay,
-            label_smoothing=label_smoothing,
-            augmentation=augmentation,
-            precision=precision,
-            jit=jit,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            keep_checkpoints=keep_checkpoints,
-            clip_norm=clip_norm,
-            runs_dir=str(runs_dir) if runs_dir else None,
-            run=run,
-            tensorboard=tensorboard or None,
-            in_memory=in_memory,
-            zero_init_last=zero_init_last or None,
-        )
-        .validate()
-    )
-    open_dataset(config.dataset, config.data_dir)
+    if config_file is not None:
+        base = config_from_file(config_file)
+    elif model is None:
+        raise RunError("Missing MODEL", hint="e.g. `resnetctl train resnet20`, or --config RUN/config.json")
+    else:
+        base = TrainConfig(model=model)
+    config = base.with_overrides(
+        model=model,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        power=power,
+        milestones=parsed,
+        warmup_epochs=warmup_epochs,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        augmentation=augmentation,
+        precision=precision,
+        jit=jit,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        clip_norm=clip_norm,
+        runs_dir=str(runs_dir) if runs_dir else None,
+        run=run,
+        tensorboard=tensorboard or None,
+        in_memory=in_memory,
+        zero_init_last=zero_init_last or None,
+    ).validate()
+    info = open_dataset(config.dataset, config.data_dir)
     check_folder(resolve_runs_dir(config.runs_dir), "Runs dir")
+    if dry_run:
+        from resnetctl.models import get_spec
+        from resnetctl.models.profile import profile_spec
+
+        spec = get_spec(config.model)
+        return ui.show_dry_run(
+            console, config.to_dict(), spec, profile_spec(spec, info.image_size, info.num_classes), info
+        )
     _import_backend_quietly()
     from resnetctl.training.trainer import train as run_training
 

@@ -166,6 +166,21 @@ def show_model(console: Console, spec, profile, saved=None) -> None:
         console.print(f"saved {saved}", highlight=False)
 
 
+def show_dry_run(console: Console, config: dict, spec, profile, info) -> None:
+    """``train --dry-run``: what would be trained, on what, and how, without training."""
+    table = Table(show_header=False, title="train --dry-run: the resolved config")
+    for key, value in config.items():
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+    show_model(console, spec, profile)
+    splits = ", ".join(f"{name} {count:,}" for name, count in info.splits.items())
+    console.print(
+        f"dataset {info.name} at {info.path}: {info.image_size}px, {info.num_classes} classes; {splits}",
+        highlight=False,
+    )
+    console.print("nothing was trained (--dry-run)", highlight=False)
+
+
 # --------------------------------------------------------------------------- train
 def _duration(seconds: float) -> str:
     seconds = int(max(0, seconds))

@@ -130,8 +130,23 @@ def profile_spec(spec: ResNetSpec, input_size: int | None = None, num_classes: i
     )
 
 
-def profile_zoo() -> list[ModelProfile]:
-    """Every registered model at its default input size and class count."""
+def profile_zoo() -> list[dict]:
+    """One row per registered model at its default input size and class count (``build --list``)."""
     from resnetctl.models.specs import get_spec, list_models
 
-    return [profile_spec(get_spec(name)) for name in list_models()]
+    rows = []
+    for name in list_models():
+        spec = get_spec(name)
+        p = profile_spec(spec)
+        rows.append(
+            {
+                "name": name,
+                "depth": spec.depth,
+                "block": spec.block,
+                "input": spec.input_size,
+                "params": p.params,
+                "trainable_params": p.trainable_params,
+                "macs": p.macs,
+            }
+        )
+    return rows

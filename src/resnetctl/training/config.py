@@ -7,6 +7,7 @@ before a backend is imported, and the CLI's help text is generated from these de
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -134,3 +135,35 @@ class TrainConfig:
 
 
 DEFAULTS = TrainConfig(model="")
+
+
+# what train adds to a run's config.json beside the options (config_from_file ignores them)
+RUN_RECORD_KEYS = frozenset(
+    {"created", "steps_per_epoch", "effective_warmup_epochs", "segments", "dataset_info", "versions", "placement"}
+)
+
+
+def config_from_file(path) -> TrainConfig:
+    """The options of a run's ``config.json`` (or of any JSON object of its keys), to train that
+    run again; its name is not taken (a new run gets a new one) and its lr changes by ``resume``
+    are not replayed. An unknown key is an error, so a typo never passes silently."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"Cannot read --config {path} ({exc})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("model"), str):
+        raise RunError(f'--config {path} is not a JSON object with a "model"')
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(record) - known - RUN_RECORD_KEYS)
+    if unknown:
+        raise RunError(
+            f"Unknown keys in --config {path}: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}"
+        )
+    options = {k: v for k, v in record.items() if k in known and k != "run"}
+    try:
+        return TrainConfig.from_dict(options)
+    except TypeError as exc:
+        raise RunError(f"--config {path}: {exc}") from None
