@@ -224,3 +224,74 @@ def test_export_never_replaces_what_is_not_an_export(tiny_run, tmp_path):
     assert (mine / "notes.txt").read_text() == "keep me"
     assert (tmp_path / "model.keras").read_text() == "a file of the user's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model.keras"]  # no temp left behind
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def test_fine_tuning_a_20_class_run_into_a_3_class_folder(tiny_run, tmp_path):
+    folder = tmp_path / "three"
+    with zipfile.ZipFile(TINY_MINI) as z:
+        wnids = z.read("tiny-imagenet-200/wnids.txt").decode().split()[:3]
+        for name in z.namelist():
+            parts = name.split("/")
+            if len(parts) == 5 and parts[1] == "train" and parts[2] in wnids and name.endswith(".JPEG"):
+                (folder / parts[2]).mkdir(parents=True, exist_ok=True)
+                (folder / parts[2] / parts[4]).write_bytes(z.read(name))
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    run_cli("prepare", "folder", "--source", folder, "--data-dir", data, "--size", 64)
+    # a learning rate of 1e-9: after one epoch the loaded weights are still the source's
+    run_cli(
+        "train",
+        "resnet8",
+        "--dataset",
+        "three",
+        "--data-dir",
+        data,
+        "--runs-dir",
+        runs,
+        "--run",
+        "ft",
+        "--init-from",
+        tiny_run,
+        "--epochs",
+        1,
+        "--lr",
+        1e-9,
+        "--warmup-epochs",
+        0,
+    )
+    init = json.loads((runs / "ft" / "config.json").read_text())["init"]
+    assert init["source"] == str((tiny_run / "best.keras").resolve()) and init["epoch"] == 1
+    assert init["loaded_layers"] >= 10
+    assert [s["layer"] for s in init["skipped"]] == ["logits"]
+
+    import keras
+
+    import resnetctl
+
+    resnetctl.register_keras_objects()
+    source = keras.saving.load_model(tiny_run / "best.keras", compile=False)
+    tuned = keras.saving.load_model(runs / "ft" / "last.keras", compile=False)
+    assert tuned.get_layer("logits").kernel.shape == (64, 3) and source.get_layer("logits").kernel.shape == (64, 20)
+    convs = [layer.name for layer in source.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) >= 7
+    for name in convs:
+        np.testing.assert_allclose(tuned.get_layer(name).kernel, source.get_layer(name).kernel, atol=1e-6)
+    result = json.loads(run_cli("evaluate", "--run", runs / "ft", "--data-dir", data, "--json").stdout)
+    assert result["k"] == 3 and 0 <= result["rank_1"] <= 1
+    one_line_error(
+        run_cli(
+            "train",
+            "resnet8",
+            "--dataset",
+            "three",
+            "--data-dir",
+            data,
+            "--runs-dir",
+            runs,
+            "--init-from",
+            tmp_path / "missing.keras",
+            check=False,
+        ),
+        1,
+        "no file at",
+    )

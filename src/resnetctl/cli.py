@@ -313,6 +313,14 @@ def train(
     clip_norm: Annotated[
         float | None, typer.Option(help="Clip gradients to this global norm.", show_default="no clipping")
     ] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from a run's best weights (or a .keras file): layers that match are loaded, a classifier "
+            "for another class count starts fresh.",
+            show_default="random init",
+        ),
+    ] = None,
     runs_dir: RunsDir = None,
     run: Annotated[str | None, typer.Option(help="Run name.", show_default="MODEL-DATASET-TIMESTAMP")] = None,
     zero_init_last: Annotated[
@@ -373,6 +381,7 @@ def train(
         checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints,
         clip_norm=clip_norm,
+        init_from=init_from,
         runs_dir=str(runs_dir) if runs_dir else None,
         run=run,
         tensorboard=tensorboard or None,
@@ -381,6 +390,10 @@ def train(
     ).validate()
     info = open_dataset(config.dataset, config.data_dir)
     check_folder(resolve_runs_dir(config.runs_dir), "Runs dir")
+    if config.init_from:
+        from resnetctl.runs import init_source
+
+        init_source(config.init_from, config.runs_dir)  # a missing source is a mistake to answer now
     if dry_run:
         from resnetctl.models import get_spec
         from resnetctl.models.profile import profile_spec

@@ -238,3 +238,13 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunDir]:
         return max(p.stat().st_mtime for p in (r.config_path, r.history_path) if p.exists())
 
     return sorted(runs, key=changed)
+
+
+def init_source(init_from: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """``train --init-from``: a ``.keras`` file as given, or a run's best checkpoint."""
+    path = Path(init_from).expanduser()
+    if path.is_file():
+        return path
+    if path.suffix == ".keras":
+        raise RunError(f"--init-from: no file at {path}")
+    return find_run(str(init_from), runs_dir).named_checkpoint("best")[0]

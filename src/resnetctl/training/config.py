@@ -67,6 +67,7 @@ class TrainConfig:
     checkpoint_every: int = 5
     keep_checkpoints: int | None = None  # None: keep every periodic checkpoint
     clip_norm: float | None = None  # None: no gradient clipping
+    init_from: str | None = None  # a run (its best checkpoint) or a .keras file to start from
     runs_dir: str | None = None
     run: str | None = None
     tensorboard: bool = False

@@ -119,6 +119,26 @@ def _dataset_summary(info: DatasetInfo) -> dict:
     }
 
 
+def _init_from(model, config: TrainConfig) -> dict | None:
+    """Fine-tuning: the matching layers of ``--init-from`` copied into ``model``; what was
+    loaded and skipped goes into config.json."""
+    if not config.init_from:
+        return None
+    from resnetctl.models.transfer import load_matching_weights
+    from resnetctl.runs import init_source
+
+    source_path = init_source(config.init_from, config.runs_dir)
+    report = load_matching_weights(model, load_model(source_path, compile=False))
+    if not report["loaded_layers"]:
+        raise RunError(
+            f"--init-from {source_path}: no layer matches {config.model}", hint="start from a run of the same model"
+        )
+    epoch = None
+    with contextlib.suppress(RunError):  # a .keras file not written by train has no epoch
+        epoch = checkpoint_info(source_path).get("epoch")
+    return {"source": str(source_path.resolve()), "epoch": epoch, **report}
+
+
 def _restartable(run: RunDir) -> bool:
     """A run of ours that never finished an epoch (stopped in its first, or killed while
     writing its first checkpoint) may be started again under its name."""
@@ -159,6 +179,7 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
             )
             steps = len(batches)
             schedule = make_schedule(config, steps)
+            init = _init_from(model, config)
             compile_model(model, config, schedule, info.num_classes)
             out.path.mkdir(parents=True, exist_ok=True)
             out.write_config(
@@ -169,6 +190,7 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
                     "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
                     "segments": [],
                     "dataset_info": _dataset_summary(info),
+                    **({"init": init} if init else {}),
                     "versions": library_versions(),
                     "placement": placement.to_dict(),
                 }
