@@ -2,7 +2,9 @@
 
 It exists so the whole path (prepare, train, evaluate) can be shown in minutes on a laptop
 CPU with no download. It is learnable but not trivial (random colours, sizes, rotations,
-positions and backgrounds); it is a demo, not a benchmark.
+positions and backgrounds); it is a demo, not a benchmark. Every shape stands out from its
+background (a colour far from the background's mean, a size of a third of the image or
+more): a label that no eye could read from the image would only teach noise.
 """
 
 from __future__ import annotations
@@ -38,10 +40,21 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+MIN_COLOR_DISTANCE = 150  # Euclidean, in RGB, from the background's mean colour
+
+
+def _contrasting_color(rng: np.random.Generator, background: np.ndarray) -> tuple[int, ...]:
+    mean = background.reshape(-1, 3).mean(axis=0)
+    while True:
+        color = rng.integers(0, 256, 3)
+        if np.linalg.norm(color - mean) >= MIN_COLOR_DISTANCE:
+            return tuple(int(c) for c in color)
+
+
 def draw_shape(kind: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
     image = _background(rng, size)
-    color = tuple(int(c) for c in rng.integers(0, 256, 3))
-    radius = size * rng.uniform(0.22, 0.4)
+    color = _contrasting_color(rng, image)
+    radius = size * rng.uniform(0.3, 0.45)
     margin = radius + 1
     center = (rng.uniform(margin, size - margin), rng.uniform(margin, size - margin))
     angle = rng.uniform(0, 2 * math.pi)

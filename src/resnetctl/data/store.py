@@ -10,11 +10,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from resnetctl import paths
 from resnetctl.errors import DatasetError
+
+if TYPE_CHECKING:  # numpy is imported where it is used: a mistake answered from meta.json needs none
+    import numpy as np
 
 log = logging.getLogger("resnetctl")
 
@@ -32,6 +34,8 @@ class SplitWriter:
     """Appends images to one split file in chunk-sized pieces; keeps per-channel sums."""
 
     def __init__(self, path: Path, image_size: int, capacity: int, store_names: bool):
+        import numpy as np
+
         self.path = path
         self.size = image_size
         self.chunk = chunk_length(image_size)
@@ -66,6 +70,8 @@ class SplitWriter:
         self, images: np.ndarray, labels: np.ndarray, names: list[str] | None = None, moments: np.ndarray | None = None
     ):
         """Write a block; ``moments`` (from ``channel_moments``) when the caller already has them."""
+        import numpy as np
+
         n = len(labels)
         if n == 0:
             return
@@ -98,6 +104,8 @@ class SplitWriter:
         self.file.close()
 
     def mean_std(self) -> tuple[list[float], list[float]]:
+        import numpy as np
+
         pixels = max(self.pixels, 1)
         mean = self.moments[0] / pixels
         std = np.sqrt(np.maximum(self.moments[1] / pixels - mean**2, 0.0))
