@@ -52,6 +52,11 @@ RunsDir = Annotated[
     ),
 ]
 RunOpt = Annotated[str | None, typer.Option("--run", show_default="the latest run", help="Run name or path.")]
+CheckpointOpt = Annotated[str, typer.Option(help="best | last | an epoch number.")]
+ModelFileOpt = Annotated[
+    Path | None,
+    typer.Option("--model", help="Any .keras file from this tool instead of a run (--dataset says what it was for)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else (docs/json.md).")]
 StrategyOpt = Annotated[
     str,
@@ -458,10 +463,8 @@ def resume(
 def evaluate(
     run: RunOpt = None,
     runs_dir: RunsDir = None,
-    checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Any .keras file from this tool (needs --dataset).")
-    ] = None,
+    checkpoint: CheckpointOpt = "best",
+    model: ModelFileOpt = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset.", show_default="the run's")] = None,
     data_dir: DataDir = None,
     split: Annotated[str, typer.Option(help="test | val | train | unlabelled.")] = "test",
@@ -500,11 +503,8 @@ def predict(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.")],
     run: RunOpt = None,
     runs_dir: RunsDir = None,
-    checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", help="Any .keras file from this tool instead of a run (--dataset names its classes)."),
-    ] = None,
+    checkpoint: CheckpointOpt = "best",
+    model: ModelFileOpt = None,
     dataset: Annotated[
         str | None, typer.Option(help="Dataset whose classes and size to use.", show_default="the run's")
     ] = None,
@@ -559,10 +559,8 @@ def export_model(
     fmt: Annotated[str, typer.Option("--format", help="keras | saved-model | tflite | onnx.")] = "keras",
     run: RunOpt = None,
     runs_dir: RunsDir = None,
-    checkpoint: Annotated[str, typer.Option(help="best | last | an epoch number.")] = "best",
-    model: Annotated[
-        Path | None, typer.Option("--model", help="Any .keras file from this tool instead of a run (needs --dataset).")
-    ] = None,
+    checkpoint: CheckpointOpt = "best",
+    model: ModelFileOpt = None,
     dataset: Annotated[
         str | None, typer.Option(help="Dataset whose classes and test images to use.", show_default="the run's")
     ] = None,
