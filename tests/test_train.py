@@ -217,7 +217,7 @@ def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
     run_cli("resume", "--run", run.path, "--epochs", done + 1)
     assert [r["epoch"] for r in run.history()] == list(range(1, done + 2))
     summary = json.loads(run_cli("summary", "--runs-dir", runs, "--json").stdout)
-    assert {s["run"] for s in summary} >= {"e2e", "interrupted"}
+    assert "interrupted" in {s["run"] for s in summary}  # beside whatever other tests left in runs/
 
 
 def test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs):

@@ -353,7 +353,7 @@ def train(
     from resnetctl.errors import RunError
     from resnetctl.paths import check_folder
     from resnetctl.paths import runs_dir as resolve_runs_dir
-    from resnetctl.training.config import TrainConfig, config_from_file
+    from resnetctl.training.config import TrainConfig, check_strategy, config_from_file
 
     try:
         parsed = tuple(int(m) for m in milestones.split(",") if m.strip()) if milestones else None
@@ -393,6 +393,7 @@ def train(
         in_memory=in_memory,
         zero_init_last=zero_init_last or None,
     ).validate()
+    check_strategy(strategy)
     info = open_dataset(config.dataset, config.data_dir)
     check_folder(resolve_runs_dir(config.runs_dir), "Runs dir")
     if config.init_from:
@@ -435,7 +436,9 @@ def resume(
     """Continue a run from a checkpoint, optionally with a new learning rate."""
     from resnetctl.data.store import open_run_dataset
     from resnetctl.runs import find_run
+    from resnetctl.training.config import check_strategy
 
+    check_strategy(strategy)
     found = find_run(run, runs_dir)  # the mistakes Keras is not needed for, answered first
     record = found.config()
     if epoch is not None:
@@ -631,6 +634,19 @@ def _take_verbose(argv: list[str]) -> list[str]:
     return kept + tail
 
 
+def _exit(code: int) -> None:
+    """Exit with ``code``. When a command failed with worker threads still alive (the streamed
+    HDF5 readers of an interrupted epoch, TensorFlow's pools), skip the interpreter's teardown:
+    a daemon thread frozen while holding h5py's lock made that teardown hang forever."""
+    import threading
+
+    if code and threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main() -> None:
     """Entry point: every failure becomes one line and a documented exit code (docs/training.md)."""
     ui.show_library_warnings(err_console)
@@ -638,15 +654,15 @@ def main() -> None:
     try:
         code = app(args=args, standalone_mode=False)  # Typer returns Exit codes here
         if isinstance(code, int) and code:
-            sys.exit(code)
+            _exit(code)
     except ResnetctlError as exc:
         if STATE["verbose"]:
             err_console.print_exception()
         ui.print_error(err_console, exc.message, exc.hint)
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except KeyboardInterrupt:
         ui.print_error(err_console, "interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+        _exit(EXIT_INTERRUPTED)
     except Exception as exc:
         # usage errors; matched by shape, as Typer >= 0.29 vendors Click and older Typer uses Click's own
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
@@ -662,10 +678,10 @@ def main() -> None:
                 f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
                 "check the path and its permissions; --verbose shows where it happened",
             )
-            sys.exit(1)
+            _exit(1)
         ui.print_error(
             err_console,
             f"internal error: {type(exc).__name__}: {exc}",
             "this is a bug in resnetctl; please report it with the output of --verbose",
         )
-        sys.exit(EXIT_INTERNAL)
+        _exit(EXIT_INTERNAL)

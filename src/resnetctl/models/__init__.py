@@ -16,6 +16,7 @@ def create_model_for(name: str, dataset=None, **options):
     input size, classes and the training mean/std come from ``dataset`` (a ``DatasetInfo``);
     ``options`` (shortcut, weight_decay, augmentation, seed, zero_init_last, ...) go to the builder,
     ``None`` meaning the model's default."""
+    options = {k: v for k, v in options.items() if v is not None}  # None: the default, never an override
     if dataset is not None:
         options = {
             "input_size": dataset.image_size,

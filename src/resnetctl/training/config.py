@@ -17,6 +17,12 @@ from resnetctl.models.specs import AUGMENTATIONS
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("poly", "step", "cosine", "constant")
+STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise RunError(f"Unknown strategy {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
 
 
 def check_schedule_args(kind, base_lr, epochs, warmup_epochs=0.0, power=1.0, milestones=()):

@@ -22,8 +22,8 @@ from pathlib import Path
 import keras
 
 from resnetctl.errors import RunError
+from resnetctl.training.config import STRATEGIES, check_strategy  # noqa: F401 (STRATEGIES re-exported)
 
-STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
 DOCS = "docs/distributed.md"
 
 
@@ -97,8 +97,7 @@ def resolve(requested: str = "auto") -> Placement:
     Call it before any other backend work: ``MultiWorkerMirroredStrategy`` must be created
     before TensorFlow initialises its runtime.
     """
-    if requested not in STRATEGIES:
-        raise RunError(f"Unknown strategy {requested!r}", hint=f"use one of {', '.join(STRATEGIES)}")
+    check_strategy(requested)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return _tensorflow(requested)
