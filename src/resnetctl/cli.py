@@ -223,11 +223,11 @@ def build(
 
 def _save_untrained(save: Path, model, info, input_size, num_classes, shortcut, weight_decay, zero_init_last):
     from resnetctl.errors import ModelError
+    from resnetctl.paths import check_output_parent
 
     if save.suffix != ".keras":
         raise ModelError(f"--save must end in .keras. Received: {save}")
-    if not save.parent.is_dir():
-        raise ModelError(f"Cannot save to {save}: folder {save.parent} does not exist")
+    check_output_parent(save, "--save")
     _import_backend_quietly()
     from resnetctl import atomic
     from resnetctl.models import create_model_for

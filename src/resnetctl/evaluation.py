@@ -117,7 +117,7 @@ def evaluate(
 
 def _evaluate(target: Target, info, split, k, tta, predict_path, batch_size) -> dict:
     model = load_model(target.model_path, compile=False)
-    check_model_fits(model, info, target.model_path)
+    check_model_fits(model, target.model_path, info.num_classes, info.image_size, f"dataset {info.name!r}")
     images, labels = read_split(info, split)
     probs = predict(model, images, batch_size, tta)
     result: dict = {

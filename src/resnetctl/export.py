@@ -23,6 +23,7 @@ import numpy as np
 
 from resnetctl.atomic import temp_sibling, write_text
 from resnetctl.errors import RunError
+from resnetctl.paths import check_output_parent
 
 FORMATS = ("keras", "saved-model", "tflite", "onnx")
 SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}  # saved-model: a folder
@@ -40,10 +41,7 @@ def check_request(fmt: str, out: Path, force: bool) -> Path:
     suffix = SUFFIXES.get(fmt)
     if suffix and out.suffix != suffix:
         raise RunError(f"--out for {fmt} must end in {suffix}. Received: {out}")
-    if not out.parent.is_dir():
-        raise RunError(f"Cannot export to {out}: folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise RunError(f"Cannot export to {out}: folder {out.parent} is not writable")
+    check_output_parent(out, "--out")
     if out.exists() or out.is_symlink():
         if not force:
             raise RunError(f"{out} already exists", hint="give another --out, or --force to replace it")
@@ -189,10 +187,10 @@ def export(model_path: Path, fmt: str, out: Path, classes: list[str], images: np
     """Write ``fmt`` to ``out`` (and the labels beside it) once the artifact, run by its own
     runtime on ``images``, agrees with the trained model; else nothing is published."""
     from resnetctl.checkpoints import load_model
+    from resnetctl.models import check_model_fits
 
     model = load_model(model_path, compile=False)
-    if int(model.output_shape[-1]) != len(classes):
-        raise RunError(f"{model_path} has {model.output_shape[-1]} outputs but {len(classes)} class names")
+    check_model_fits(model, model_path, len(classes), None, "its dataset")
     reference = np.asarray(model.predict(images, verbose=0), np.float64)
     plain = inference_model(model)
     plain.predict(images[:1], verbose=0)  # builds it; exporters want a model that was called

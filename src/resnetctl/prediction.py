@@ -23,6 +23,7 @@ from resnetctl.data.records import FileRecords
 from resnetctl.data.store import open_dataset, open_run_dataset
 from resnetctl.errors import DatasetError, RunError
 from resnetctl.evaluation import check_topk
+from resnetctl.paths import check_output_parent
 from resnetctl.runs import RunDir, find_run
 
 GLOB_CHARACTERS = frozenset("*?[")
@@ -108,17 +109,12 @@ def read_image_file(path: str) -> bytes:
 def load(classifier: Classifier):
     """The Keras model and its class names, checked against each other: (model, classes)."""
     from resnetctl.checkpoints import load_model
+    from resnetctl.models import check_model_fits
 
     model = load_model(classifier.model_path, compile=False)
-    size = int(model.input_shape[1])
-    count = int(model.output_shape[-1])
-    classes = classifier.classes or [str(i) for i in range(count)]
-    if len(classes) != count or (classifier.image_size and classifier.image_size != size):
-        raise RunError(
-            f"{classifier.model_path} takes {size}px images into {count} classes, but its "
-            f"dataset has {classifier.image_size}px images in {len(classes)} classes"
-        )
-    return model, classes
+    known = len(classifier.classes) if classifier.classes else None
+    check_model_fits(model, classifier.model_path, known, classifier.image_size, "its dataset")
+    return model, classifier.classes or [str(i) for i in range(int(model.output_shape[-1]))]
 
 
 def classify(
@@ -179,7 +175,4 @@ def check_output_file(path: Path | None, option: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise DatasetError(f"{option} {path} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise DatasetError(f"{option} {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise DatasetError(f"{option} {path}: folder {path.parent} is not writable")
+    check_output_parent(path, option)

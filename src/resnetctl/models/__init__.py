@@ -28,15 +28,17 @@ def create_model_for(name: str, dataset=None, **options):
     return create_model(name, **options)
 
 
-def check_model_fits(model, dataset, source) -> None:
-    """A model for other images or another class count than ``dataset`` is refused in one line."""
+def check_model_fits(model, source, num_classes: int | None, image_size: int | None, where: str) -> None:
+    """A model for other images or another class count than ``where`` has (a dataset, a run's
+    record) is refused in one line; ``None`` leaves that side unchecked."""
     from resnetctl.errors import ModelError
 
-    want = (dataset.image_size, dataset.image_size, 3)
     have = tuple(model.input_shape[1:])
-    if have != want or model.output_shape[-1] != dataset.num_classes:
+    want = have if image_size is None else (image_size, image_size, 3)
+    classes = int(model.output_shape[-1])
+    if have != want or (num_classes is not None and classes != num_classes):
         raise ModelError(
-            f"{source} takes {have} images into {model.output_shape[-1]} classes, but dataset "
-            f"{dataset.name!r} has {want} images in {dataset.num_classes} classes",
+            f"{source} takes {have} images into {classes} classes, but {where} has {want} images in "
+            f"{num_classes} classes",
             hint="use it with the dataset it was trained on (--dataset)",
         )

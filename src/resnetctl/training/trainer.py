@@ -259,7 +259,7 @@ def resume(
         _set_up_backend(config)
         with placement.scope():
             model = load_model(start_from)
-            check_model_fits(model, info, start_from)
+            check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
             batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
             steps = len(batches)
             schedule = make_schedule(config, steps, constant_lr)
