@@ -10,6 +10,8 @@ skipped, never fatal.
 
 from __future__ import annotations
 
+import contextlib
+
 import glob
 import os
 from collections.abc import Iterator
@@ -133,20 +135,21 @@ def classify(
     k = check_topk(topk, len(classes))
     records = FileRecords(list(files), np.zeros(len(files), np.int32), read_image_file)
     blocks = [np.arange(i, min(i + batch_size, len(files))) for i in range(0, len(files), batch_size)]
-    for index, (images, kept, skipped, _) in zip(blocks, decode_blocks(records, blocks, size, workers), strict=True):
-        errors = {s["file"]: s["reason"] for s in skipped}
-        probs = np.asarray(model.predict_on_batch(images), np.float64) if len(kept) else None
-        row_of = {int(i): row for row, i in enumerate(kept)}
-        for i in index:
-            if int(i) not in row_of:
-                yield {"file": files[i], "error": errors[files[i]]}
-                continue
-            p = probs[row_of[int(i)]]
-            top = np.argsort(-p, kind="stable")[:k]
-            yield {
-                "file": files[i],
-                "predictions": [{"class": classes[c], "index": int(c), "probability": float(p[c])} for c in top],
-            }
+    with contextlib.closing(decode_blocks(records, blocks, size, workers)) as decoded:
+        for index, (images, kept, skipped, _) in zip(blocks, decoded, strict=True):
+            errors = {s["file"]: s["reason"] for s in skipped}
+            probs = np.asarray(model.predict_on_batch(images), np.float64) if len(kept) else None
+            row_of = {int(i): row for row, i in enumerate(kept)}
+            for i in index:
+                if int(i) not in row_of:
+                    yield {"file": files[i], "error": errors[files[i]]}
+                    continue
+                p = probs[row_of[int(i)]]
+                top = np.argsort(-p, kind="stable")[:k]
+                yield {
+                    "file": files[i],
+                    "predictions": [{"class": classes[c], "index": int(c), "probability": float(p[c])} for c in top],
+                }
 
 
 def write_csv(path: Path, results: list[dict], k: int) -> None:

@@ -7,6 +7,8 @@ looks finished; the next run removes the leftovers.
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as dt
 import hashlib
 import os
@@ -126,12 +128,12 @@ def _write_split(
                 progress.advance(len(index))
                 _check(signals)
         else:
-            decoded = decode_blocks(records, blocks, size, workers)
-            for index, (images, keep, bad, moments) in zip(blocks, decoded, strict=True):
-                writer.append(images, records.labels[keep], [records.names[i] for i in keep], moments)
-                skipped.extend(bad)
-                progress.advance(len(index))
-                _check(signals)
+            with contextlib.closing(decode_blocks(records, blocks, size, workers)) as decoded:
+                for index, (images, keep, bad, moments) in zip(blocks, decoded, strict=True):
+                    writer.append(images, records.labels[keep], [records.names[i] for i in keep], moments)
+                    skipped.extend(bad)
+                    progress.advance(len(index))
+                    _check(signals)
     finally:
         writer.close()
     return writer, skipped
