@@ -1,14 +1,20 @@
-"""The augmentation layer and the learning-rate schedule, checked against their definitions."""
+"""The augmentation and mixing layers and the learning-rate schedule, checked against their definitions."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
 from resnetctl.errors import RunError
-from resnetctl.models.layers import RandomCropFlip
+from resnetctl.models.layers import BatchMix, RandomCropFlip
+from resnetctl.training.losses import SparseCrossentropy
 from resnetctl.training.schedules import EpochSchedule
+from tests.helpers import REPO, needs
 
 
 def _images(n=16, size=32):
@@ -74,3 +80,100 @@ def test_schedule_errors_say_what_was_received():
         EpochSchedule("poly", 0.0, 10, 5)
     with pytest.raises(RunError, match="milestones"):
         EpochSchedule("step", 0.1, 10, 5)
+
+
+def check_mixing_in_a_compiled_step(mixup: float, cutmix: float) -> None:
+    """Jit-compiled train steps of Input -> BatchMix -> pooled classifier at lr 0, on images of one
+    colour each: whichever the method (a blend, or a pasted box of the mirrored image), an image's
+    pooled colour is ``share * own + (1 - share) * mirrored``, so the reported loss must be the
+    cross-entropy against targets mixed by the same ``own_share`` (with label smoothing). Run in
+    this process (TensorFlow) and by the e2e tier under JAX and torch."""
+    colours = np.random.default_rng(0).integers(0, 256, (6, 1, 1, 3))
+    images = np.broadcast_to(colours, (6, 8, 8, 3)).astype(np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    classifier = keras.Sequential(
+        [
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    mix = BatchMix(mixup, cutmix, seed=1)
+    model = keras.Model(inputs, classifier(mix(inputs)))
+    model.compile(keras.optimizers.SGD(0.0), SparseCrossentropy(0.1, mix=mix), jit_compile=True)
+    shares = []
+    for _ in range(4):
+        loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
+        share = float(keras.ops.convert_to_numpy(mix.own_share))
+        shares.append(share)
+        assert 0.0 <= share <= 1.0
+        pooled = share * colours[:, 0, 0] + (1 - share) * colours[::-1, 0, 0]
+        kernel, bias = (np.asarray(w, np.float64) for w in classifier.layers[-1].get_weights())
+        logits = pooled / 255 @ kernel + bias
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        one_hot = np.eye(3)[labels]
+        target = (share * one_hot + (1 - share) * one_hot[::-1]) * 0.9 + 0.1 / 3
+        expected = -np.mean(np.sum(target * np.log(probs), axis=1))
+        assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert len(set(shares)) > 1, "a new draw every step"
+    model.predict(images, verbose=0)  # inference: no mixing, and plain targets for any loss
+    assert float(keras.ops.convert_to_numpy(mix.own_share)) == 1.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mix(images, training=False)), images)
+
+
+@pytest.mark.parametrize(
+    "mixup,cutmix",
+    [(0.4, 1.0), pytest.param(0.4, 0.0, marks=pytest.mark.e2e), pytest.param(0.0, 1.0, marks=pytest.mark.e2e)],
+)
+def test_mixing_mixes_images_and_targets_alike_in_a_compiled_step(mixup, cutmix):
+    check_mixing_in_a_compiled_step(mixup, cutmix)
+
+
+def test_cutmix_pastes_one_box_from_the_mirrored_image_and_shares_by_area():
+    images = np.random.default_rng(2).integers(0, 128, (5, 16, 16, 3), dtype=np.uint8)
+    images[2] += 128  # the middle image is its own mirror; make every pair differ everywhere
+    mirrored = images[::-1]
+    layer = BatchMix(cutmix_alpha=1.0, seed=4)
+    shares = []
+    for _ in range(5):
+        out = keras.ops.convert_to_numpy(layer(images, training=True))
+        share = float(keras.ops.convert_to_numpy(layer.own_share))
+        shares.append(share)
+        from_mirror = np.all(out == mirrored, axis=-1)
+        assert np.all(from_mirror | np.all(out == images, axis=-1))
+        for i in (0, 1, 3, 4):  # one rectangle, the same for every image of the batch
+            rows, cols = np.nonzero(from_mirror[i])
+            if rows.size:
+                assert rows.size == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+            assert 1 - from_mirror[i].mean() == pytest.approx(share, abs=1e-6)
+    assert len(set(shares)) > 1
+
+
+def test_batch_mix_draws_beta_and_respects_its_probability():
+    layer = BatchMix(mixup_alpha=1.0, seed=0)
+    draws = np.array([float(keras.ops.convert_to_numpy(layer._beta(1.0))) for _ in range(150)])
+    assert abs(draws.mean() - 0.5) < 0.08 and abs(draws.var() - 1 / 12) < 0.03  # Beta(1, 1) is uniform
+    small = np.array([float(keras.ops.convert_to_numpy(layer._beta(0.05))) for _ in range(50)])
+    assert np.all(np.isfinite(small)) and np.mean((small < 0.01) | (small > 0.99)) > 0.7
+    never = BatchMix(mixup_alpha=1.0, prob=0.0, seed=0)
+    images = _images(4, 8)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(never(images, training=True)), images)
+    assert float(keras.ops.convert_to_numpy(never.own_share)) == 1.0
+    with pytest.raises(ValueError):
+        BatchMix(seed=0)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "backend", [pytest.param("jax", marks=needs("jax")), pytest.param("torch", marks=needs("torch"))]
+)
+def test_mixing_compiles_on_jax_and_torch(backend):
+    code = (
+        "from tests.test_layers_and_schedules import check_mixing_in_a_compiled_step as check; "
+        "check(0.4, 0.0); check(0.0, 1.0); check(0.4, 1.0)"
+    )
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]

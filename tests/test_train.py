@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 
+import h5py
 import numpy as np
 import pytest
 
 import resnetctl
 from resnetctl.evaluation import rank_k_accuracy
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import invoke, one_line_error, run_cli, steps_per_epoch
+from tests.helpers import invoke, needs, one_line_error, run_cli, steps_per_epoch
 
 pytestmark = pytest.mark.e2e
 
@@ -409,3 +412,42 @@ def test_a_run_recreated_from_its_config_has_the_same_history(cifar_small, data_
     one_line_error(
         run_cli("train", "--config", runs / "typo.json", *common, check=False), 1, "Unknown keys in --config"
     )
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=needs("jax"))])
+def test_ema_with_mixup_and_cutmix_survives_a_resume_exactly(backend, cifar_small, data_dir, runs):
+    """Compiled MixUp/CutMix and an EMA of the weights: resuming at epoch 1 redoes epoch 2 exactly
+    (the average comes back from the checkpoint); the checkpoint holds the average, which is what
+    validation scored (evaluate gives the same val accuracy), and the raw weights beside it."""
+    env = {"KERAS_BACKEND": backend}
+    name = f"ema-{backend}"
+    common = ["--data-dir", data_dir, "--runs-dir", runs]
+    run_cli(
+        "train", "resnet8", "--dataset", "cifar-small", *common, "--run", name, "--epochs", 2,
+        "--batch-size", 100, "--checkpoint-every", 1, "--ema", 0.9, "--mixup", 0.4, "--cutmix", 1.0,
+        "--jit", env_extra=env,
+    )  # fmt: skip
+    run = RunDir(runs / name)
+    config = run.config()
+    assert (config["ema"], config["mixup"], config["cutmix"]) == (0.9, 0.4, 1.0)
+    straight = run.history()
+    weights = _trainable_weights(run.last_path)
+    run_cli("resume", "--run", name, "--epoch", 1, *common, env_extra=env)
+    again = run.history()
+    assert [{k: r[k] for k in ("loss", "val_loss", "val_accuracy")} for r in again] == [
+        {k: r[k] for k in ("loss", "val_loss", "val_accuracy")} for r in straight
+    ]
+    assert all(np.array_equal(a, b) for a, b in zip(_trainable_weights(run.last_path), weights, strict=True))
+
+    scored = json.loads(
+        run_cli(
+            "evaluate", "--run", name, "--checkpoint", "last", "--split", "val", "--json", *common, env_extra=env
+        ).stdout
+    )
+    assert scored["rank_1"] == pytest.approx(again[-1]["val_accuracy"], abs=0.0005)  # 4,000 images: 2 may flip
+    with zipfile.ZipFile(run.last_path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+        slots = [np.asarray(f[f"optimizer/vars/{i}"]) for i in range(len(f["optimizer/vars"]))]
+    assert len(slots) == 1 + 2 * len(weights)  # iterations, an average and a momentum per weight
+    raw = slots[1 : 1 + len(weights)]
+    assert all(r.shape == w.shape for r, w in zip(raw, weights, strict=True))
+    assert any(not np.allclose(r, w) for r, w in zip(raw, weights, strict=True))

@@ -318,6 +318,33 @@ def train(
     clip_norm: Annotated[
         float | None, typer.Option(help="Clip gradients to this global norm.", show_default="no clipping")
     ] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep an exponential moving average of the weights with this decay (e.g. 0.999); it is what "
+            "validation, the checkpoints, evaluate, predict and export use.",
+            show_default="off",
+        ),
+    ] = None,
+    mixup: Annotated[
+        float | None,
+        typer.Option(help="MixUp with this Beta alpha (e.g. 0.2), in the train step.", show_default="off"),
+    ] = None,
+    cutmix: Annotated[
+        float | None,
+        typer.Option(help="CutMix with this Beta alpha (e.g. 1.0), in the train step.", show_default="off"),
+    ] = None,
+    mix_prob: Annotated[
+        float | None,
+        typer.Option(help="Share of batches mixed by --mixup/--cutmix.", show_default=_default("mix_prob")),
+    ] = None,
+    mix_switch_prob: Annotated[
+        float | None,
+        typer.Option(
+            help="With --mixup and --cutmix, the share of mixed batches that get CutMix.",
+            show_default=_default("mix_switch_prob"),
+        ),
+    ] = None,
     init_from: Annotated[
         str | None,
         typer.Option(
@@ -386,6 +413,11 @@ def train(
         checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints,
         clip_norm=clip_norm,
+        ema=ema,
+        mixup=mixup,
+        cutmix=cutmix,
+        mix_prob=mix_prob,
+        mix_switch_prob=mix_switch_prob,
         init_from=init_from,
         runs_dir=str(runs_dir) if runs_dir else None,
         run=run,

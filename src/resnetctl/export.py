@@ -1,6 +1,6 @@
 """Exporting a trained model for deployment: uint8 RGB ``(N, H, W, 3)`` in, class probabilities out.
 
-The exported model is the trained graph with the training-only augmentation layer removed, at
+The exported model is the trained graph without its training-only layers (augmentation, MixUp/CutMix), at
 float32, made of built-in Keras layers only (the option-A shortcut becomes a 1x1 max-pool, which
 subsamples exactly, and a zero padding of the channels; the input normalisation a per-channel
 ``Rescaling``, whose constants every converter can freeze), so the ``keras`` format loads in a
@@ -86,10 +86,12 @@ def inference_model(model):
     """The trained graph without augmentation, at float32, in built-in layers, weights copied."""
     import keras
 
-    from resnetctl.models.layers import ChannelZeroPad, RandomCropFlip
+    from resnetctl.models.layers import BatchMix, ChannelZeroPad, RandomCropFlip
+
+    training_only = (RandomCropFlip, BatchMix)
 
     def plain(layer):
-        if isinstance(layer, RandomCropFlip):
+        if isinstance(layer, training_only):
             return keras.layers.Identity(name=layer.name)
         if isinstance(layer, ChannelZeroPad):
             return _zero_pad_shortcut(layer)
@@ -106,7 +108,7 @@ def inference_model(model):
 
     clone = keras.models.clone_model(model, clone_function=plain)
     for layer in model.layers:
-        if layer.weights and not isinstance(layer, RandomCropFlip):
+        if layer.weights and not isinstance(layer, training_only):
             clone.get_layer(layer.name).set_weights(layer.get_weights())
     return clone
 

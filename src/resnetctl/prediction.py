@@ -11,7 +11,6 @@ skipped, never fatal.
 from __future__ import annotations
 
 import contextlib
-
 import glob
 import os
 from collections.abc import Iterator

@@ -8,7 +8,6 @@ looks finished; the next run removes the leftovers.
 from __future__ import annotations
 
 import contextlib
-
 import datetime as dt
 import hashlib
 import os

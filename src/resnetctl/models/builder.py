@@ -15,7 +15,7 @@ import numpy as np
 
 from resnetctl.checkpoints import deep_graph_recursion
 from resnetctl.errors import ModelError
-from resnetctl.models.layers import ChannelZeroPad, RandomCropFlip
+from resnetctl.models.layers import BatchMix, ChannelZeroPad, RandomCropFlip
 from resnetctl.models.specs import AUGMENTATIONS, ResNetSpec, get_spec
 
 
@@ -167,13 +167,18 @@ def build_from_spec(
     max_shift: int | None = None,
     seed: int | None = None,
     zero_init_last: bool = False,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    mix_prob: float = 1.0,
+    mix_switch_prob: float = 0.5,
 ) -> keras.Model:
     """Build ``spec`` as a functional model: raw uint8 RGB in, class probabilities out.
 
     ``mean``/``std`` (per channel, 0-255 scale) become a Normalization layer, so a saved
     model needs nothing beside it to predict. ``weight_decay`` is the decay coefficient of
     the papers (gradient += wd * w), applied as an L2 penalty of ``wd / 2`` on conv and dense
-    kernels. ``augmentation`` adds a training-only :class:`RandomCropFlip` after the input.
+    kernels. ``augmentation`` adds a training-only :class:`RandomCropFlip` after the input;
+    ``mixup``/``cutmix`` (Beta alphas, 0: off) a training-only :class:`BatchMix` after it.
     ``zero_init_last`` starts every residual branch at zero (Goyal et al. 2017; timm's default):
     without it, an untrained 1000-layer network overflows in inference mode, where fresh
     batch-norm statistics do not rescale. The papers' initialisation is the default.
@@ -196,6 +201,8 @@ def build_from_spec(
         mode = "translate" if augmentation == "crop-flip" else "resized"
         shift = max_shift if max_shift is not None else max(1, input_size // 8)
         x = RandomCropFlip(mode=mode, max_shift=shift, seed=seed, name="augment")(x)
+    if mixup or cutmix:
+        x = BatchMix(mixup, cutmix, mix_prob, mix_switch_prob, seed=seed, name="mix")(x)
     mean = np.asarray(mean if mean is not None else (127.5,) * 3, dtype="float32")
     std = np.asarray(std if std is not None else (64.0,) * 3, dtype="float32")
     x = keras.layers.Normalization(mean=mean, variance=std**2, dtype="float32", name="normalize")(x)

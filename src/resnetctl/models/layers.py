@@ -1,4 +1,5 @@
-"""The two layers Keras lacks: the paper's option-A shortcut and jit-friendly augmentation.
+"""The layers Keras lacks: the paper's option-A shortcut, jit-friendly augmentation, and
+MixUp/CutMix inside the train step.
 
 Both are registered serialisable, so a saved model reloads with ``keras.saving.load_model``
 once ``resnetctl`` is imported.
@@ -39,6 +40,13 @@ class ChannelZeroPad(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels, "stride": self.stride}
+
+
+def reseed(generator: keras.random.SeedGenerator, seed: int | None, epoch: int, stream: int) -> None:
+    """Set ``generator`` to a state that is a function of (seed, epoch, stream) alone."""
+    state = generator.state
+    base = (int(seed or 0) * 1_000_003 + int(epoch) * 7919 + stream) % (2**31 - 1)
+    state.assign(ops.convert_to_tensor(np.array([base, 0]), dtype=state.dtype))
 
 
 def _interpolation_matrix(positions, start, length, size_in: int, size_out: int, clip: bool):
@@ -98,9 +106,7 @@ class RandomCropFlip(keras.layers.Layer):
     def reseed(self, epoch: int) -> None:
         """Make this epoch's random crops and flips a function of (seed, epoch) alone, so a run
         resumed at an epoch boundary draws exactly what the uninterrupted run drew."""
-        state = self.seed_generator.state
-        base = (int(self.seed or 0) * 1_000_003 + int(epoch) * 7919 + 1) % (2**31 - 1)
-        state.assign(ops.convert_to_tensor(np.array([base, 0]), dtype=state.dtype))
+        reseed(self.seed_generator, self.seed, epoch, stream=1)
 
     def _uniform(self, batch, low, high):
         return keras.random.uniform((batch, 1), low, high, seed=self.seed_generator)
@@ -146,5 +152,130 @@ class RandomCropFlip(keras.layers.Layer):
             "scale": list(self.scale),
             "ratio": list(self.ratio),
             "flip": self.flip,
+            "seed": self.seed,
+        }
+
+
+def _log_gamma_pair(alpha: float, seed_generator, candidates: int = 16):
+    """The logarithms of two Gamma(alpha, 1) draws that compile under XLA on every backend (TensorFlow's gamma
+    sampler, behind ``keras.random.beta``, does not): Marsaglia and Tsang's method with a fixed
+    number of candidates drawn at once, keeping the first one accepted. Each is accepted with
+    probability >= 0.95, so all 16 failing is below 1e-20; alpha < 1 takes the usual boost
+    Gamma(alpha + 1) * U ** (1 / alpha)."""
+    a = alpha + 1.0 if alpha < 1 else alpha
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    z = keras.random.normal((2, candidates), seed=seed_generator)
+    u = keras.random.uniform((2, candidates), seed=seed_generator)
+    v = (1.0 + c * z) ** 3
+    safe_v = ops.maximum(v, 1e-12)
+    accepted = (v > 0) & (ops.log(u) < 0.5 * z * z + d - d * safe_v + d * ops.log(safe_v))
+    first = ops.argmax(ops.cast(accepted, "int32"), axis=1)
+    log_gamma = math.log(d) + ops.log(ops.take_along_axis(safe_v, first[:, None], axis=1)[:, 0])
+    if alpha < 1:
+        u = keras.random.uniform((2,), minval=1e-30, maxval=1.0, seed=seed_generator)
+        log_gamma = log_gamma + ops.log(u) / alpha
+    return log_gamma
+
+
+@keras.saving.register_keras_serializable(package="resnetctl")
+class BatchMix(keras.layers.Layer):
+    """MixUp and CutMix inside the compiled train step, on any backend.
+
+    Each image is mixed with the image at the mirrored position of its batch (timm pairs a batch
+    with its reverse: the order is already random), with one weight per batch drawn from
+    Beta(alpha, alpha). With both methods on, each batch gets CutMix with ``switch_prob``, else
+    MixUp; with ``prob`` < 1 some batches stay unmixed. ``own_share`` holds the share of each
+    image that is its own (lambda; for CutMix, the area outside the pasted box), which
+    :class:`resnetctl.training.losses.SparseCrossentropy` reads in the same step to mix the
+    targets alike. At inference images pass through and ``own_share`` is 1, so a loss computed
+    in evaluation sees plain targets.
+
+    Why not ``keras.layers.MixUp``/``CutMix``: they mix an ``{"images", "labels"}`` dict in a
+    tf.data or grain pipeline, outside the compiled step; labels are not inputs of a model.
+    """
+
+    def __init__(
+        self,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if mixup_alpha < 0 or cutmix_alpha < 0 or not (mixup_alpha or cutmix_alpha):
+            raise ValueError(f"Give mixup_alpha and/or cutmix_alpha > 0. Received: {mixup_alpha=}, {cutmix_alpha=}")
+        self.mixup_alpha = float(mixup_alpha)
+        self.cutmix_alpha = float(cutmix_alpha)
+        self.prob = float(prob)
+        self.switch_prob = float(switch_prob)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.own_share = self.add_weight(
+            shape=(), initializer="ones", trainable=False, aggregation="none", name="own_share"
+        )
+
+    def reseed(self, epoch: int) -> None:
+        """Like :meth:`RandomCropFlip.reseed`, on a stream of its own."""
+        reseed(self.seed_generator, self.seed, epoch, stream=2)
+
+    def _beta(self, alpha: float):
+        """Beta(alpha, alpha) = G0 / (G0 + G1) for two gamma draws, from their logarithms (small
+        alphas give gammas that underflow float32)."""
+        log_g = _log_gamma_pair(alpha, self.seed_generator)
+        return ops.sigmoid(log_g[0] - log_g[1])
+
+    def _cutmix(self, images, mirrored, share):
+        """Paste a box of about ``1 - share`` of the area from ``mirrored``; returns the images and
+        the exact share left after clipping the box at the border."""
+        height, width = images.shape[1], images.shape[2]
+        centre = keras.random.uniform((2,), seed=self.seed_generator)
+        cut = ops.sqrt(1.0 - share)
+        y0 = ops.clip(ops.floor(centre[0] * height - cut * height / 2), 0, height)
+        y1 = ops.clip(ops.floor(centre[0] * height + cut * height / 2), 0, height)
+        x0 = ops.clip(ops.floor(centre[1] * width - cut * width / 2), 0, width)
+        x1 = ops.clip(ops.floor(centre[1] * width + cut * width / 2), 0, width)
+        rows = ops.arange(height, dtype="float32")
+        cols = ops.arange(width, dtype="float32")
+        in_rows = ops.cast((rows >= y0) & (rows < y1), "float32")
+        in_cols = ops.cast((cols >= x0) & (cols < x1), "float32")
+        box = (in_rows[:, None] * in_cols[None, :])[None, :, :, None]
+        return images * (1.0 - box) + mirrored * box, 1.0 - (y1 - y0) * (x1 - x0) / float(height * width)
+
+    def call(self, images, training=None):
+        images = ops.cast(images, "float32")
+        if not training:
+            self.own_share.assign(ops.ones((), "float32"))
+            return images
+        mirrored = ops.flip(images, axis=0)
+        draws = keras.random.uniform((2,), seed=self.seed_generator)
+        if self.mixup_alpha:
+            share = self._beta(self.mixup_alpha)
+            mixed = share * images + (1.0 - share) * mirrored
+        if self.cutmix_alpha:
+            cut_images, cut_share = self._cutmix(images, mirrored, self._beta(self.cutmix_alpha))
+            if self.mixup_alpha:
+                use_cutmix = draws[1] < self.switch_prob
+                mixed = ops.where(use_cutmix, cut_images, mixed)
+                share = ops.where(use_cutmix, cut_share, share)
+            else:
+                mixed, share = cut_images, cut_share
+        apply = draws[0] < self.prob
+        self.own_share.assign(ops.cast(ops.where(apply, share, 1.0), "float32"))
+        return ops.where(apply, mixed, images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mixup_alpha": self.mixup_alpha,
+            "cutmix_alpha": self.cutmix_alpha,
+            "prob": self.prob,
+            "switch_prob": self.switch_prob,
             "seed": self.seed,
         }

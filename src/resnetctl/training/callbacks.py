@@ -78,6 +78,46 @@ class Reporter(keras.callbacks.Callback):
         self._check(None)
 
 
+def swap_ema(model) -> None:
+    """Exchange the model's trainable weights with the optimizer's averages (Keras' ``use_ema``
+    keeps one per trainable variable, in the same order), in place."""
+    averages = model.optimizer._model_variables_moving_average  # what keras' SwapEMAWeights uses
+    for variable, average in zip(model.trainable_variables, averages, strict=True):
+        current = keras.ops.copy(variable.value)
+        variable.assign(average.value)
+        average.assign(current)
+
+
+class EMAWeights(keras.callbacks.Callback):
+    """With ``--ema``: the averaged weights are validated, checkpointed and so become best.keras,
+    and what evaluate, predict and export load; training steps the raw weights.
+
+    Convention for every checkpoint of an EMA run: the model holds the averaged weights and the
+    optimizer's average slots hold the raw ones; ``resume`` swaps them back (:func:`swap_ema`)
+    and continues exactly. Keras' ``SwapEMAWeights(swap_on_epoch=True)`` is close, but it
+    overwrites the raw weights at the last epoch, so a finished run could not be trained further.
+    Keep this callback before :class:`RunRecorder`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.averaged_in_model = False  # fit starts from the raw weights (resume swaps first)
+
+    def _show(self, averaged: bool) -> None:
+        if self.averaged_in_model != averaged:
+            swap_ema(self.model)
+            self.averaged_in_model = averaged
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._show(averaged=False)
+
+    def on_test_begin(self, logs=None):
+        self._show(averaged=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._show(averaged=True)
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Writes history.csv, monitor.png and the checkpoints after each finished epoch.
 

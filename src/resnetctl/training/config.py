@@ -73,6 +73,11 @@ class TrainConfig:
     checkpoint_every: int = 5
     keep_checkpoints: int | None = None  # None: keep every periodic checkpoint
     clip_norm: float | None = None  # None: no gradient clipping
+    ema: float | None = None  # decay of an average of the weights used to validate and save; None: off
+    mixup: float = 0.0  # MixUp's Beta alpha; 0: off
+    cutmix: float = 0.0  # CutMix's Beta alpha; 0: off
+    mix_prob: float = 1.0  # share of batches mixed when --mixup/--cutmix are on
+    mix_switch_prob: float = 0.5  # with both on, share of mixed batches that get CutMix
     init_from: str | None = None  # a run (its best checkpoint) or a .keras file to start from
     runs_dir: str | None = None
     run: str | None = None
@@ -111,6 +116,14 @@ class TrainConfig:
             raise RunError(f"`keep_checkpoints` must be >= 1. Received: keep_checkpoints={self.keep_checkpoints}")
         if self.clip_norm is not None and not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise RunError(f"`clip_norm` must be a finite number > 0. Received: {self.clip_norm}")
+        if self.ema is not None and not (math.isfinite(self.ema) and 0 < self.ema < 1):
+            raise RunError(f"`ema` must be a decay in (0, 1), e.g. 0.999. Received: ema={self.ema}")
+        for label, value in (("mixup", self.mixup), ("cutmix", self.cutmix)):
+            if not (math.isfinite(value) and value >= 0):
+                raise RunError(f"`{label}` must be an alpha >= 0 (0: off). Received: {label}={value}")
+        for label, value in (("mix_prob", self.mix_prob), ("mix_switch_prob", self.mix_switch_prob)):
+            if not 0 <= value <= 1:
+                raise RunError(f"`{label}` must be in [0, 1]. Received: {label}={value}")
         if not 0 <= self.momentum < 1:
             raise RunError(f"`momentum` must be in [0, 1). Received: {self.momentum}")
         check_schedule_args(self.schedule, self.lr, self.epochs, self.warmup(), self.power, self.milestones)

@@ -27,9 +27,11 @@ from resnetctl.models import check_model_fits, create_model_for
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model, now, score
 from resnetctl.signals import stop_on_signals
 from resnetctl.training.callbacks import (
+    EMAWeights,
     Reporter,
     RunRecorder,
     StopRequested,
+    swap_ema,
     tensorboard_writer,
 )
 from resnetctl.training.config import TrainConfig
@@ -88,19 +90,25 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int, constant_lr: float 
 
 
 def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> None:
+    """The run's optimizer (with Keras' own weight average for ``--ema``), loss (mixing its
+    targets with the model's :class:`BatchMix`, if any) and metrics."""
+    from resnetctl.models.layers import BatchMix
+
+    common = {"global_clipnorm": config.clip_norm}
+    if config.ema is not None:
+        common.update(use_ema=True, ema_momentum=config.ema)
     if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(
-            schedule, momentum=config.momentum, nesterov=True, global_clipnorm=config.clip_norm
-        )
+        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True, **common)
     else:  # decoupled decay, not on BN parameters or biases
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, global_clipnorm=config.clip_norm)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, **common)
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    mix = next((layer for layer in model.layers if isinstance(layer, BatchMix)), None)
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if num_classes > 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"))
     model.compile(
         optimizer=optimizer,
-        loss=SparseCrossentropy(label_smoothing=config.label_smoothing),
+        loss=SparseCrossentropy(label_smoothing=config.label_smoothing, mix=mix),
         metrics=metrics,
         jit_compile="auto" if config.jit is None else config.jit,
     )
@@ -176,6 +184,10 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
                 augmentation=augmentation,
                 seed=config.seed,
                 zero_init_last=config.zero_init_last,
+                mixup=config.mixup,
+                cutmix=config.cutmix,
+                mix_prob=config.mix_prob,
+                mix_switch_prob=config.mix_switch_prob,
             )
             steps = len(batches)
             schedule = make_schedule(config, steps)
@@ -264,6 +276,8 @@ def resume(
             steps = len(batches)
             schedule = make_schedule(config, steps, constant_lr)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
+            if config.ema is not None:  # a checkpoint holds the average in the model (EMAWeights)
+                swap_ema(model)
             history = [r for r in rd.history() if r["epoch"] <= epoch]
             best = _roll_back(out, checkpoints, epoch, start_from, history) if placement.chief else -math.inf
             out.write_history(history)
@@ -395,6 +409,7 @@ def _fit(
     with stop_on_signals() as signals:
         callbacks = [
             EpochStart(batches),
+            *([EMAWeights()] if config.ema is not None else []),
             Reporter(progress, schedule, signals),
             RunRecorder(
                 run,
