@@ -38,6 +38,12 @@ def tiny_run(tiny, tmp_path_factory):
         1,
         "--batch-size",
         50,
+        "--ema",  # the recipe options leave a model that predicts and exports like any other
+        0.9,
+        "--mixup",
+        0.2,
+        "--cutmix",
+        1.0,
     )
     return runs / "tiny"
 
