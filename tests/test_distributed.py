@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -18,7 +17,7 @@ import pytest
 
 import resnetctl
 from resnetctl.runs import RunDir
-from tests.helpers import run_cli, steps_per_epoch
+from tests.helpers import needs, run_cli, steps_per_epoch
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +31,6 @@ from resnetctl.cli import main
 sys.argv[0] = "resnetctl"
 main()
 """
-
-
-def needs(module: str):
-    return pytest.mark.skipif(
-        importlib.util.find_spec(module) is None, reason=f"{module} not installed (pip install '.[{module}]')"
-    )
 
 
 def iterations(path) -> int:
