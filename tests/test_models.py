@@ -44,9 +44,11 @@ def keras_counts(model) -> tuple[int, int, int]:
     return size(model.weights), size(model.trainable_weights), int(macs)
 
 
+# preact-resnet1202 is left out: its blocks are preact-resnet1001's and its depth resnet1202's,
+# both here, and it alone took about 110 s on 2 cores
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", list_models())
-def test_every_model_builds_runs_saves_and_reloads(name, tmp_path):
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "preact-resnet1202"])
+def test_models_build_run_save_and_reload(name, tmp_path):
     spec = get_spec(name)
     size = 32 if spec.stem != "imagenet" else 64  # any input size works; keep it small
     # zero_init_last: untrained 1000-layer networks overflow in inference mode without it
