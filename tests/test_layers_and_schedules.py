@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 
 from resnetctl.errors import RunError
 from resnetctl.models.layers import BatchMix, RandomCropFlip
+from resnetctl.training.config import TrainConfig
 from resnetctl.training.losses import SparseCrossentropy
 from resnetctl.training.schedules import EpochSchedule
 from tests.helpers import REPO, needs
@@ -177,3 +179,20 @@ def test_mixing_compiles_on_jax_and_torch(backend):
     env = {**os.environ, "KERAS_BACKEND": backend}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "options,text",
+    [
+        ({"ema": 1.0}, "`ema` must be a decay in (0, 1)"),
+        ({"ema": 0.0}, "`ema` must be a decay in (0, 1)"),
+        ({"mixup": -0.2}, "`mixup` must be an alpha >= 0"),
+        ({"cutmix": float("nan")}, "`cutmix` must be an alpha >= 0"),
+        ({"mixup": 0.2, "mix_prob": 1.5}, "`mix_prob` must be in [0, 1]"),
+        ({"mix_prob": 0.5}, "apply only with --mixup and/or --cutmix"),
+    ],
+)
+def test_recipe_options_are_checked_before_keras(options, text):
+    with pytest.raises(RunError, match=re.escape(text)):
+        TrainConfig(model="resnet20", **options).validate()
+    TrainConfig(model="resnet20", ema=0.999, mixup=0.2, cutmix=1.0, mix_prob=0.5).validate()

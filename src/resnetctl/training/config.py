@@ -124,6 +124,9 @@ class TrainConfig:
         for label, value in (("mix_prob", self.mix_prob), ("mix_switch_prob", self.mix_switch_prob)):
             if not 0 <= value <= 1:
                 raise RunError(f"`{label}` must be in [0, 1]. Received: {label}={value}")
+        mixing_changed = (self.mix_prob, self.mix_switch_prob) != (DEFAULTS.mix_prob, DEFAULTS.mix_switch_prob)
+        if mixing_changed and not (self.mixup or self.cutmix):
+            raise RunError("--mix-prob and --mix-switch-prob apply only with --mixup and/or --cutmix")
         if not 0 <= self.momentum < 1:
             raise RunError(f"`momentum` must be in [0, 1). Received: {self.momentum}")
         check_schedule_args(self.schedule, self.lr, self.epochs, self.warmup(), self.power, self.milestones)
