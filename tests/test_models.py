@@ -120,6 +120,7 @@ def test_unknown_model_and_bad_options_are_clear_errors():
     assert result.exit_code != 0 and "shortcut" in str(result.exception)
 
 
+@pytest.mark.e2e  # two Python processes that import TensorFlow: 15 s
 def test_build_cli_json_and_save_with_zero_init_last(tmp_path):
     out = tmp_path / "r20.keras"
     cmd = (
