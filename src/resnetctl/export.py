@@ -83,7 +83,7 @@ def labels_path(out: Path) -> Path:
 
 
 def inference_model(model):
-    """The trained graph without augmentation, at float32, in built-in layers, weights copied."""
+    """The trained graph without its training-only layers, at float32, in built-in layers, weights copied."""
     import keras
 
     from resnetctl.models.layers import BatchMix, ChannelZeroPad, RandomCropFlip

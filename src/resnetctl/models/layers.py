@@ -1,7 +1,7 @@
 """The layers Keras lacks: the paper's option-A shortcut, jit-friendly augmentation, and
 MixUp/CutMix inside the train step.
 
-Both are registered serialisable, so a saved model reloads with ``keras.saving.load_model``
+All are registered serialisable, so a saved model reloads with ``keras.saving.load_model``
 once ``resnetctl`` is imported.
 """
 
