@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -451,3 +452,56 @@ def test_ema_with_mixup_and_cutmix_survives_a_resume_exactly(backend, cifar_smal
     raw = slots[1 : 1 + len(weights)]
     assert all(r.shape == w.shape for r, w in zip(raw, weights, strict=True))
     assert any(not np.allclose(r, w) for r, w in zip(raw, weights, strict=True))
+
+
+FAULTS_SCRIPT = """
+import resource, sys
+import keras
+from resnetctl.data.pipeline import EpochStart, train_batches
+from resnetctl.data.store import open_dataset
+from resnetctl.models import create_model_for
+from resnetctl.training.config import TrainConfig
+from resnetctl.training.trainer import compile_model, make_schedule, train
+
+data_dir, runs_dir, train_first = sys.argv[1], sys.argv[2], sys.argv[3] == "yes"
+config = TrainConfig(model="resnet8", dataset="cifar-small", data_dir=data_dir, runs_dir=runs_dir,
+                     run="faults", epochs=1, batch_size=64)
+if train_first:
+    train(config)
+info = open_dataset("cifar-small", data_dir)
+batches = train_batches(info, 64, None, 0)
+model = create_model_for("resnet8", info, weight_decay=5e-4, seed=0)
+compile_model(model, config, make_schedule(config, len(batches)), info.num_classes)
+faults = []
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+count = keras.callbacks.LambdaCallback(
+    on_epoch_begin=lambda e, logs: faults.append(-minor_faults()),
+    on_epoch_end=lambda e, logs: faults.__setitem__(-1, faults[-1] + minor_faults()),
+)
+model.fit(batches, epochs=3, shuffle=False, verbose=0, callbacks=[EpochStart(batches), count])
+print(min(faults[1:]) / info.splits["train"])
+"""
+
+
+def test_training_keeps_freed_memory_after_tensorflow_pins_the_mmap_threshold(cifar_small, data_dir, tmp_path):
+    """TensorFlow's generator op pins glibc's mmap threshold at 128 KiB once per process, so every
+    large buffer is mapped and faulted in again each step (src/resnetctl/heap.py). ``train`` undoes
+    it: a plain fit on ``Batches`` after ``train`` in the same process faults a fraction as often
+    as one in a fresh process."""
+
+    def faults_per_image(train_first: str) -> float:
+        proc = subprocess.run(
+            [sys.executable, "-c", FAULTS_SCRIPT, str(data_dir), str(tmp_path / train_first), train_first],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        return float(proc.stdout.split()[-1])
+
+    fresh = faults_per_image("no")
+    if fresh < 2:
+        pytest.skip(f"this TensorFlow leaves the mmap threshold alone ({fresh:.1f} faults per image)")
+    assert faults_per_image("yes") < fresh / 4

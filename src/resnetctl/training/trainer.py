@@ -22,6 +22,7 @@ from resnetctl import __version__, paths
 from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
 from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
+from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
 from resnetctl.models import check_model_fits, create_model_for
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model, now, score
@@ -408,6 +409,7 @@ def _fit(
     )
     with stop_on_signals() as signals:
         callbacks = [
+            KeepFreedMemory(),
             EpochStart(batches),
             *([EMAWeights()] if config.ema is not None else []),
             Reporter(progress, schedule, signals),
