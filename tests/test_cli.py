@@ -72,7 +72,7 @@ def test_help_shows_every_default_and_environment_variable():
         "default: (poly)",
         "default: (sgd)",
         "default: (0.1)",
-        "default: (128)",
+        "default: (128, halved down to 32 while an epoch has under 50 steps)",
         "env var: RESNETCTL_DATA_DIR",
         "env var: RESNETCTL_RUNS_DIR",
         "default: (MODEL-DATASET-TIMESTAMP)",

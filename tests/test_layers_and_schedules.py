@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 
 from resnetctl.errors import RunError
 from resnetctl.models.layers import BatchMix, RandomCropFlip
-from resnetctl.training.config import TrainConfig
+from resnetctl.training.config import TrainConfig, config_from_file, default_batch_size, default_ema
 from resnetctl.training.losses import SparseCrossentropy
 from resnetctl.training.schedules import EpochSchedule
 from tests.helpers import REPO, needs
@@ -184,8 +186,8 @@ def test_mixing_compiles_on_jax_and_torch(backend):
 @pytest.mark.parametrize(
     "options,text",
     [
-        ({"ema": 1.0}, "`ema` must be a decay in (0, 1)"),
-        ({"ema": 0.0}, "`ema` must be a decay in (0, 1)"),
+        ({"ema": 1.0}, "`ema` must be a decay in [0, 1)"),
+        ({"ema": -0.5}, "`ema` must be a decay in [0, 1)"),
         ({"mixup": -0.2}, "`mixup` must be an alpha >= 0"),
         ({"cutmix": float("nan")}, "`cutmix` must be an alpha >= 0"),
         ({"mixup": 0.2, "mix_prob": 1.5}, "`mix_prob` must be in [0, 1]"),
@@ -196,3 +198,38 @@ def test_recipe_options_are_checked_before_keras(options, text):
     with pytest.raises(RunError, match=re.escape(text)):
         TrainConfig(model="resnet20", **options).validate()
     TrainConfig(model="resnet20", ema=0.999, mixup=0.2, cutmix=1.0, mix_prob=0.5).validate()
+
+
+def test_ema_is_on_by_default_from_fifty_steps_an_epoch_and_zero_or_an_older_runs_null_is_off(tmp_path):
+    """The default averages the weights where an epoch has 50 steps or more; ``--ema 0`` turns it
+    off, and a config.json written before the default existed (``"ema": null``) still reads as
+    off, for resume and --config."""
+    assert [default_ema(steps) for steps in (391, 50, 49, 32)] == [0.99, 0.99, 0.0, 0.0]
+    subset, small = (SimpleNamespace(splits={"train": n}, image_size=32) for n in (4_499, 1_000))
+    assert TrainConfig(model="resnet20").resolved(subset).ema == 0.99  # 71 steps of 64
+    assert TrainConfig(model="resnet20").resolved(small).ema == 0  # 32 steps of 32
+    assert TrainConfig(model="resnet20", batch_size=128).resolved(subset).ema == 0  # 36 steps
+    assert TrainConfig(model="resnet20", ema=0).validate().resolved(subset).ema == 0
+    assert TrainConfig(model="resnet20", ema=0.9).resolved(small).ema == 0.9
+    older = tmp_path / "config.json"
+    older.write_text(json.dumps({"model": "resnet20", "dataset": "cifar10", "ema": None, "created": "2026-11-01"}))
+    assert config_from_file(older).validate().resolved(subset).ema == 0
+    assert TrainConfig.from_dict({"model": "resnet20", "ema": None}).ema == 0
+
+
+def test_default_batch_size_halves_while_an_epoch_has_under_fifty_steps():
+    """The papers' 128 where an epoch has 50 steps or more (CIFAR, Tiny ImageNet in full)."""
+    assert [default_batch_size(n) for n in (100_000, 50_000, 45_000, 6_273, 6_272, 4_499, 1_000, 10)] == [
+        128,
+        128,
+        128,
+        128,
+        64,
+        64,
+        32,
+        32,
+    ]
+    subset = SimpleNamespace(splits={"train": 4_499}, image_size=32)
+    resolved = TrainConfig(model="resnet20").resolved(subset)
+    assert (resolved.batch_size, resolved.augmentation) == (64, "crop-flip")
+    assert TrainConfig(model="resnet20", batch_size=128).resolved(subset).batch_size == 128

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -161,6 +162,20 @@ def test_folder_with_odd_and_bad_images(messy_folder, tmp_path):
 def test_folder_needs_a_size_when_images_vary(messy_folder, tmp_path):
     proc = run_cli("prepare", "folder", "--source", messy_folder, "--data-dir", tmp_path / "data", check=False)
     one_line_error(proc, 1, "--size")
+
+
+def test_the_defaults_keep_fifty_steps_an_epoch(cifar, cifar_small, data_dir):
+    """--dry-run shows the batch and EMA train would use: batch 64 and EMA 0.99 for the subset's
+    4,499 images (36 steps at 128), batch 32 and no EMA for cifar-small's 1,000; flags given stay."""
+
+    def resolved(*args):
+        proc = run_cli("train", "resnet20", "--data-dir", data_dir, "--dry-run", *args)
+        return tuple(float(re.search(rf"│ {key}\s+│ ([\d.]+)", proc.stdout).group(1)) for key in ("batch_size", "ema"))
+
+    assert resolved("--dataset", "cifar10") == (64, 0.99)
+    assert resolved("--dataset", "cifar-small") == (32, 0)
+    assert resolved("--dataset", "cifar10", "--batch-size", 128) == (128, 0)
+    assert resolved("--dataset", "cifar-small", "--ema", 0.9) == (32, 0.9)
 
 
 def test_existing_dataset_needs_force(cifar, data_dir):

@@ -269,7 +269,10 @@ def train(
     data_dir: DataDir = None,
     epochs: Annotated[int | None, typer.Option(help="Total epochs.", show_default=_default("epochs"))] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Global batch size.", show_default=_default("batch_size"))
+        int | None,
+        typer.Option(
+            help="Global batch size.", show_default="128, halved down to 32 while an epoch has under 50 steps"
+        ),
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default=_default("lr"))] = None,
     schedule: Annotated[
@@ -321,9 +324,9 @@ def train(
     ema: Annotated[
         float | None,
         typer.Option(
-            help="Keep an exponential moving average of the weights with this decay (e.g. 0.999); it is what "
-            "validation, the checkpoints, evaluate, predict and export use.",
-            show_default="off",
+            help="Keep an exponential moving average of the weights with this decay per step (0: off); it is "
+            "what validation, the checkpoints, evaluate, predict and export use.",
+            show_default="0.99 where an epoch has 50 steps or more, else off",
         ),
     ] = None,
     mixup: Annotated[
@@ -438,7 +441,7 @@ def train(
 
         spec = get_spec(config.model)
         return ui.show_dry_run(
-            console, config.to_dict(), spec, profile_spec(spec, info.image_size, info.num_classes), info
+            console, config.resolved(info).to_dict(), spec, profile_spec(spec, info.image_size, info.num_classes), info
         )
     _import_backend_quietly()
     from resnetctl.training.trainer import train as run_training

@@ -72,11 +72,6 @@ def library_versions() -> dict:
     return versions
 
 
-def default_augmentation(image_size: int) -> str:
-    """Pad-and-crop + flip for small images (CIFAR, Tiny ImageNet), random-resized crop above."""
-    return "crop-flip" if image_size <= 64 else "resized-crop-flip"
-
-
 def _set_up_backend(config: TrainConfig) -> None:
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_dtype_policy(config.precision)
@@ -96,7 +91,7 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
     from resnetctl.models.layers import BatchMix
 
     common = {"global_clipnorm": config.clip_norm}
-    if config.ema is not None:
+    if config.ema:
         common.update(use_ema=True, ema_momentum=config.ema)
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True, **common)
@@ -163,9 +158,8 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
     paths.check_name(name, "Run")
     run = RunDir(root / name)
     placement = resolve(strategy)
+    config = replace(config.resolved(info), run=name)
     placement.check_batch_size(config.batch_size)
-    augmentation = config.augmentation or default_augmentation(info.image_size)
-    config = replace(config, run=name, augmentation=augmentation)
     _set_up_backend(config)
     with _RunWriter(run, placement) as out:
         if placement.chief and out.path.exists():
@@ -182,7 +176,7 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
                 config.model,
                 info,
                 weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
-                augmentation=augmentation,
+                augmentation=config.augmentation,
                 seed=config.seed,
                 zero_init_last=config.zero_init_last,
                 mixup=config.mixup,
@@ -277,7 +271,7 @@ def resume(
             steps = len(batches)
             schedule = make_schedule(config, steps, constant_lr)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
-            if config.ema is not None:  # a checkpoint holds the average in the model (EMAWeights)
+            if config.ema:  # a checkpoint holds the average in the model (EMAWeights)
                 swap_ema(model)
             history = [r for r in rd.history() if r["epoch"] <= epoch]
             best = _roll_back(out, checkpoints, epoch, start_from, history) if placement.chief else -math.inf
@@ -411,7 +405,7 @@ def _fit(
         callbacks = [
             KeepFreedMemory(),
             EpochStart(batches),
-            *([EMAWeights()] if config.ema is not None else []),
+            *([EMAWeights()] if config.ema else []),
             Reporter(progress, schedule, signals),
             RunRecorder(
                 run,
