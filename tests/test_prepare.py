@@ -164,9 +164,10 @@ def test_folder_needs_a_size_when_images_vary(messy_folder, tmp_path):
     one_line_error(proc, 1, "--size")
 
 
-def test_the_defaults_keep_fifty_steps_an_epoch(cifar, cifar_small, data_dir):
+def test_the_default_batch_and_ema_follow_the_steps_of_the_run(cifar, cifar_small, data_dir):
     """--dry-run shows the batch and EMA train would use: batch 64 and EMA 0.99 for the subset's
-    4,499 images (36 steps at 128), batch 32 and no EMA for cifar-small's 1,000; flags given stay."""
+    4,499 images (36 steps at 128; 2,130 steps in 30 epochs at 64), batch 32 and no EMA for
+    cifar-small's 1,000 (960 steps); flags given stay."""
 
     def resolved(*args):
         proc = run_cli("train", "resnet20", "--data-dir", data_dir, "--dry-run", *args)
