@@ -164,19 +164,17 @@ def test_folder_needs_a_size_when_images_vary(messy_folder, tmp_path):
     one_line_error(proc, 1, "--size")
 
 
-def test_the_default_batch_and_ema_follow_the_steps_of_the_run(cifar, cifar_small, data_dir):
-    """--dry-run shows the batch and EMA train would use: batch 64 and EMA 0.99 for the subset's
-    4,499 images (36 steps at 128; 2,130 steps in 30 epochs at 64), batch 32 and no EMA for
-    cifar-small's 1,000 (960 steps); flags given stay."""
+def test_the_default_batch_keeps_fifty_steps_an_epoch(cifar, cifar_small, data_dir):
+    """--dry-run shows the batch train would use: 64 for the subset's 4,499 images (36 steps at
+    128), 32 for cifar-small's 1,000; a --batch-size given stays."""
 
-    def resolved(*args):
+    def batch(*args):
         proc = run_cli("train", "resnet20", "--data-dir", data_dir, "--dry-run", *args)
-        return tuple(float(re.search(rf"│ {key}\s+│ ([\d.]+)", proc.stdout).group(1)) for key in ("batch_size", "ema"))
+        return int(re.search(r"│ batch_size\s+│ (\d+)", proc.stdout).group(1))
 
-    assert resolved("--dataset", "cifar10") == (64, 0.99)
-    assert resolved("--dataset", "cifar-small") == (32, 0)
-    assert resolved("--dataset", "cifar10", "--batch-size", 128) == (128, 0)
-    assert resolved("--dataset", "cifar-small", "--ema", 0.9) == (32, 0.9)
+    assert batch("--dataset", "cifar10") == 64
+    assert batch("--dataset", "cifar-small") == 32
+    assert batch("--dataset", "cifar10", "--batch-size", 128) == 128
 
 
 def test_existing_dataset_needs_force(cifar, data_dir):

@@ -352,8 +352,8 @@ def _trainable_weights(path):
 
 def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(cifar_small, data_dir, runs):
     """One epoch with gradients clipped to 1e-6 barely moves the weights, one without moves them;
-    --keep-checkpoints 2 leaves the two newest epoch files and best/last. ``--ema 0`` (the average
-    is on by default) makes the checkpoints hold the raw weights, and is recorded as off."""
+    --keep-checkpoints 2 leaves the two newest epoch files and best/last. ``--ema 0`` (off, as by
+    default) is accepted and recorded as 0."""
     common = ["resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs, "--ema", 0]
     common += ["--epochs", 3, "--checkpoint-every", 1, "--batch-size", 64, "--warmup-epochs", 0]
     run_cli("train", *common, "--run", "plain", "--keep-checkpoints", 5)

@@ -326,7 +326,7 @@ def train(
         typer.Option(
             help="Keep an exponential moving average of the weights with this decay per step (0: off); it is "
             "what validation, the checkpoints, evaluate, predict and export use.",
-            show_default="0.99 for runs of 2,000 steps or more, else off",
+            show_default="off",
         ),
     ] = None,
     mixup: Annotated[

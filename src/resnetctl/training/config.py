@@ -52,8 +52,6 @@ def check_schedule_args(kind, base_lr, epochs, warmup_epochs=0.0, power=1.0, mil
 PAPER_BATCH_SIZE = 128
 MIN_STEPS_PER_EPOCH = 50
 MIN_DEFAULT_BATCH_SIZE = 32
-DEFAULT_EMA = 0.99
-MIN_EMA_STEPS = 2000
 
 
 def default_batch_size(train_images: int) -> int:
@@ -66,17 +64,6 @@ def default_batch_size(train_images: int) -> int:
     while size > MIN_DEFAULT_BATCH_SIZE and math.ceil(train_images / size) < MIN_STEPS_PER_EPOCH:
         size //= 2
     return size
-
-
-def default_ema(total_steps: int) -> float:
-    """0.99 (an average over about 100 steps) for runs of 2,000 steps or more, else off.
-
-    Over the last 5% of a run or less, the average smooths the end of training: on the CIFAR
-    subset (30 epochs of 71 steps) it lifted the mean of three seeds from 73.7% to 74.2% and the
-    worst seed from 71.6% to 73.4%. Over a larger share it lags behind the weights and their
-    batch-norm statistics: it cost 1-2 points in 30 epochs of 36 steps and 1.4 points in the
-    README's 6-epoch demo (docs/benchmarks.md)."""
-    return DEFAULT_EMA if total_steps >= MIN_EMA_STEPS else 0.0
 
 
 def default_augmentation(image_size: int) -> str:
@@ -108,7 +95,7 @@ class TrainConfig:
     checkpoint_every: int = 5
     keep_checkpoints: int | None = None  # None: keep every periodic checkpoint
     clip_norm: float | None = None  # None: no gradient clipping
-    ema: float | None = None  # decay of an average of the weights used to validate and save; 0: off; None: default_ema
+    ema: float = 0.0  # decay of an average of the weights used to validate and save; 0: off
     mixup: float = 0.0  # MixUp's Beta alpha; 0: off
     cutmix: float = 0.0  # CutMix's Beta alpha; 0: off
     mix_prob: float = 1.0  # share of batches mixed when --mixup/--cutmix are on
@@ -151,7 +138,7 @@ class TrainConfig:
             raise RunError(f"`keep_checkpoints` must be >= 1. Received: keep_checkpoints={self.keep_checkpoints}")
         if self.clip_norm is not None and not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise RunError(f"`clip_norm` must be a finite number > 0. Received: {self.clip_norm}")
-        if self.ema is not None and not (math.isfinite(self.ema) and 0 <= self.ema < 1):
+        if not (math.isfinite(self.ema) and 0 <= self.ema < 1):
             raise RunError(f"`ema` must be a decay in [0, 1) (0: off), e.g. 0.999. Received: ema={self.ema}")
         for label, value in (("mixup", self.mixup), ("cutmix", self.cutmix)):
             if not (math.isfinite(value) and value >= 0):
@@ -175,14 +162,11 @@ class TrainConfig:
         return self
 
     def resolved(self, info) -> TrainConfig:
-        """The defaults that depend on the dataset (batch size, EMA, augmentation) filled in from
-        its ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
-        batch_size = self.batch_size or default_batch_size(info.splits["train"])
-        total_steps = self.epochs * math.ceil(info.splits["train"] / batch_size)
+        """The defaults that depend on the dataset (batch size, augmentation) filled in from its
+        ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
         return replace(
             self,
-            batch_size=batch_size,
-            ema=default_ema(total_steps) if self.ema is None else self.ema,
+            batch_size=self.batch_size or default_batch_size(info.splits["train"]),
             augmentation=self.augmentation or default_augmentation(info.image_size),
         )
 
@@ -201,7 +185,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["milestones"] = tuple(d.get("milestones") or ())
-        if "ema" in d and d["ema"] is None:  # runs before EMA had a default wrote null for off
+        if "ema" in d and d["ema"] is None:  # older runs wrote null for off
             d["ema"] = 0.0
         return cls(**d)
 
