@@ -47,7 +47,11 @@ class KeepFreedMemory(keras.callbacks.Callback):
 
     The op sets it from inside ``fit``, when a dataset is first iterated, so it cannot be undone
     beforehand; re-applying it each batch (one ``mallopt`` call, microseconds against a step of
-    tens of milliseconds) holds whether the op sets it once per process or once per iterator."""
+    tens of milliseconds) holds whether the op sets it once per process or once per iterator.
+    ``async_safe``: ``mallopt`` takes glibc's own lock, so Keras may keep dispatching steps
+    asynchronously (a batch-end hook without it makes every step wait for its logs)."""
+
+    async_safe = True
 
     def on_train_batch_end(self, batch, logs=None):
         keep_freed_memory()
