@@ -17,7 +17,7 @@ import typer
 from resnetctl import __version__, ui
 from resnetctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ResnetctlError
 from resnetctl.paths import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV
-from resnetctl.training.config import DEFAULTS, PRECISIONS, SCHEDULES
+from resnetctl.training.config import DEFAULT_BATCH_SIZE_RULE, DEFAULTS, PRECISIONS, SCHEDULES
 
 app = typer.Typer(
     name="resnetctl",
@@ -270,9 +270,7 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Total epochs.", show_default=_default("epochs"))] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(
-            help="Global batch size.", show_default="128, halved down to 32 while an epoch has under 50 steps"
-        ),
+        typer.Option(help="Global batch size.", show_default=DEFAULT_BATCH_SIZE_RULE),
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default=_default("lr"))] = None,
     schedule: Annotated[

@@ -4,8 +4,9 @@ TensorFlow's tf.data generator op (behind every Keras ``PyDataset`` on the Tenso
 calls ``mallopt(M_TRIM_THRESHOLD, 128 KiB)`` the first time it runs. Setting any malloc
 threshold switches off glibc's dynamic mmap threshold, which then stays at its 128 KiB start:
 every activation buffer above 128 KiB is mmap'd and unmapped on each step and its pages are
-faulted in again. With ResNet20 at batch 64 on 2 CPU cores that was about 3,000 page faults
-an image and half of the training time spent in the kernel (docs/benchmarks.md).
+faulted in again. With ResNet20 at batch 64 on one 2-core machine that was about 3,000 page
+faults an image and half of the training time spent in the kernel; other CPUs pay far less
+(docs/benchmarks.md).
 
 ``keep_freed_memory`` puts both thresholds where glibc's own dynamic rule ends up (mmap 32 MiB,
 trim twice that), so the memory a step frees is reused by the next one. It is a no-op where

@@ -52,6 +52,9 @@ def check_schedule_args(kind, base_lr, epochs, warmup_epochs=0.0, power=1.0, mil
 PAPER_BATCH_SIZE = 128
 MIN_STEPS_PER_EPOCH = 50
 MIN_DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE_RULE = (
+    f"{PAPER_BATCH_SIZE}, halved down to {MIN_DEFAULT_BATCH_SIZE} while an epoch has under {MIN_STEPS_PER_EPOCH} steps"
+)
 
 
 def default_batch_size(train_images: int) -> int:
