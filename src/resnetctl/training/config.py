@@ -169,7 +169,7 @@ class TrainConfig:
         ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
         return replace(
             self,
-            batch_size=self.batch_size or default_batch_size(info.splits["train"]),
+            batch_size=default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size,
             augmentation=self.augmentation or default_augmentation(info.image_size),
         )
 
