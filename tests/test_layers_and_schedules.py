@@ -186,10 +186,10 @@ def test_mixing_compiles_on_jax_and_torch(backend):
 @pytest.mark.parametrize(
     "options,text",
     [
-        ({"ema": 1.0}, "`ema` must be a decay in [0, 1)"),
-        ({"ema": -0.5}, "`ema` must be a decay in [0, 1)"),
-        ({"mixup": -0.2}, "`mixup` must be an alpha >= 0"),
-        ({"cutmix": float("nan")}, "`cutmix` must be an alpha >= 0"),
+        ({"ema": 1.0}, "`ema` must be in [0, 1). Received: ema=1.0"),
+        ({"ema": -0.5}, "`ema` must be in [0, 1). Received: ema=-0.5"),
+        ({"mixup": -0.2}, "`mixup` must be a finite number >= 0"),
+        ({"cutmix": float("nan")}, "`cutmix` must be a finite number >= 0"),
         ({"mixup": 0.2, "mix_prob": 1.5}, "`mix_prob` must be in [0, 1]"),
         ({"mix_prob": 0.5}, "apply only with --mixup and/or --cutmix"),
     ],

@@ -16,10 +16,12 @@ def test_keeping_the_newest_checkpoints_deletes_only_older_epoch_files(tmp_path)
     run.best_path.write_bytes(b"best")
     run.last_path.write_bytes(b"last")
 
-    assert run.keep_newest_epoch_files(2) == [1, 2, 3]  # by epoch number, not by name or age
+    # every 5th epoch and the 2 newest: by epoch number, not by name or age
+    assert run.prune_epoch_files(every=5, recent=2, keep=None) == [1, 2, 3]
     assert [e for e, _ in run.epoch_files()] == [10, 12]
     assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == sorted(
         [*mine, "epoch_0010.keras", "epoch_0012.keras"]
     )
     assert run.best_path.exists() and run.last_path.exists()
-    assert run.keep_newest_epoch_files(5) == []
+    assert run.prune_epoch_files(every=5, recent=2, keep=None) == []
+    assert run.prune_epoch_files(every=5, recent=2, keep=1) == [10]  # at most `keep`, the newest

@@ -6,18 +6,20 @@ happen inside the commands, so ``--help`` and errors are instant.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from resnetctl import __version__, ui
-from resnetctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ResnetctlError
+from resnetctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Diverged, ResnetctlError, Stopped
 from resnetctl.paths import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV
-from resnetctl.training.config import DEFAULT_BATCH_SIZE_RULE, DEFAULTS, PRECISIONS, SCHEDULES
 
 app = typer.Typer(
     name="resnetctl",
@@ -65,11 +67,6 @@ StrategyOpt = Annotated[
         "else every local GPU (mirrored) when there are several, else one device."
     ),
 ]
-
-
-def _default(field: str) -> str:
-    """The help's default for a train option, read from the one place defaults are written."""
-    return str(getattr(DEFAULTS, field))
 
 
 def _version(value: bool):
@@ -193,6 +190,7 @@ def build(
         bool, typer.Option("--zero-init-last", help="Start each residual branch at zero (--save).")
     ] = False,
     save: Annotated[Path | None, typer.Option(help="Save the untrained model to PATH.keras.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file at --save.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List every model with depth, parameters, MACs.")] = False,
     as_json: JsonOpt = False,
 ):
@@ -205,6 +203,14 @@ def build(
         rows = profile_zoo()
         return _print_json(rows) if as_json else ui.show_zoo(console, rows)
     spec = get_spec(model)
+    target = None
+    if save is not None:
+        from resnetctl.errors import ModelError
+        from resnetctl.outputs import claim
+
+        if save.suffix != ".keras":
+            raise ModelError(f"--save must end in .keras. Received: {save}")
+        target = claim(save, "--save", force=force)
     if shortcut:
         spec = spec.replace(shortcut=shortcut)
     info = None
@@ -214,23 +220,17 @@ def build(
         info = open_dataset(dataset, data_dir)
         input_size, num_classes = info.image_size, info.num_classes
     profile = profile_spec(spec, input_size, num_classes)
-    if save:
-        _save_untrained(save, model, info, input_size, num_classes, shortcut, weight_decay, zero_init_last)
+    if target is not None:
+        _save_untrained(target, model, info, input_size, num_classes, shortcut, weight_decay, zero_init_last)
     if as_json:
         return _print_json({**profile.to_dict(), "saved": str(save) if save else None})
     ui.show_model(console, spec, profile, saved=save)
 
 
-def _save_untrained(save: Path, model, info, input_size, num_classes, shortcut, weight_decay, zero_init_last):
-    from resnetctl.errors import ModelError
-    from resnetctl.paths import check_output_parent
-
-    if save.suffix != ".keras":
-        raise ModelError(f"--save must end in .keras. Received: {save}")
-    check_output_parent(save, "--save")
+def _save_untrained(target, model, info, input_size, num_classes, shortcut, weight_decay, zero_init_last):
     _import_backend_quietly()
-    from resnetctl import atomic
     from resnetctl.models import create_model_for
+    from resnetctl.outputs import written
 
     keras_model = create_model_for(
         model,
@@ -241,13 +241,41 @@ def _save_untrained(save: Path, model, info, input_size, num_classes, shortcut, 
         weight_decay=weight_decay,
         zero_init_last=zero_init_last,
     )
-    with atomic.atomic_path(save, suffix=".keras") as tmp:
+    with written(target, suffix=".keras") as tmp:
         keras_model.save(tmp)
 
 
 # --------------------------------------------------------------------------- train / resume
-@app.command()
-def train(
+def _train_option(f) -> inspect.Parameter:
+    """A Typer option made from a TrainConfig field's declaration (its help, default, flag)."""
+    from resnetctl.training.config import option_kind
+
+    meta = f.metadata
+    base, _ = option_kind(f)
+    dash = f.name.replace("_", "-")
+    if base is bool:
+        decls, kind = [meta.get("flag") or f"--{dash}/--no-{dash}"], bool
+    elif typing.get_origin(base) is tuple:
+        decls, kind = [f"--{dash}"], str  # a comma-separated list, parsed by config_from_flags
+    else:
+        decls, kind = [f"--{dash}"], base
+    default = f.default
+    shown = meta.get("show_default") or (
+        ("on" if default else "off") if isinstance(default, bool) else str(default) if default is not None else None
+    )
+    option = typer.Option(
+        *decls,
+        help=meta["help"],
+        show_default=shown if shown is not None else False,
+        envvar=meta.get("envvar"),
+        show_envvar=bool(meta.get("envvar")),
+    )
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
+
+
+def _train(
     model: Annotated[
         str | None,
         typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--config's"),
@@ -256,195 +284,52 @@ def train(
         Path | None,
         typer.Option(
             "--config",
-            help="A run's config.json (or a JSON object of its keys) to train again; flags given here override it.",
+            help="A run's config.json (or a JSON object of its keys) to train again, its resume changes "
+            "included; flags given here override it.",
         ),
     ] = None,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", help="Print the resolved config, the model and the dataset; train nothing."),
-    ] = False,
-    dataset: Annotated[
-        str | None, typer.Option(help="Prepared dataset name or path.", show_default=DEFAULTS.dataset)
-    ] = None,
-    data_dir: DataDir = None,
-    epochs: Annotated[int | None, typer.Option(help="Total epochs.", show_default=_default("epochs"))] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(help="Global batch size.", show_default=DEFAULT_BATCH_SIZE_RULE),
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default=_default("lr"))] = None,
-    schedule: Annotated[
-        str | None, typer.Option(help=" | ".join(SCHEDULES) + ".", show_default=_default("schedule"))
-    ] = None,
-    power: Annotated[
-        float | None, typer.Option(help="poly: lr * (1 - epoch/epochs) ** power.", show_default=_default("power"))
-    ] = None,
-    milestones: Annotated[str | None, typer.Option(help="step: epochs where lr drops 10x, e.g. 82,123.")] = None,
-    warmup_epochs: Annotated[
-        float | None, typer.Option(help="Linear warmup from 0 to --lr.", show_default="2, a tenth of shorter runs")
-    ] = None,
-    optimizer: Annotated[
-        str | None, typer.Option(help="sgd (Nesterov momentum 0.9) | adamw.", show_default=_default("optimizer"))
-    ] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="Decay coefficient.", show_default=_default("weight_decay"))
-    ] = None,
-    label_smoothing: Annotated[float | None, typer.Option(show_default=_default("label_smoothing"))] = None,
-    augmentation: Annotated[
-        str | None,
         typer.Option(
-            help="crop-flip | resized-crop-flip | none.", show_default="crop-flip up to 64px, else resized-crop-flip"
-        ),
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help=" | ".join(PRECISIONS) + ".", show_default=_default("precision"))
-    ] = None,
-    jit: Annotated[
-        bool | None, typer.Option("--jit/--no-jit", help="XLA compilation.", show_default="Keras decides")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(show_default=_default("seed"))] = None,
-    checkpoint_every: Annotated[
-        int | None,
-        typer.Option(
-            help="Keep checkpoints/epoch_NNNN.keras every N epochs.", show_default=_default("checkpoint_every")
-        ),
-    ] = None,
-    keep_checkpoints: Annotated[
-        int | None,
-        typer.Option(
-            help="Keep only the N newest epoch checkpoints (best.keras and last.keras always stay).",
-            show_default="keep all",
-        ),
-    ] = None,
-    clip_norm: Annotated[
-        float | None, typer.Option(help="Clip gradients to this global norm.", show_default="no clipping")
-    ] = None,
-    ema: Annotated[
-        float | None,
-        typer.Option(
-            help="Keep an exponential moving average of the weights with this decay per step (0: off); it is "
-            "what validation, the checkpoints, evaluate, predict and export use.",
-            show_default="off",
-        ),
-    ] = None,
-    mixup: Annotated[
-        float | None,
-        typer.Option(help="MixUp with this Beta alpha (e.g. 0.2), in the train step.", show_default="off"),
-    ] = None,
-    cutmix: Annotated[
-        float | None,
-        typer.Option(help="CutMix with this Beta alpha (e.g. 1.0), in the train step.", show_default="off"),
-    ] = None,
-    mix_prob: Annotated[
-        float | None,
-        typer.Option(help="Share of batches mixed by --mixup/--cutmix.", show_default=_default("mix_prob")),
-    ] = None,
-    mix_switch_prob: Annotated[
-        float | None,
-        typer.Option(
-            help="With --mixup and --cutmix, the share of mixed batches that get CutMix.",
-            show_default=_default("mix_switch_prob"),
-        ),
-    ] = None,
-    init_from: Annotated[
-        str | None,
-        typer.Option(
-            help="Start from a run's best weights (or a .keras file): layers that match are loaded, a classifier "
-            "for another class count starts fresh.",
-            show_default="random init",
-        ),
-    ] = None,
-    runs_dir: RunsDir = None,
-    run: Annotated[str | None, typer.Option(help="Run name.", show_default="MODEL-DATASET-TIMESTAMP")] = None,
-    zero_init_last: Annotated[
-        bool, typer.Option("--zero-init-last", help="Start each residual branch at zero (timm's zero_init_last).")
-    ] = False,
-    tensorboard: Annotated[
-        bool,
-        typer.Option(
-            "--tensorboard",
-            help="Also write history.csv's numbers as TensorBoard scalars (needs the tensorboard extra).",
+            "--dry-run", help="Print the plan (every setting resolved), the model and the dataset; train nothing."
         ),
     ] = False,
-    in_memory: Annotated[
-        bool | None,
-        typer.Option(
-            "--in-memory/--stream",
-            help="Hold train in memory or stream it from HDF5.",
-            show_default="in memory when it fits",
-        ),
-    ] = None,
     strategy: StrategyOpt = "auto",
+    **options,
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
-    from resnetctl.data.store import open_dataset
-    from resnetctl.errors import RunError
-    from resnetctl.paths import check_folder
-    from resnetctl.paths import runs_dir as resolve_runs_dir
-    from resnetctl.training.config import TrainConfig, check_strategy, config_from_file
+    from resnetctl.plan import plan_train
+    from resnetctl.training.config import config_from_flags
 
-    try:
-        parsed = tuple(int(m) for m in milestones.split(",") if m.strip()) if milestones else None
-    except ValueError:
-        raise RunError(f"--milestones must be epochs separated by commas. Received: {milestones!r}") from None
-    if config_file is not None:
-        base = config_from_file(config_file)
-    elif model is None:
-        raise RunError("Missing MODEL", hint="e.g. `resnetctl train resnet20`, or --config RUN/config.json")
-    else:
-        base = TrainConfig(model=model)
-    config = base.with_overrides(
-        model=model,
-        dataset=dataset,
-        data_dir=str(data_dir) if data_dir else None,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        schedule=schedule,
-        power=power,
-        milestones=parsed,
-        warmup_epochs=warmup_epochs,
-        optimizer=optimizer,
-        weight_decay=weight_decay,
-        label_smoothing=label_smoothing,
-        augmentation=augmentation,
-        precision=precision,
-        jit=jit,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints,
-        clip_norm=clip_norm,
-        ema=ema,
-        mixup=mixup,
-        cutmix=cutmix,
-        mix_prob=mix_prob,
-        mix_switch_prob=mix_switch_prob,
-        init_from=init_from,
-        runs_dir=str(runs_dir) if runs_dir else None,
-        run=run,
-        tensorboard=tensorboard or None,
-        in_memory=in_memory,
-        zero_init_last=zero_init_last or None,
-    ).validate()
-    check_strategy(strategy)
-    info = open_dataset(config.dataset, config.data_dir)
-    check_folder(resolve_runs_dir(config.runs_dir), "Runs dir")
-    if config.init_from:
-        from resnetctl.runs import init_source
-
-        init_source(config.init_from, config.runs_dir)  # a missing source is a mistake to answer now
+    plan = plan_train(config_from_flags(model, config_file, options), strategy)
     if dry_run:
         from resnetctl.models import get_spec
         from resnetctl.models.profile import profile_spec
 
-        spec = get_spec(config.model)
+        spec = get_spec(plan.config.model)
+        info = plan.dataset
         return ui.show_dry_run(
-            console, config.resolved(info).to_dict(), spec, profile_spec(spec, info.image_size, info.num_classes), info
+            console, plan.describe(), spec, profile_spec(spec, info.image_size, info.num_classes), info
         )
     _import_backend_quietly()
     from resnetctl.training.trainer import train as run_training
 
-    ui.show_trained(console, run_training(config, ui.TrainingDisplay(console), strategy=strategy))
+    ui.show_trained(console, run_training(plan, ui.TrainingDisplay(console)))
+
+
+def _with_train_options(command):
+    """Give ``command`` one option per TrainConfig field declared for the command line."""
+    from resnetctl.training.config import cli_options
+
+    signature = inspect.signature(command, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    generated = [_train_option(f) for f in cli_options()]
+    command.__signature__ = signature.replace(parameters=fixed + generated)
+    command.__annotations__ = {p.name: p.annotation for p in fixed + generated}
+    return command
+
+
+app.command("train")(_with_train_options(_train))
 
 
 @app.command()
@@ -456,7 +341,11 @@ def resume(
         typer.Option("--data-dir", help="Where the run's dataset is now.", show_default="where the run found it"),
     ] = None,
     epoch: Annotated[
-        int | None, typer.Option(help="Restart from this epoch's checkpoint.", show_default="the latest")
+        int | None,
+        typer.Option(
+            help="Go back to this epoch's checkpoint; the epochs after it are kept as a branch (a run of their own).",
+            show_default="the latest",
+        ),
     ] = None,
     lr: Annotated[
         float | None, typer.Option(help="Continue with this constant learning rate.", show_default="the run's schedule")
@@ -464,37 +353,37 @@ def resume(
     epochs: Annotated[
         int | None, typer.Option(help="Change the total number of epochs.", show_default="the run's")
     ] = None,
+    fork: Annotated[
+        str | None,
+        typer.Option(help="Start a new run NAME from the checkpoint instead, leaving this run as it is."),
+    ] = None,
     strategy: StrategyOpt = "auto",
 ):
-    """Continue a run from a checkpoint, optionally with a new learning rate."""
-    from resnetctl.data.store import open_run_dataset
-    from resnetctl.runs import find_run
-    from resnetctl.training.config import check_strategy
+    """Continue a run from a checkpoint, optionally with a new learning rate or length."""
+    from resnetctl.plan import plan_resume
 
-    check_strategy(strategy)
-    found = find_run(run, runs_dir)  # the mistakes Keras is not needed for, answered first
-    record = found.config()
-    if epoch is not None:
-        found.checkpoint(epoch)
-    open_run_dataset(record, data_dir)
+    plan = plan_resume(
+        run, runs_dir=runs_dir, data_dir=data_dir, epoch=epoch, lr=lr, epochs=epochs, fork=fork, strategy=strategy
+    )
     _import_backend_quietly()
     from resnetctl.training.trainer import resume as resume_training
 
-    ui.show_trained(
-        console,
-        resume_training(
-            str(found.path),
-            data_dir=data_dir,
-            epoch=epoch,
-            lr=lr,
-            epochs=epochs,
-            progress=ui.TrainingDisplay(console),
-            strategy=strategy,
-        ),
-    )
+    ui.show_trained(console, resume_training(plan, ui.TrainingDisplay(console)))
 
 
 # --------------------------------------------------------------------------- evaluate / summary
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file of that name.")]
+
+
+def _reading(source) -> None:
+    """A reader of a run that is training says so (it reads the last finished checkpoint)."""
+    from resnetctl.plan import running_note
+
+    note = running_note(source.run)
+    if note:
+        ui.print_note(err_console, f"{note}; using {source.label} ({source.model_path.name})")
+
+
 @app.command()
 def evaluate(
     run: RunOpt = None,
@@ -509,28 +398,27 @@ def evaluate(
     predict: Annotated[
         Path | None, typer.Option(help="Write top-K predictions per image (Tiny ImageNet challenge format).")
     ] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ):
     """Rank-1 and rank-K accuracy, loss, per-class accuracy and the confusion matrix."""
-    from resnetctl.evaluation import evaluate as run_evaluation
-    from resnetctl.evaluation import resolve_target
+    from resnetctl.plan import plan_evaluate, resolve_model
 
-    resolve_target(
-        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
-    )  # mistakes first, before Keras
-    _import_backend_quietly()
-    r = run_evaluation(
+    source = resolve_model(
         run,
         runs_dir=runs_dir,
         checkpoint=checkpoint,
         model_path=model,
         dataset=dataset,
         data_dir=data_dir,
-        split=split,
-        topk=topk,
-        tta=tta,
-        predict_path=predict,
+        need_dataset=True,
     )
+    request = plan_evaluate(source, split, topk, tta, predict, force)
+    _reading(source)
+    _import_backend_quietly()
+    from resnetctl.evaluation import evaluate as run_evaluation
+
+    r = run_evaluation(request)
     return _print_json(r) if as_json else ui.show_evaluation(console, r)
 
 
@@ -546,20 +434,21 @@ def predict(
     ] = None,
     data_dir: DataDir = None,
     topk: Annotated[int | None, typer.Option(help="Classes shown per image.", show_default="min(5, classes)")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.", min=1)] = 64,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write a CSV row per image to FILE.")] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ):
     """Classify image files, decoded and resized exactly as prepare did for the model's dataset."""
     import logging
 
     from resnetctl.errors import RunError
-    from resnetctl.prediction import check_output_file, classify, find_images, load, resolve_classifier, write_csv
+    from resnetctl.outputs import claim
+    from resnetctl.plan import resolve_model
+    from resnetctl.prediction import classify, find_images, load, write_csv
 
-    if batch_size < 1:
-        raise RunError(f"--batch-size must be >= 1. Received: {batch_size}")
-    check_output_file(csv_path, "--csv")
-    classifier = resolve_classifier(
+    csv_output = claim(csv_path, "--csv", force=force) if csv_path is not None else None
+    source = resolve_model(
         run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
     )
     files, problems = find_images(paths)
@@ -570,16 +459,17 @@ def predict(
             else "No image files found",
             hint="give image files, folders or globs",
         )
+    _reading(source)
     _import_backend_quietly()
-    keras_model, classes = load(classifier)
+    keras_model, classes = load(source)
     results = problems + list(classify(keras_model, classes, files, topk, batch_size))
     classified = [r for r in results if "predictions" in r]
-    if csv_path is not None and classified:
-        write_csv(csv_path, results, len(classified[0]["predictions"]))
+    if csv_output is not None and classified:
+        write_csv(csv_output, results, len(classified[0]["predictions"]))
     if as_json:
         _print_json(results)
     else:
-        ui.show_predictions(console, results, classifier.label)
+        ui.show_predictions(console, results, source.label)
     skipped = len(results) - len(classified)
     if skipped:
         logging.getLogger("resnetctl").warning(
@@ -606,22 +496,21 @@ def export_model(
 ):
     """Export for deployment (uint8 RGB in, probabilities out, labels beside), checked by its own runtime."""
     from resnetctl.errors import RunError
-    from resnetctl.export import check_images, check_request, export
-    from resnetctl.prediction import resolve_classifier
+    from resnetctl.export import check_request
+    from resnetctl.plan import resolve_model
 
-    out = check_request(fmt, out, force)
-    classifier = resolve_classifier(
+    request = check_request(fmt, out, force)
+    source = resolve_model(
         run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
     )
-    if classifier.classes is None:
+    if source.classes is None:
         raise RunError("--model needs --dataset NAME: the export carries the class names")
+    _reading(source)
     _import_backend_quietly()
-    images, source = check_images(classifier, dataset, data_dir)
-    result = {
-        "checkpoint": str(classifier.model_path),
-        "checked_on": source,
-        **export(classifier.model_path, fmt, out, classifier.classes, images, force),
-    }
+    from resnetctl.export import check_images, export
+
+    images, checked_on = check_images(source, dataset, data_dir)
+    result = {"checkpoint": str(source.model_path), "checked_on": checked_on, **export(source, request, images)}
     return _print_json(result) if as_json else ui.show_export(console, result)
 
 
@@ -629,15 +518,27 @@ def export_model(
 def summary(
     runs: Annotated[list[str] | None, typer.Argument(help="Run names or paths.", show_default="every run")] = None,
     runs_dir: RunsDir = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Show a run's epochs as they finish, until it stops.")
+    ] = False,
     as_json: JsonOpt = False,
 ):
-    """One run in depth, or several side by side (--json: always a list)."""
+    """One run in depth (with its lineage), or several side by side (--json: always a list)."""
     import logging
 
     from resnetctl.errors import RunError
-    from resnetctl.reports import run_summary
+    from resnetctl.reports import follow_run, run_summary
     from resnetctl.runs import find_run, list_runs
 
+    if follow:
+        found = find_run(runs[0] if runs else None, runs_dir)
+        for row in follow_run(found):
+            if as_json:
+                sys.stdout.write(json.dumps(row) + "\n")
+                sys.stdout.flush()
+            else:
+                ui.show_followed(console, row)
+        return None
     found = [find_run(r, runs_dir) for r in runs] if runs else list_runs(runs_dir)
     rows = []
     for r in found:
@@ -648,7 +549,7 @@ def summary(
                 raise
             logging.getLogger("resnetctl").warning("skipped %s", exc.message)
     if not rows:
-        raise RunError("No runs to summarise", hint="start one with `resnetctl train MODEL`")
+        raise RunError("No runs to summarise", hint="start one with: resnetctl train MODEL")
     if as_json:
         return _print_json(rows)
     return ui.show_run(console, rows[0]) if len(rows) == 1 else ui.show_runs(console, rows)
@@ -688,14 +589,21 @@ def main() -> None:
         code = app(args=args, standalone_mode=False)  # Typer returns Exit codes here
         if isinstance(code, int) and code:
             _exit(code)
+    except Stopped as exc:  # a stop asked for (Ctrl+C, SIGTERM) is not an error; divergence is
+        (ui.print_error if isinstance(exc, Diverged) else ui.print_stopped)(err_console, exc.message, exc.hint)
+        _exit(exc.exit_code)
     except ResnetctlError as exc:
         if STATE["verbose"]:
             err_console.print_exception()
         ui.print_error(err_console, exc.message, exc.hint)
         _exit(exc.exit_code)
     except KeyboardInterrupt:
-        ui.print_error(err_console, "interrupted")
+        ui.print_stopped(err_console, "interrupted (Ctrl+C)")
         _exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # `resnetctl summary | head`: the reader has all it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _exit(0)
     except Exception as exc:
         # usage errors; matched by shape, as Typer >= 0.29 vendors Click and older Typer uses Click's own
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):

@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from resnetctl import atomic
-from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset, read_filenames, read_split
+from resnetctl.data.store import read_filenames, read_split
 from resnetctl.errors import RunError
 from resnetctl.models import check_model_fits
+from resnetctl.plan import check_topk  # noqa: F401 (re-exported)
 from resnetctl.plots import plot_confusion
-from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model
+from resnetctl.runs import checkpoint_info, load_model
 
 CONFUSION_IMAGE_MAX_CLASSES = 50
-
-
-@dataclass(frozen=True)
-class Target:
-    """What to evaluate: a model file, the dataset it is scored on, and the run (if any)."""
-
-    model_path: Path
-    label: str
-    dataset: DatasetInfo
-    run: RunDir | None
-
-
-def resolve_target(
-    run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None, dataset=None, data_dir=None
-) -> Target:
-    if model_path is not None:
-        if dataset is None:
-            raise RunError("--model needs --dataset NAME to know what to score it on")
-        if not Path(model_path).is_file():
-            raise RunError(f"No model file at {model_path}")
-        return Target(Path(model_path), Path(model_path).stem, open_dataset(dataset, data_dir), None)
-    rd = find_run(run, runs_dir)
-    config = rd.config()
-    path, label = rd.named_checkpoint(checkpoint)
-    info = open_dataset(dataset, data_dir) if dataset else open_run_dataset(config, data_dir)
-    return Target(path, label, info, rd)
 
 
 def predict(model, images: np.ndarray, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
@@ -51,14 +24,6 @@ def predict(model, images: np.ndarray, batch_size: int = 256, tta: str | None = 
     elif tta is not None:
         raise RunError(f"Unknown test-time augmentation {tta!r}", hint="use flip")
     return np.asarray(probs, dtype=np.float64)
-
-
-def check_topk(topk: int | None, classes: int) -> int:
-    """K of rank-K (``None``: min(5, classes)); refused outside 1..classes."""
-    k = min(5, classes) if topk is None else topk
-    if not 1 <= k <= classes:
-        raise RunError(f"--topk must be between 1 and the {classes} classes. Received: {k}")
-    return k
 
 
 def rank_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -71,74 +36,55 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int
     return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def write_predictions(path: Path, names: list[str], probs: np.ndarray, class_ids: list[str], k: int):
+def write_predictions(output, names: list[str], probs: np.ndarray, class_ids: list[str], k: int):
     """One line per image, ``<file> <class> ... <class>`` best first: the Tiny ImageNet
-    challenge's submission format."""
+    challenge's submission format (written through the output policy)."""
+    from resnetctl.outputs import write_text
+
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     lines = [" ".join([Path(n).name, *(class_ids[c] for c in row)]) for n, row in zip(names, top, strict=True)]
-    atomic.write_text(path, "\n".join(lines) + "\n")
+    write_text(output, "\n".join(lines) + "\n")
 
 
-def evaluate(
-    run=None,
-    *,
-    runs_dir=None,
-    checkpoint: str = "best",
-    model_path=None,
-    dataset=None,
-    data_dir=None,
-    split: str = "test",
-    topk: int | None = None,
-    tta: str | None = None,
-    predict_path=None,
-    batch_size: int = 256,
-) -> dict:
-    """Score a checkpoint on a split; writes ``eval-<split>-<checkpoint>[-<tta>].json`` into its run.
+def evaluate(request, batch_size: int = 256) -> dict:
+    """Score the checkpoint of an :class:`resnetctl.plan.EvaluationPlan`; a run's result is
+    recorded in it (``RunDir.write_evaluation``). The checkpoint is read from a private snapshot
+    and no lock is taken, so a run can be evaluated while it trains.
 
     The result always has ``rank_1``, ``k`` and ``rank_k`` (and ``rank_5`` when k >= 5) for a
     labelled split; ``k`` defaults to min(5, classes). See docs/json.md.
     """
-    target = resolve_target(
-        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model_path, dataset=dataset, data_dir=data_dir
-    )
-    info = target.dataset
-    info.split_path(split)  # a clear error for an unknown split, before loading anything
-    k = check_topk(topk, info.num_classes)
-    if tta not in (None, "flip"):
-        raise RunError(f"Unknown test-time augmentation {tta!r}", hint="use flip")
-    if not info.is_labelled(split) and predict_path is None:
-        raise RunError(
-            f"Split {split!r} has no labels to score", hint="write its predictions with --predict FILE.csv instead"
-        )
-    lock = target.run.lock() if target.run is not None else contextlib.nullcontext()
-    with lock:
-        return _evaluate(target, info, split, k, tta, predict_path, batch_size)
+    from resnetctl.runs import snapshot_file
+
+    with snapshot_file(request.source.model_path) as copy:
+        return _evaluate(request, copy, batch_size)
 
 
-def _evaluate(target: Target, info, split, k, tta, predict_path, batch_size) -> dict:
-    model = load_model(target.model_path, compile=False)
-    check_model_fits(model, target.model_path, info.num_classes, info.image_size, f"dataset {info.name!r}")
+def _evaluate(request, model_file: Path, batch_size: int) -> dict:
+    source, info, split, k, tta = request.source, request.source.dataset, request.split, request.k, request.tta
+    model = load_model(model_file, compile=False)
+    check_model_fits(model, source.model_path, info.num_classes, info.image_size, f"dataset {info.name!r}")
     images, labels = read_split(info, split)
     probs = predict(model, images, batch_size, tta)
     result: dict = {
         "split": split,
-        "checkpoint": target.label,
-        "model": str(target.model_path),
+        "checkpoint": source.label,
+        "model": str(source.model_path),
         "dataset": info.name,
         "images": int(len(images)),
         "k": k,
         "tta": tta,
-        "run": target.run.name if target.run is not None else None,
+        "run": source.run.name if source.run is not None else None,
         "epoch": None,
         "checkpoint_id": None,
     }
     with contextlib.suppress(RunError):  # a .keras file not written by train has no epoch
-        meta = checkpoint_info(target.model_path)
+        meta = checkpoint_info(model_file)
         result.update(epoch=meta.get("epoch"), checkpoint_id=meta.get("id"))
-    if predict_path is not None:
+    if request.predictions is not None:
         names = read_filenames(info, split) or [f"{split}_{i}" for i in range(len(images))]
-        write_predictions(Path(predict_path), names, probs, info.meta.get("class_ids") or info.classes, k)
-        result["predictions"] = str(predict_path)
+        write_predictions(request.predictions, names, probs, info.meta.get("class_ids") or info.classes, k)
+        result["predictions"] = str(request.predictions.path)
     if not info.is_labelled(split):
         return result
 
@@ -167,11 +113,11 @@ def _evaluate(target: Target, info, split, k, tta, predict_path, batch_size) -> 
         for t, p in worst
         if off[t, p] > 0
     ]
-    if target.run is not None:
-        stem = f"eval-{split}-{target.label}" + (f"-{tta}" if tta else "")
+    if source.run is not None:
+        record = source.run.evaluation_path(split, source.label, tta)
         if info.num_classes <= CONFUSION_IMAGE_MAX_CLASSES:
-            png = target.run.path / f"{stem}-confusion.png"
-            plot_confusion(matrix, info.classes, png, title=f"{target.run.name}: {split}, {target.label}")
+            png = record.with_name(record.stem + "-confusion.png")
+            plot_confusion(matrix, info.classes, png, title=f"{source.run.name}: {split}, {source.label}")
             result["confusion_png"] = str(png)
-        atomic.write_json(target.run.path / f"{stem}.json", result)
+        source.run.write_evaluation(result)
     return result

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from resnetctl.atomic import temp_sibling, write_text
 from resnetctl.errors import RunError
-from resnetctl.paths import check_output_parent
+from resnetctl.outputs import Output, claim, write_text, written
 
 FORMATS = ("keras", "saved-model", "tflite", "onnx")
 SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}  # saved-model: a folder
@@ -33,29 +33,39 @@ CHECK_IMAGES = 64
 NEEDS = {"onnx": ("tf2onnx", "onnxruntime")}
 
 
-def check_request(fmt: str, out: Path, force: bool) -> Path:
-    """Everything about the request that can be refused before Keras is imported."""
+@dataclass(frozen=True)
+class ExportRequest:
+    fmt: str
+    out: Output  # the artifact (a folder for saved-model)
+    labels: Output  # the class names beside it (inside a SavedModel folder: written with it)
+
+
+def _earlier_export(fmt: str):
+    """What ``--force`` may replace at ``--out``: an earlier export of the same kind."""
+    if fmt == "saved-model":
+        return lambda path: (path / "saved_model.pb").is_file()
+    return lambda path: path.is_file()
+
+
+def check_request(fmt: str, out: Path, force: bool) -> ExportRequest:
+    """Everything about the request that can be refused before Keras is imported: the format, its
+    packages, and the output paths (both of them) under the one output policy."""
     if fmt not in FORMATS:
         raise RunError(f"Unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
-    out = Path(out)
     suffix = SUFFIXES.get(fmt)
-    if suffix and out.suffix != suffix:
+    if suffix and Path(out).suffix != suffix:
         raise RunError(f"--out for {fmt} must end in {suffix}. Received: {out}")
-    check_output_parent(out, "--out")
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise RunError(f"{out} already exists", hint="give another --out, or --force to replace it")
-        if fmt == "saved-model" and not (out / "saved_model.pb").is_file():
-            raise RunError(f"{out} exists and is not a SavedModel; --force replaces only an earlier export")
-        if fmt != "saved-model" and not out.is_file():
-            raise RunError(f"{out} exists and is not a file; --force replaces only an earlier export")
     missing = [m for m in NEEDS.get(fmt, ()) if importlib.util.find_spec(m) is None]
     if missing:
         raise RunError(f"{fmt} export needs {' and '.join(missing)}", hint="pip install 'resnetctl[export]'")
-    return out
+    target = claim(out, "--out", force=force, folder=fmt == "saved-model", replaceable=_earlier_export(fmt))
+    labels = Output(labels_path(target.path, fmt), "--out's labels", force)
+    if fmt != "saved-model":
+        labels = claim(labels.path, f"the labels file beside --out ({labels.path.name})", force=force)
+    return ExportRequest(fmt, target, labels)
 
 
-def check_images(classifier, dataset=None, data_dir=None, count: int = CHECK_IMAGES) -> tuple[np.ndarray, str]:
+def check_images(source, dataset=None, data_dir=None, count: int = CHECK_IMAGES) -> tuple[np.ndarray, str]:
     """The first test images of the model's dataset (or of its first split), and where they came
     from; random images, said so, when the dataset is no longer there."""
     import logging
@@ -64,22 +74,24 @@ def check_images(classifier, dataset=None, data_dir=None, count: int = CHECK_IMA
     from resnetctl.errors import DatasetError
 
     try:
-        if dataset or classifier.run is None:
+        if source.dataset is not None:
+            info = source.dataset
+        elif dataset or source.run is None:
             info = open_dataset(dataset, data_dir)
         else:
-            info = open_run_dataset(classifier.run.config(), data_dir)
+            info = open_run_dataset(source.run.config(), data_dir)
         split = "test" if "test" in info.splits else next(iter(info.splits))
         images, _ = read_split(info, split)
         return np.ascontiguousarray(images[:count]), f"{info.name}/{split}"
     except (DatasetError, RunError, TypeError) as exc:
-        size = classifier.image_size
+        size = source.image_size
         logging.getLogger("resnetctl").warning("checking the export on random images: %s", getattr(exc, "message", exc))
         return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8), "random"
 
 
-def labels_path(out: Path) -> Path:
+def labels_path(out: Path, fmt: str) -> Path:
     """Class names, one per line in output order: inside a SavedModel folder, else beside the file."""
-    return out / "labels.txt" if out.suffix == "" else out.with_suffix(".labels.txt")
+    return out / "labels.txt" if fmt == "saved-model" else out.with_suffix(".labels.txt")
 
 
 def inference_model(model):
@@ -147,23 +159,20 @@ def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
             "import sys, numpy as np, keras; m = keras.saving.load_model(sys.argv[1]); "
             "np.save(sys.argv[3], np.asarray(m.predict(np.load(sys.argv[2]), verbose=0)))"
         )
-        inputs, outputs = path.with_name(path.name + ".in.npy"), path.with_name(path.name + ".out.npy")
-        try:
+        with tempfile.TemporaryDirectory(prefix="resnetctl-check-") as scratch:  # nothing in the user's folder
+            inputs, outputs = Path(scratch) / "in.npy", Path(scratch) / "out.npy"
             np.save(inputs, images)
             proc = subprocess.run(
-                [sys.executable, "-c", probe, str(path), str(inputs), str(outputs)],
+                [sys.executable, "-c", probe, str(Path(path).resolve()), str(inputs), str(outputs)],
                 capture_output=True,
                 text=True,
-                cwd=path.parent,
+                cwd=scratch,
                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
             )
             if proc.returncode:
                 last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 raise RunError(f"The exported .keras file does not load with plain Keras: {last}")
             return np.load(outputs)
-        finally:
-            inputs.unlink(missing_ok=True)
-            outputs.unlink(missing_ok=True)
     if fmt == "saved-model":
         import tensorflow as tf
 
@@ -185,19 +194,17 @@ def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 
-def export(model_path: Path, fmt: str, out: Path, classes: list[str], images: np.ndarray, force: bool = False) -> dict:
-    """Write ``fmt`` to ``out`` (and the labels beside it) once the artifact, run by its own
+def export(source, request: ExportRequest, images: np.ndarray) -> dict:
+    """Write the request's format (and the labels beside it) once the artifact, run by its own
     runtime on ``images``, agrees with the trained model; else nothing is published."""
-    from resnetctl.checkpoints import load_model
-    from resnetctl.models import check_model_fits
+    from resnetctl.prediction import load
 
-    model = load_model(model_path, compile=False)
-    check_model_fits(model, model_path, len(classes), None, "its dataset")
+    fmt, out, classes = request.fmt, request.out.path, source.classes
+    model, _ = load(source)
     reference = np.asarray(model.predict(images, verbose=0), np.float64)
     plain = inference_model(model)
     plain.predict(images[:1], verbose=0)  # builds it; exporters want a model that was called
-    tmp = temp_sibling(out, SUFFIXES.get(fmt, ""))
-    try:
+    with written(request.out, SUFFIXES.get(fmt, "")) as tmp:
         try:
             with warnings.catch_warnings():  # converters' deprecation notices are not the user's business
                 warnings.simplefilter("ignore")
@@ -216,34 +223,20 @@ def export(model_path: Path, fmt: str, out: Path, classes: list[str], images: np
                 f"(largest difference in probability {difference:.2e}, top-1 agreement "
                 f"{agreement:.1%}); nothing was written"
             )
-        _publish(tmp, out)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-    write_text(labels_path(out), "\n".join(classes) + "\n")
+        if fmt == "saved-model":  # the labels travel inside the folder
+            (tmp / "labels.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+        else:
+            write_text(request.labels, "\n".join(classes) + "\n")
     return {
         "format": fmt,
         "path": str(out),
-        "labels": str(labels_path(out)),
+        "labels": str(request.labels.path),
         "input": f"uint8 (N, {images.shape[1]}, {images.shape[2]}, 3) RGB",
         "output": f"float32 (N, {len(classes)}) probabilities",
         "checked_images": int(len(images)),
         "max_abs_difference": difference,
         "top1_agreement": agreement,
     }
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename into place; an earlier export folder is moved aside first and removed after."""
-    if out.is_dir():
-        old = temp_sibling(out, ".old")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _backend() -> str:

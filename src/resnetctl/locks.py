@@ -39,10 +39,14 @@ def holder(target: Path) -> int | None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def exclusive(target: Path, what: str) -> Iterator[None]:
+def exclusive(target: Path, what: str):
     """Hold ``target``'s lock for the block, or raise :class:`Busy` naming the holder's pid."""
-    path = lock_path(target)
+    return exclusive_file(lock_path(target), f"{what} {target}")
+
+
+@contextlib.contextmanager
+def exclusive_file(path: Path, label: str) -> Iterator[None]:
+    """Hold the lock file ``path`` for the block (``label`` names what it guards in the error)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -52,7 +56,7 @@ def exclusive(target: Path, what: str) -> Iterator[None]:
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
             pid = f"pid {text}" if text.isdigit() else "another process"
             raise Busy(
-                f"{what} {target} is in use by {pid}", hint="wait for it to finish, or stop it first (Ctrl+C or kill)"
+                f"{label} is in use by {pid}", hint="wait for it to finish, or stop it first (Ctrl+C or kill)"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

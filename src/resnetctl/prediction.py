@@ -14,57 +14,14 @@ import contextlib
 import glob
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from resnetctl.data.images import BadImage, is_image_file, read_file
 from resnetctl.data.records import FileRecords
-from resnetctl.data.store import open_dataset, open_run_dataset
-from resnetctl.errors import DatasetError, RunError
-from resnetctl.evaluation import check_topk
-from resnetctl.paths import check_output_parent
-from resnetctl.runs import RunDir, find_run
+from resnetctl.plan import check_topk
 
 GLOB_CHARACTERS = frozenset("*?[")
-
-
-@dataclass(frozen=True)
-class Classifier:
-    """A model file and what its outputs mean: class names and the image size it takes."""
-
-    model_path: Path
-    label: str  # best, last, epoch N, or the file's stem
-    classes: list[str] | None  # None: a bare --model file; outputs are named by index
-    image_size: int | None  # None: read from the model's input
-    run: RunDir | None
-
-
-def resolve_classifier(
-    run=None, *, runs_dir=None, checkpoint: str = "best", model_path=None, dataset=None, data_dir=None
-) -> Classifier:
-    """The model to use and its classes, from a run (its config.json records the dataset's
-    classes, so the dataset itself may be gone) or from a ``.keras`` file (+ ``--dataset``)."""
-    if model_path is not None:
-        if not Path(model_path).is_file():
-            raise RunError(f"No model file at {model_path}")
-        info = open_dataset(dataset, data_dir) if dataset else None
-        return Classifier(
-            Path(model_path),
-            Path(model_path).stem,
-            info.classes if info else None,
-            info.image_size if info else None,
-            None,
-        )
-    rd = find_run(run, runs_dir)
-    config = rd.config()
-    path, label = rd.named_checkpoint(checkpoint)
-    recorded = config.get("dataset_info") or {}
-    if dataset or not recorded.get("classes"):
-        info = open_dataset(dataset, data_dir) if dataset else open_run_dataset(config, data_dir)
-        return Classifier(path, label, info.classes, info.image_size, rd)
-    return Classifier(path, label, list(recorded["classes"]), int(recorded["image_size"]), rd)
 
 
 def find_images(arguments: list[str]) -> tuple[list[str], list[dict]]:
@@ -107,15 +64,18 @@ def read_image_file(path: str) -> bytes:
         raise BadImage(f"cannot read it ({exc.strerror or exc})") from None
 
 
-def load(classifier: Classifier):
-    """The Keras model and its class names, checked against each other: (model, classes)."""
+def load(source):
+    """The Keras model of a :class:`resnetctl.plan.ModelSource` (read from a private snapshot,
+    so a run that is training can be used) and its class names, checked against each other."""
     from resnetctl.checkpoints import load_model
     from resnetctl.models import check_model_fits
+    from resnetctl.runs import snapshot_file
 
-    model = load_model(classifier.model_path, compile=False)
-    known = len(classifier.classes) if classifier.classes else None
-    check_model_fits(model, classifier.model_path, known, classifier.image_size, "its dataset")
-    return model, classifier.classes or [str(i) for i in range(int(model.output_shape[-1]))]
+    with snapshot_file(source.model_path) as copy:
+        model = load_model(copy, compile=False)
+    known = len(source.classes) if source.classes else None
+    check_model_fits(model, source.model_path, known, source.image_size, "its dataset")
+    return model, source.classes or [str(i) for i in range(int(model.output_shape[-1]))]
 
 
 def classify(
@@ -151,12 +111,12 @@ def classify(
                 }
 
 
-def write_csv(path: Path, results: list[dict], k: int) -> None:
+def write_csv(output, results: list[dict], k: int) -> None:
     """One row per image: ``file,class_1,probability_1,...`` (skipped files: ``error`` set)."""
     import csv
     import io
 
-    from resnetctl import atomic
+    from resnetctl.outputs import write_text
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -167,14 +127,4 @@ def write_csv(path: Path, results: list[dict], k: int) -> None:
             cells += [p["class"], f"{p['probability']:.6f}"]
         cells += [""] * (1 + 2 * k - len(cells))
         writer.writerow([*cells, row.get("error", "")])
-    atomic.write_text(path, out.getvalue())
-
-
-def check_output_file(path: Path | None, option: str) -> None:
-    """A file the command will write: refused now (before any work) when it can't be."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise DatasetError(f"{option} {path} is a folder; give a file name")
-    check_output_parent(path, option)
+    write_text(output, out.getvalue())

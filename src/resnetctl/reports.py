@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Iterator
+
 from resnetctl.errors import RunError
-from resnetctl.runs import RunDir, checkpoint_info, score
+from resnetctl.runs import RunDir, best_row, command, list_runs, score
 
 SPARK = "▁▂▃▄▅▆▇█"
+RECIPE_KEYS = (
+    "optimizer",
+    "lr",
+    "schedule",
+    "power",
+    "batch_size",
+    "weight_decay",
+    "label_smoothing",
+    "augmentation",
+    "precision",
+)
 
 
 def sparkline(values: list[float]) -> str:
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return ""
     low, high = min(values), max(values)
@@ -16,46 +32,52 @@ def sparkline(values: list[float]) -> str:
     return "".join(SPARK[min(7, int((v - low) / span * 7.999))] for v in values)
 
 
-def _is_stale(run: RunDir, evaluation: dict) -> bool:
-    """An evaluation is stale when the checkpoint file it scored now holds something else."""
-    label = str(evaluation.get("checkpoint", ""))
-    path = {"best": run.best_path, "last": run.last_path}.get(label)
-    if path is None and label.startswith("epoch") and label[5:].isdigit():
-        path = run.epoch_path(int(label[5:]))
-    if path is None or not path.exists():
-        return True
-    try:
-        return checkpoint_info(path).get("id") != evaluation.get("checkpoint_id")
-    except RunError:
-        return True
-
-
-def _next_command(run: RunDir, state: str, done: int, epochs: int) -> str | None:
-    where = run.path.resolve()
+def next_command(run: RunDir, state: str, done: int, epochs: int) -> str | None:
+    """The command that continues a run, as it should be pasted (built by ``runs.command``)."""
     if state == "running":
-        return None
+        return command("summary", run.path.resolve(), "--follow")
     if done == 0:
-        return f"resnetctl train MODEL --run {run.name} --runs-dir {where.parent} (no epoch finished)"
-    if done < epochs:
-        return f"resnetctl resume --run {where}"
-    return f"resnetctl evaluate --run {where}"
+        from resnetctl.plan import start_again_command
+
+        return start_again_command(run)
+    if done < epochs and state != "finished":
+        return command("resume", "--run", run.path.resolve())
+    return command("evaluate", "--run", run.path.resolve())
+
+
+def branches(run: RunDir) -> list[dict]:
+    """The runs that came from this one: its branches (epochs it left behind) and forks."""
+    here = str(run.path.resolve())
+    out = []
+    for other in list_runs(run.path.parent):
+        try:
+            parent = other.config().get("parent")
+        except RunError:
+            continue
+        if isinstance(parent, dict) and parent.get("path") == here:
+            out.append(
+                {"run": other.name, "path": str(other.path), "epoch": parent.get("epoch"), "kind": parent.get("kind")}
+            )
+    return out
 
 
 def run_summary(run: RunDir) -> dict:
     config = run.config()
+    options = run.options()
     history = run.history()
     state = run.state()
-    best = max(history, key=score, default=None)
+    best = best_row(history)
     evals = [e for e in run.evaluations() if e.get("rank_1") is not None]
     tests = [e for e in evals if e.get("split") == "test"]
-    latest = (tests or evals or [None])[-1]
+    latest = (tests or evals or [None])[-1]  # the newest, by when it was made
     seconds = sum(r.get("seconds", 0.0) for r in history)
     speeds = [r["images_per_second"] for r in history if "images_per_second" in r]
     curve_key = "val_accuracy" if any("val_accuracy" in r for r in history) else "accuracy"
     done = history[-1]["epoch"] if history else 0
+    total = options.total_epochs()
     if latest:
         latest = {k: latest.get(k) for k in latest if k not in ("per_class", "confusion_matrix")}
-        latest["stale"] = _is_stale(run, latest)
+        latest["stale"] = run.is_stale(latest)
     return {
         "run": run.name,
         "path": str(run.path),
@@ -63,23 +85,12 @@ def run_summary(run: RunDir) -> dict:
         "reason": state.get("reason"),
         "model": config["model"],
         "dataset": config["dataset"],
-        "recipe": {
-            k: config.get(k)
-            for k in (
-                "optimizer",
-                "lr",
-                "schedule",
-                "power",
-                "batch_size",
-                "weight_decay",
-                "label_smoothing",
-                "augmentation",
-                "precision",
-            )
-        },
-        "segments": config.get("segments", []),
+        "recipe": {k: config.get(k) for k in RECIPE_KEYS},
+        "segments": [dict(s) for s in options.segments],
+        "lineage": run.lineage(),
+        "branches": branches(run),
         "epochs_done": done,
-        "epochs": config["epochs"],
+        "epochs": total,
         "best_score": score(best) if best else None,
         "best_epoch": best["epoch"] if best else None,
         "latest_evaluation": latest,
@@ -89,5 +100,26 @@ def run_summary(run: RunDir) -> dict:
         "monitor": str(run.monitor_path) if run.monitor_path.exists() else None,
         "curve": curve_key,
         "sparkline": sparkline([r[curve_key] for r in history if curve_key in r]),
-        "next_command": _next_command(run, state.get("state", ""), done, config["epochs"]),
+        "next_command": next_command(run, state.get("state", ""), done, total),
     }
+
+
+def follow_run(run: RunDir, poll_seconds: float = 1.0, timeout: float | None = None) -> Iterator[dict]:
+    """Each history row of ``run`` as it is written (the rows already there first), until the run
+    is no longer training; then one last ``{"state": ...}`` item. Reads files only: the writer is
+    never waited for or disturbed."""
+    shown, started = 0, time.monotonic()
+    while True:
+        state = run.state()
+        try:
+            rows = run.history()
+        except RunError:
+            rows = []  # caught between two writes: read again next time
+        yield from rows[shown:]
+        shown = max(shown, len(rows))
+        if state.get("state") != "running":
+            yield {"state": state.get("state"), "reason": state.get("reason"), "epochs_done": shown}
+            return
+        if timeout is not None and time.monotonic() - started > timeout:
+            return
+        time.sleep(poll_seconds)

@@ -1,7 +1,11 @@
-"""The run-dir contract: config.json, state.json, history.csv, monitor.png, checkpoints, eval-*.json.
+"""The run-dir contract: the marker, config.json, state.json, history.csv, monitor.png,
+checkpoints, eval-*.json, branches and lineage, and the commands that continue a run.
 
-This module owns what a run *is*: its files, its state (running, finished, stopped, diverged,
-failed), and the one definition of the score that picks ``best.keras`` (:func:`score`).
+This module owns what a run *is*: which folder is one (:data:`MARKER`, written when the tool
+creates it), its files, its state (running, finished, stopped, diverged, failed), the one
+definition of the score that picks ``best.keras`` (:func:`score`, :func:`best_row`), the labels
+of its checkpoints, its evaluation records, its branches (what ``resume --epoch`` leaves behind),
+and :func:`command`, the one place a printed command is built.
 """
 
 from __future__ import annotations
@@ -13,6 +17,12 @@ import logging
 import math
 import os
 import re
+import shlex
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +48,57 @@ HISTORY_COLUMNS = [
     "images_per_second",
 ]
 STATES = ("running", "finished", "stopped", "diverged", "failed")
+# written when the tool creates a run: a folder without it is not a run, whatever files it holds
+MARKER = ".resnetctl-run"
+RUN_FORMAT = 2
+# what a run's config.json holds beside the train options (``train --config`` accepts them)
+RECORD_KEYS = frozenset(
+    {
+        "created",
+        "steps_per_epoch",
+        "effective_warmup_epochs",
+        "dataset_info",
+        "versions",
+        "placement",
+        "resumes",
+        "init",
+        "parent",
+        "mlflow_run_id",
+    }
+)
 
 
 def score(row: dict) -> float:
     """What ``best.keras`` maximises: validation accuracy, or train accuracy without a val split."""
     value = row.get("val_accuracy", row.get("accuracy"))
     return float(value) if value is not None and math.isfinite(float(value)) else -math.inf
+
+
+def best_row(rows: list[dict]) -> dict | None:
+    """The best epoch by :func:`score`; of equal scores the earliest (an epoch becomes best only by
+    beating the best so far, as ``RunRecorder`` saves it)."""
+    best = None
+    for row in rows:
+        if best is None or score(row) > score(best):
+            best = row
+    return best
+
+
+def epoch_label(epoch: int) -> str:
+    """The label of a checkpoint holding ``epoch`` (evaluation records, file names)."""
+    return f"epoch{epoch:04d}"
+
+
+def label_epoch(label: str) -> int | None:
+    """The epoch of an ``epoch_label``, else None (``best``, ``last``, a file's stem)."""
+    m = re.fullmatch(r"epoch(\d{4,})", str(label))
+    return int(m.group(1)) if m else None
+
+
+def command(*words) -> str:
+    """A command line the tool prints, quoted so that it works when pasted into a shell
+    (paths with spaces or quotes included). Every printed command is built here."""
+    return shlex.join(["resnetctl", *(str(w) for w in words if w is not None)])
 
 
 def now() -> str:
@@ -70,9 +125,43 @@ class RunDir:
     def epoch_path(self, epoch: int) -> Path:
         return self.checkpoint_dir / f"epoch_{epoch:04d}.keras"
 
+    marker_path = property(lambda self: self.path / MARKER)
+
     def lock(self):
-        """Held by train, resume and evaluate while they write this run."""
-        return locks.exclusive(self.path, "Run")
+        """Held by train and resume while they write this run; readers never take it. Keyed on the
+        real path, so two names of one run (a symlink) share one lock."""
+        return locks.exclusive(self.path.resolve(), "Run")
+
+    # ------------------------------------------------------------------ identity
+    def is_run(self) -> bool:
+        """Whether the tool made this folder a run: its marker, or (runs made before the marker) a
+        config.json that records resnetctl's version and the dataset it trained on."""
+        if self.marker_path.is_file() and not self.marker_path.is_symlink():
+            return True
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return (
+            isinstance(config, dict)
+            and isinstance(config.get("versions"), dict)
+            and "resnetctl" in config["versions"]
+            and isinstance(config.get("dataset_info"), dict)
+        )
+
+    def check_is_run(self) -> RunDir:
+        if not self.is_run():
+            raise RunError(
+                f"{self.path} is not a resnetctl run (it has no {MARKER} marker); it was left untouched",
+                hint="give a run made by `resnetctl train`, or a new name with --run",
+            )
+        return self
+
+    def create(self) -> None:
+        """Make the folder a run: create it (it must not exist, or be a run of ours) and mark it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.marker_path.is_file():
+            atomic.write_json(self.marker_path, {"format": RUN_FORMAT, "id": uuid.uuid4().hex, "created": now()})
 
     # ------------------------------------------------------------------ config and state
     def config(self) -> dict:
@@ -80,9 +169,18 @@ class RunDir:
             config = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RunError(f"{self.path} is not a readable resnetctl run ({exc})") from None
-        if not isinstance(config, dict) or "model" not in config or "epochs" not in config:
+        if not isinstance(config, dict) or not isinstance(config.get("model"), str) or "epochs" not in config:
             raise RunError(f"{self.config_path} is not a resnetctl run config")
         return config
+
+    def options(self):
+        """The run's train options (:class:`TrainConfig`), each checked for its type."""
+        from resnetctl.training.config import TrainConfig
+
+        return TrainConfig.from_dict(self.config(), source=str(self.config_path))
+
+    def total_epochs(self) -> int:
+        return self.options().total_epochs()
 
     def write_config(self, config: dict) -> None:
         atomic.write_json(self.config_path, config)
@@ -95,10 +193,12 @@ class RunDir:
         """The run's state; a run marked running whose process is gone is ``failed``."""
         try:
             recorded = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if not isinstance(recorded, dict) or recorded.get("state") not in STATES:
+                raise ValueError("not a state record")
         except (OSError, ValueError):
             recorded = {
                 "state": "failed" if self.config_path.exists() else "unknown",
-                "reason": "no readable state.json",
+                "reason": f"no readable state.json in {self.path}",
             }
         if recorded.get("state") == "running" and locks.holder(self.path) is None:
             recorded = {
@@ -115,11 +215,15 @@ class RunDir:
         try:
             with open(self.history_path, newline="", encoding="utf-8") as f:
                 rows = list(csv.DictReader(f))
-            return [
+            history = [
                 {k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if k and v not in ("", None)}
                 for r in rows
             ]
-        except (OSError, ValueError) as exc:
+            epochs = [r.get("epoch") for r in history]
+            if None in epochs or epochs != sorted(set(epochs)) or (epochs and epochs[0] < 1):
+                raise ValueError("its epochs are not 1, 2, 3, ... in order")
+            return history
+        except (OSError, ValueError, TypeError) as exc:
             raise RunError(f"{self.history_path} is damaged ({exc})") from None
 
     def write_history(self, rows: list[dict]) -> None:
@@ -136,32 +240,48 @@ class RunDir:
         found = [(int(m.group(1)), p) for p in self.checkpoint_dir.iterdir() if (m := EPOCH_FILE.match(p.name))]
         return sorted(found)
 
-    def keep_newest_epoch_files(self, keep: int) -> list[int]:
-        """Delete all but the ``keep`` newest epoch files (``best.keras`` and ``last.keras`` are
-        separate files and stay); returns the epochs deleted."""
-        old = self.epoch_files()[:-keep] if keep > 0 else []
-        for _, path in old:
+    def prune_epoch_files(self, every: int, recent: int, keep: int | None) -> list[int]:
+        """Keep the epoch files worth going back to: the ``recent`` newest and every ``every``-th
+        epoch, at most ``keep`` in all (the newest first); returns the epochs deleted.
+        ``best.keras`` and ``last.keras`` are separate names and stay."""
+        files = self.epoch_files()
+        newest = {epoch for epoch, _ in files[-recent:]} if recent > 0 else set()
+        wanted = [(e, p) for e, p in files if e in newest or e % every == 0]
+        if keep is not None:
+            wanted = wanted[-keep:]
+        kept = {e for e, _ in wanted}
+        dropped = [(e, p) for e, p in files if e not in kept]
+        for _, path in dropped:
             path.unlink(missing_ok=True)
-        return [epoch for epoch, _ in old]
+        return [e for e, _ in dropped]
 
     def checkpoints(self) -> dict[int, Path]:
-        """Every readable checkpoint by the epoch it holds (epoch files, then last/best).
-
-        An unreadable ``best.keras`` or ``last.keras`` is skipped with a warning: it must not
-        stop a resume from a good epoch file."""
+        """Every readable checkpoint by the epoch it holds: epoch files, then ``last.keras`` and
+        ``best.keras`` for epochs that have no epoch file. A damaged file (an epoch file that is
+        not a checkpoint, a 0-byte ``last.keras``) is skipped with a warning and never shadows a
+        good one of the same epoch."""
         found: dict[int, Path] = {}
-        if self.checkpoint_dir.is_dir():
-            for p in sorted(self.checkpoint_dir.iterdir()):
-                m = EPOCH_FILE.match(p.name)
-                if m:
-                    found[int(m.group(1))] = p
-        for p in (self.best_path, self.last_path):
-            if p.exists():
+        for epoch, path in self.epoch_files():
+            if self._readable(path, epoch):
+                found[epoch] = path
+        for p in (self.last_path, self.best_path):
+            if p.is_file():
                 try:
                     found.setdefault(int(checkpoint_info(p)["epoch"]), p)
-                except RunError as exc:
-                    log.warning("skipped %s", exc.message)
+                except (RunError, KeyError, TypeError, ValueError):
+                    log.warning("skipped %s: not a readable checkpoint", p)
         return dict(sorted(found.items()))
+
+    @staticmethod
+    def _readable(path: Path, epoch: int) -> bool:
+        try:
+            info = checkpoint_info(path)
+            if info.get("epoch") not in (None, epoch):
+                raise RunError(f"{path} holds epoch {info.get('epoch')}, not {epoch}")
+            return True
+        except RunError as exc:
+            log.warning("skipped %s", exc.message)
+            return False
 
     def checkpoint(self, epoch: int) -> Path:
         """The checkpoint holding ``epoch``, or an error listing the epochs that have one."""
@@ -172,42 +292,231 @@ class RunDir:
         return checkpoints[epoch]
 
     def named_checkpoint(self, which: str) -> tuple[Path, str]:
-        """``best``, ``last`` or an epoch number -> (path, label). ``best`` without a
-        ``best.keras`` (a run without val split that never improved, or one rolled back by
-        ``resume --epoch``) falls back to ``last``, and the label says so."""
+        """``best``, ``last`` or an epoch number -> (path, label). ``last`` is the newest
+        checkpoint; ``best`` without a ``best.keras`` (no epoch improved, or it went to a branch)
+        falls back to it, and the label says so. An epoch's label is ``epochNNNN`` wherever the
+        epoch is stored (its file, ``last.keras`` or ``best.keras``)."""
         if which in ("best", "last"):
-            path = self.best_path if which == "best" else self.last_path
-            if which == "best" and not path.exists() and self.last_path.exists():
-                log.warning("%s has no best.keras; using last.keras", self.path)
-                path, which = self.last_path, "last"
-            if not path.exists():
+            if which == "best" and self.best_path.is_file():
+                return self.best_path, "best"
+            checkpoints = self.checkpoints()
+            if not checkpoints:
                 raise RunError(f"Run {self.path} has no checkpoint yet", hint="it stopped before its first epoch ended")
-            return path, which
+            if which == "best":
+                log.warning("%s has no best.keras; using its newest checkpoint", self.path)
+            newest = max(checkpoints)
+            path = checkpoints[newest]
+            return path, "last" if path == self.last_path else epoch_label(newest)
         try:
             epoch = int(which)
         except ValueError:
             raise RunError(f"Unknown checkpoint {which!r}", hint="use best, last or an epoch number") from None
-        return self.checkpoint(epoch), f"epoch{epoch:04d}"
+        return self.checkpoint(epoch), epoch_label(epoch)
+
+    def label_path(self, label: str) -> Path | None:
+        """The file an evaluation's checkpoint label names now (None: no such checkpoint)."""
+        if label in ("best", "last"):
+            return self.best_path if label == "best" else self.last_path
+        epoch = label_epoch(label)
+        return self.checkpoints().get(epoch) if epoch is not None else None
+
+    @contextmanager
+    def snapshot(self, which: str) -> Iterator[tuple[Path, str]]:
+        """A private copy of a checkpoint, read in one pass from one open file: a reader sees
+        one whole checkpoint even while the writer replaces that name (it never waits for it)."""
+        path, label = self.named_checkpoint(which)
+        with snapshot_file(path) as copy:
+            yield copy, label
+
+    # ------------------------------------------------------------------ evaluations
+    def evaluation_path(self, split: str, label: str, tta: str | None) -> Path:
+        return self.path / (f"eval-{split}-{label}" + (f"-{tta}" if tta else "") + ".json")
+
+    def write_evaluation(self, result: dict) -> Path:
+        result.setdefault("evaluated", now())
+        path = self.evaluation_path(result["split"], result["checkpoint"], result.get("tta"))
+        atomic.write_json(path, result)
+        return path
 
     def evaluations(self) -> list[dict]:
+        """The evaluation records, oldest first by when they were made (each has its time,
+        checkpoint, epoch, split and TTA)."""
         out = []
-        for p in sorted(self.path.glob("eval-*.json")):
+        for p in self.path.glob("eval-*.json"):
             try:
-                out.append(json.loads(p.read_text(encoding="utf-8")))
+                record = json.loads(p.read_text(encoding="utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
             except (OSError, ValueError):
                 log.warning("skipped unreadable %s", p)
-        return out
+                continue
+            record.setdefault("evaluated", dt.datetime.fromtimestamp(p.stat().st_mtime, dt.timezone.utc).isoformat())
+            out.append(record)
+        return sorted(out, key=lambda r: str(r["evaluated"]))
+
+    def is_stale(self, evaluation: dict) -> bool:
+        """An evaluation is stale when no checkpoint of the run holds what it scored any more."""
+        wanted = evaluation.get("checkpoint_id")
+        first = self.label_path(str(evaluation.get("checkpoint", "")))
+        for path in dict.fromkeys([first, self.last_path, self.best_path, *self.checkpoints().values()]):
+            if path is not None and path.is_file():
+                try:
+                    if checkpoint_info(path).get("id") == wanted:
+                        return False
+                except RunError:
+                    continue
+        return True
+
+    # ------------------------------------------------------------------ lineage
+    def lineage(self) -> list[dict]:
+        """This run's ancestry, nearest first: ``{"run", "epoch", "kind"}`` (kind ``fork`` for
+        ``resume --fork``, ``branch`` for the epochs a ``resume --epoch`` left behind)."""
+        chain, seen, run = [], {self.path.resolve()}, self
+        while True:
+            try:
+                parent = run.config().get("parent")
+            except RunError:
+                break
+            if not isinstance(parent, dict) or not isinstance(parent.get("path"), str):
+                break
+            chain.append(parent)
+            nxt = Path(parent["path"])
+            if nxt.resolve() in seen or not (nxt / "config.json").is_file():
+                break
+            seen.add(nxt.resolve())
+            run = RunDir(nxt)
+        return chain
+
+    def branch_off(self, epoch: int) -> RunDir | None:
+        """Keep what came after ``epoch`` as a run of its own beside this one (``NAME.bK``), before
+        this run goes back to ``epoch``: its later checkpoints and evaluations move there, its
+        history and TensorBoard logs go with them; this run keeps epochs up to ``epoch``. Returns
+        the branch, or None when there is nothing after ``epoch``."""
+        history = self.history()
+        later_rows = [r for r in history if r["epoch"] > epoch]
+        later_files = [(e, p) for e, p in self.epoch_files() if e > epoch]
+        ends = {p: _epoch_in(p) for p in (self.last_path, self.best_path) if p.is_file()}
+        if not later_rows and not later_files and not any(e is not None and e > epoch for e in ends.values()):
+            return None
+        branch = RunDir(self.path.with_name(_free_name(self.path.parent, f"{self.name[:120]}.b")))
+        tmp = self.path.with_name(f".{branch.name}{atomic.TEMP_MARK}{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "checkpoints").mkdir(parents=True)
+        staged = RunDir(tmp)
+        record = self.config()
+        parent = {"run": self.name, "path": str(self.path.resolve()), "epoch": epoch, "kind": "branch"}
+        record.update(run=branch.name, parent=parent)
+        staged.write_config(record)
+        staged.write_history(history)
+        moves: list[tuple[Path, Path]] = [(p, staged.epoch_path(e)) for e, p in later_files]
+        for p, e in ends.items():  # a later best/last moves; one of a kept epoch is shared (linked)
+            if e is not None and e > epoch:
+                moves.append((p, tmp / p.name))
+            elif e is not None:
+                link_or_copy(p, tmp / p.name)
+        for record_ in self.evaluations():
+            e = record_.get("epoch")
+            if isinstance(e, int) and e > epoch:
+                src = self.evaluation_path(record_["split"], record_["checkpoint"], record_.get("tta"))
+                if src.is_file():
+                    moves.append((src, tmp / src.name))
+                png = src.with_name(src.stem + "-confusion.png")
+                if png.is_file():
+                    moves.append((png, tmp / png.name))
+        if self.tensorboard_dir.is_dir():
+            moves.append((self.tensorboard_dir, staged.tensorboard_dir))
+        if self.monitor_path.is_file():
+            link_or_copy(self.monitor_path, staged.monitor_path)
+        staged.write_state(
+            "stopped",
+            epoch=history[-1]["epoch"] if history else epoch,
+            reason=f"left behind when {self.name} went back to epoch {epoch}",
+        )
+        atomic.write_json(staged.marker_path, {"format": RUN_FORMAT, "id": uuid.uuid4().hex, "created": now()})
+        for src, dst in moves:  # same folder tree: renames, no copies
+            os.replace(src, dst)
+        os.replace(tmp, branch.path)
+        self.write_history([r for r in history if r["epoch"] <= epoch])
+        return branch
+
+    def fork(self, epoch: int, name: str) -> RunDir:
+        """A new run ``name`` beside this one that starts from this run's ``epoch`` (its checkpoint
+        linked, its history up to there copied, ``parent`` recorded); this run is not changed."""
+        from resnetctl import paths
+
+        paths.check_name(name, "Run")
+        child = RunDir(self.path.with_name(name))
+        if child.path.exists() or child.path.is_symlink():
+            raise RunError(f"--fork {name}: {child.path} already exists", hint="pick another name")
+        source = self.checkpoint(epoch)
+        tmp = self.path.with_name(f".{name}{atomic.TEMP_MARK}{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        staged = RunDir(tmp)
+        staged.checkpoint_dir.mkdir(parents=True)
+        record = self.config()
+        record.update(
+            run=name, parent={"run": self.name, "path": str(self.path.resolve()), "epoch": epoch, "kind": "fork"}
+        )
+        record["segments"] = [s for s in record.get("segments", []) if s.get("from_epoch", 0) < epoch]
+        record.pop("mlflow_run_id", None)
+        staged.write_config(record)
+        staged.write_history([r for r in self.history() if r["epoch"] <= epoch])
+        link_or_copy(source, staged.epoch_path(epoch))
+        staged.write_state("stopped", epoch=epoch, reason=f"forked from {self.name} at epoch {epoch}")
+        atomic.write_json(staged.marker_path, {"format": RUN_FORMAT, "id": uuid.uuid4().hex, "created": now()})
+        os.rename(tmp, child.path)
+        return child
+
+
+def _epoch_in(path: Path) -> int | None:
+    try:
+        epoch = checkpoint_info(path).get("epoch")
+        return epoch if isinstance(epoch, int) else None
+    except RunError:
+        return None
+
+
+def _free_name(folder: Path, stem: str) -> str:
+    k = 1
+    while (folder / f"{stem}{k}").exists() or (folder / f"{stem}{k}").is_symlink():
+        k += 1
+    return f"{stem}{k}"
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (one file, two names: timm's way with best/last), or a
+    copy where links are not possible; atomic either way."""
+    with atomic.atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+@contextmanager
+def snapshot_file(path: Path) -> Iterator[Path]:
+    """A private copy of ``path`` made from one open file descriptor (what a rename does to the
+    name after the open does not matter), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="resnetctl-") as folder:
+        copy = Path(folder) / path.name
+        try:
+            with open(path, "rb") as src, open(copy, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except OSError as exc:
+            raise RunError(f"Cannot read {path} ({exc.strerror or exc})") from None
+        yield copy
 
 
 def find_run(run: str | Path | None, runs_dir: str | Path | None = None) -> RunDir:
-    """A run by path, by name under the runs dir, or the most recently changed one."""
+    """A run by path, by name under the runs dir, or the most recently changed one. A folder
+    that is not a run (no marker) is refused, never taken for one."""
     root = paths.runs_dir(runs_dir)
     if run:
         for candidate in (Path(run).expanduser(), root / str(run)):
-            if (candidate / "config.json").is_file():
-                return RunDir(candidate)
+            if candidate.is_dir():
+                return RunDir(candidate).check_is_run()
         raise RunError(
-            f"No run {str(run)!r} (looked for config.json in {run} and {root / str(run)})",
+            f"No run {str(run)!r} (looked in {run} and {root / str(run)})",
             hint="see `resnetctl summary` for the runs there are",
         )
     runs = list_runs(root)
@@ -217,16 +526,18 @@ def find_run(run: str | Path | None, runs_dir: str | Path | None = None) -> RunD
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[RunDir]:
-    """Readable runs under the runs dir, oldest first (by last change of history or config).
-    Anything else there is skipped, with a warning when it looks like a damaged run."""
+    """The runs (and branches) under the runs dir, oldest first by last change of history or
+    config. Folders that are not runs are left alone; a damaged run is skipped with a warning."""
     root = paths.check_folder(paths.runs_dir(runs_dir), "Runs dir")
     if not root.is_dir():
         return []
     runs = []
     for p in root.iterdir():
-        if p.name.startswith(".") or not (p / "config.json").is_file():
+        if p.name.startswith(".") or not p.is_dir():
             continue
         run = RunDir(p)
+        if not run.is_run():
+            continue
         try:
             run.config()
         except RunError as exc:

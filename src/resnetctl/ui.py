@@ -11,6 +11,7 @@ import logging
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -44,7 +45,7 @@ class WarningLines(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
 
 def show_library_warnings(console: Console) -> None:
@@ -54,10 +55,25 @@ def show_library_warnings(console: Console) -> None:
     logger.propagate = False
 
 
-def print_error(console: Console, message: str, hint: str | None = None) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+def _say(console: Console, label: str, message: str, hint: str | None) -> None:
+    """One line (and a hint line), never wrapped: a command in it works when selected and pasted.
+    The text is escaped, so a path with ``[/`` or a ``pip install 'x[extra]'`` is shown as is."""
+    console.print(f"{label} {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        console.print(f"  {hint}", highlight=False)
+        console.print(f"  {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+def print_error(console: Console, message: str, hint: str | None = None) -> None:
+    _say(console, "[bold red]error:[/]", message, hint)
+
+
+def print_stopped(console: Console, message: str, hint: str | None = None) -> None:
+    """A stop the user asked for (Ctrl+C, SIGTERM): what was kept and how to go on, not an error."""
+    _say(console, "[bold yellow]stopped:[/]", message, hint)
+
+
+def print_note(console: Console, message: str) -> None:
+    _say(console, "[cyan]note:[/]", message, None)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -193,15 +209,23 @@ def _fmt(row: dict, key: str, spec: str) -> str:
     return format(row[key], spec) if key in row else "-".rjust(int(spec.split(".")[0] or 1))
 
 
+COLUMNS = (  # (history key, label, format): one epoch row fits 80 columns with all of them
+    ("lr", "lr", "8.2e"),
+    ("loss", "loss", "6.3f"),
+    ("accuracy", "acc", "6.4f"),
+    ("top5", "top5", "6.4f"),
+    ("val_loss", "val_loss", "8.3f"),
+    ("val_accuracy", "val_acc", "7.4f"),
+    ("val_top5", "val_top5", "8.4f"),
+    ("images_per_second", "img/s", "5.0f"),
+)
+
+
 class TrainingDisplay(TrainingProgress):
     """A live bar (images/s, loss, accuracy, the current step's lr, ETA of the epoch and of the
-    run) and a row per epoch on a terminal; plain lines otherwise, at least every 30 s and at
-    every 10% of a long epoch."""
-
-    HEADER = (
-        f"{'epoch':>9} {'lr':>9} {'loss':>8} {'acc':>7} {'top5':>7} {'val_loss':>8} {'val_acc':>7} "
-        f"{'val_top5':>8} {'img/s':>8} {'time':>7}"
-    )
+    run) and a row per epoch that fits 80 columns (columns that do not apply, such as top-5 of a
+    dataset of 5 classes, are left out), the best epoch so far marked; plain lines when not on a
+    terminal, at least every 30 s and at every 10% of a long epoch."""
 
     def __init__(self, console: Console):
         self.console = console
@@ -211,11 +235,36 @@ class TrainingDisplay(TrainingProgress):
         self.epoch_seconds: list[float] = []
 
     def start(self, plan: dict) -> None:
+        from resnetctl.runs import score
+
         self.plan = plan
+        self.score = score
+        self.best = plan.get("best_score", float("-inf"))
+        self.t0 = time.perf_counter()
+        wanted = {"top5", "val_top5"} if plan.get("num_classes", 0) > 5 else set()
+        has_val = plan.get("validation", True)
+        self.columns = [
+            c
+            for c in COLUMNS
+            if (c[0] not in ("top5", "val_top5") or c[0] in wanted) and (has_val or not c[0].startswith("val_"))
+        ]
         self.console.print(
-            f"[dim]{plan['model']} on {plan['dataset']}, {plan['placement']}; run {plan['path']}[/]", highlight=False
+            f"[dim]{escape(plan['model'])} on {escape(plan['dataset'])}, {escape(plan['placement'])}; "
+            f"run {escape(plan['path'])}[/]",
+            highlight=False,
+            soft_wrap=True,
         )
-        self.console.print(self.HEADER, style="bold", highlight=False)
+        resumed = plan.get("resumed")
+        if resumed:
+            self._show_resumed(resumed)
+        self.console.print(
+            "[dim]img/s: training images per second; elapsed: since this command started; "
+            "* best so far (val_acc, else acc)[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        header = f"{'epoch':>9}" + "".join(f" {label:>{int(fmt.split('.')[0])}}" for _, label, fmt in self.columns)
+        self.console.print(header + f" {'elapsed':>7}", style="bold", highlight=False)
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -227,6 +276,21 @@ class TrainingDisplay(TrainingProgress):
             )
             self.progress.start()
         self.epoch = None
+
+    def _show_resumed(self, r: dict) -> None:
+        line = f"resumed after epoch {r['from_epoch']} at lr {r['lr']:.3g}"
+        if r.get("fork_of"):
+            line = f"forked from run {r['fork_of']} at epoch {r['from_epoch']}, lr {r['lr']:.3g}"
+        planned = r.get("planned_lr")
+        if planned is not None and abs(planned - r["lr"]) > 1e-9 * max(abs(planned), 1e-12):
+            line += f"; the schedule before this resume had {planned:.3g} here (x{r['lr'] / planned:.3g})"
+        self.console.print(f"[bold]{escape(line)}[/]", highlight=False, soft_wrap=True)
+        if r.get("branch"):
+            self.console.print(
+                f"the epochs after {r['from_epoch']} are kept as a branch: {escape(r['branch'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def _eta_run(self, epoch: int, fraction: float, elapsed: float) -> float:
         per_epoch = elapsed / max(fraction, 1e-9)
@@ -261,13 +325,12 @@ class TrainingDisplay(TrainingProgress):
             self.last_line, self.last_tenth = now, tenth
 
     def epoch_end(self, row: dict) -> None:
-        line = (
-            f"{row['epoch']:>4}/{self.plan['epochs']:<4} {_fmt(row, 'lr', '9.2e')} {_fmt(row, 'loss', '8.4f')} "
-            f"{_fmt(row, 'accuracy', '7.4f')} {_fmt(row, 'top5', '7.4f')} {_fmt(row, 'val_loss', '8.4f')} "
-            f"{_fmt(row, 'val_accuracy', '7.4f')} {_fmt(row, 'val_top5', '8.4f')} "
-            f"{_fmt(row, 'images_per_second', '8.1f')} {row['seconds']:6.1f}s"
-        )
-        self.console.print(line, highlight=False)
+        best = self.score(row) > self.best
+        self.best = max(self.best, self.score(row))
+        cells = "".join(f" {_fmt(row, key, fmt)}" for key, _, fmt in self.columns)
+        epoch = f"{row['epoch']:>4}/{self.plan['epochs']:<4}"
+        elapsed = _duration(time.perf_counter() - self.t0)
+        self.console.print(f"{epoch}{cells} {elapsed:>7}{'*' if best else ''}", highlight=False)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -276,13 +339,20 @@ class TrainingDisplay(TrainingProgress):
 
 
 def show_trained(console: Console, result) -> None:
+    from resnetctl.runs import command
+
     if result.placement and not result.placement.chief:
         console.print(f"[green]Done[/]: worker {result.placement.worker}; the chief worker wrote run {result.run.name}")
     elif result.history:
         console.print(
-            f"[green]Done[/]: {result.run.path} at epoch {result.history[-1]['epoch']}; "
-            f"evaluate with: resnetctl evaluate --run {result.run.path.resolve()}",
+            f"[green]Done[/]: {escape(str(result.run.path))} at epoch {result.history[-1]['epoch']}",
             highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            "  evaluate with: " + escape(command("evaluate", "--run", result.run.path.resolve())),
+            highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -338,12 +408,26 @@ def _evaluation_text(ev: dict | None) -> str:
     if not ev:
         return "-"
     epoch = f" epoch {ev['epoch']}" if ev.get("epoch") is not None else ""
+    tta = f", TTA {ev['tta']}" if ev.get("tta") else ", no TTA"
     stale = " [stale: checkpoint changed since]" if ev.get("stale") else ""
-    return f"{ev['split']} rank-1 {ev['rank_1']:.4f} ({ev['checkpoint']}{epoch}){stale}"
+    when = f", {ev['evaluated']}" if ev.get("evaluated") else ""
+    return f"{ev['split']} rank-1 {ev['rank_1']:.4f} ({ev['checkpoint']}{epoch}{tta}{when}){stale}"
+
+
+def _segment_text(g: dict) -> str:
+    parts = [f"lr {g['lr']}" if g.get("lr") is not None else "", f"to epoch {g['epochs']}" if g.get("epochs") else ""]
+    return f"epoch {g['from_epoch']}: " + ", ".join(p for p in parts if p)
+
+
+def _lineage_text(s: dict) -> str:
+    up = [f"{p['kind']} of {p['run']} at epoch {p['epoch']}" for p in s.get("lineage", [])]
+    down = [f"{b['run']} ({b['kind']} at epoch {b['epoch']})" for b in s.get("branches", [])]
+    text = "; ".join(up) or "-"
+    return text + (f"; branches: {', '.join(down)}" if down else "")
 
 
 def show_run(console: Console, s: dict) -> None:
-    table = Table(show_header=False, title=f"run {s['run']}")
+    table = Table(show_header=False, title=f"run {escape(s['run'])}")
     best = f"{s['curve']} {s['best_score']:.4f} at epoch {s['best_epoch']}" if s["best_epoch"] else "-"
     state = s["state"] + (f" ({s['reason']})" if s.get("reason") else "")
     for key, value in [
@@ -351,36 +435,51 @@ def show_run(console: Console, s: dict) -> None:
         ("model", s["model"]),
         ("dataset", s["dataset"]),
         ("recipe", ", ".join(f"{k}={v}" for k, v in s["recipe"].items())),
-        ("lr changes", ", ".join(f"epoch {g['from_epoch']}: {g['lr']}" for g in s["segments"]) or "-"),
+        ("schedule changes", ", ".join(_segment_text(g) for g in s["segments"]) or "-"),
+        ("lineage", _lineage_text(s)),
         ("epochs", f"{s['epochs_done']} of {s['epochs']}"),
         ("best", best),
         ("curve", s["sparkline"] or "-"),
         ("evaluation", _evaluation_text(s["latest_evaluation"])),
-        ("time", f"{s['seconds']:.0f}s, {s['images_per_second']} images/s"),
+        ("time", f"{s['seconds']:.0f}s, {s['images_per_second']} train images/s"),
         ("checkpoints", ", ".join(map(str, s["checkpoints"])) or "-"),
         ("files", s["path"]),
         ("monitor", s["monitor"] or "-"),
-        ("next", s["next_command"] or "-"),
     ]:
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))
     console.print(table)
+    if s["next_command"]:  # outside the table, unwrapped: it works when selected and pasted
+        console.print("next: " + escape(s["next_command"]), highlight=False, soft_wrap=True)
 
 
 def show_runs(console: Console, rows: list[dict]) -> None:
     table = _table(
-        "run", "state", "model", "dataset", "epochs", "best", "test rank-1", "img/s", "curve", console=console
+        "run", "state", "model", "dataset", "epochs", "best", "test rank-1", "from", "curve", console=console
     )
     for s in rows:
         ev = s["latest_evaluation"]
+        parent = s["lineage"][0] if s.get("lineage") else None
         table.add_row(
-            s["run"],
+            escape(s["run"]),
             s["state"],
             s["model"],
-            s["dataset"],
+            escape(str(s["dataset"])),
             f"{s['epochs_done']}/{s['epochs']}",
             f"{s['best_score']:.4f}" if s["best_epoch"] else "-",
-            (f"{ev['rank_1']:.4f}" + ("*" if ev.get("stale") else "")) if ev else "-",
-            str(s["images_per_second"] or "-"),
+            (f"{ev['rank_1']:.4f}" + ("*" if ev.get("stale") else "") + (" tta" if ev.get("tta") else ""))
+            if ev
+            else "-",
+            escape(f"{parent['run']}@{parent['epoch']}") if parent else "-",
             s["sparkline"],
         )
     console.print(table)
+
+
+def show_followed(console: Console, row: dict) -> None:
+    """``summary --follow``: one line per finished epoch, then the run's state."""
+    if "state" in row:
+        reason = f" ({row['reason']})" if row.get("reason") else ""
+        console.print(f"run is {row['state']}{escape(reason)} after {row['epochs_done']} epochs", highlight=False)
+        return
+    cells = " ".join(f"{label} {_fmt(row, key, fmt).strip()}" for key, label, fmt in COLUMNS if key in row)
+    console.print(f"epoch {row['epoch']}: {cells}", highlight=False, soft_wrap=True)

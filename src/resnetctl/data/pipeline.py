@@ -15,25 +15,14 @@ few images of an uneven last batch are left out of that epoch (a different few e
 
 from __future__ import annotations
 
-import os
 import threading
 
 import h5py
 import keras
 import numpy as np
 
-from resnetctl.data.store import DatasetInfo, check_split, chunk_length, read_split
+from resnetctl.data.store import DatasetInfo, check_split, chunk_length, fits_in_memory, read_split
 from resnetctl.errors import DatasetError
-
-
-def fits_in_memory(info: DatasetInfo, split: str = "train", fraction: float = 0.25) -> bool:
-    size = info.image_size
-    need = info.splits[split] * size * size * 3
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        total = 8 << 30
-    return need < fraction * total
 
 
 class _Arrays:

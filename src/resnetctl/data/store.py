@@ -147,7 +147,9 @@ class DatasetInfo:
     def split_path(self, split: str) -> Path:
         if split not in self.meta["splits"]:
             have = ", ".join(self.meta["splits"]) or "none"
-            raise DatasetError(f"Dataset {self.name!r} has no split {split!r}", hint=f"it has: {have}")
+            guess = near_miss(split, list(self.meta["splits"]))
+            hint = (f"did you mean --split {guess}? " if guess else "") + f"it has: {have}"
+            raise DatasetError(f"Dataset {self.name!r} has no split {split!r}", hint=hint)
         return self.path / f"{split}.h5"
 
     def is_labelled(self, split: str) -> bool:
@@ -205,19 +207,74 @@ def list_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:
     return found
 
 
-def open_dataset(name_or_path: str | Path, data_dir: str | Path | None = None) -> DatasetInfo:
-    """Find a prepared dataset by name (under the data dir) or by its folder path."""
+# what ``prepare`` makes; kept here (no import of the readers) so a near-miss can name the command
+PREPARE_KINDS = ("shapes", "cifar10", "cifar100", "tiny-imagenet", "folder")
+
+
+def near_miss(word: str, choices) -> str | None:
+    """The choice ``word`` most likely meant (``cifar-10`` -> ``cifar10``, ``validation`` -> ``val``)."""
+    import difflib
+
+    squash = {c.replace("-", "").replace("_", "").lower(): c for c in choices}
+    key = str(word).replace("-", "").replace("_", "").lower()
+    if key in squash:
+        return squash[key]
+    if key.startswith("valid") and "val" in choices:
+        return "val"
+    match = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def open_dataset(name_or_path: str | Path | None, data_dir: str | Path | None = None) -> DatasetInfo:
+    """Find a prepared dataset by name (under the data dir) or by its folder path; ``None``: the
+    only one prepared (with several, the user names one)."""
+    if name_or_path is None:
+        return only_dataset(data_dir)
     candidate = Path(name_or_path).expanduser()
     if not (candidate / META).is_file():
         candidate = paths.data_dir(data_dir) / str(name_or_path)
     if not (candidate / META).is_file():
-        paths.check_folder(paths.data_dir(data_dir), "Data dir")
-        have = ", ".join(d.name for d in list_datasets(data_dir)) or "none yet"
-        raise DatasetError(
-            f"No prepared dataset {str(name_or_path)!r} in {paths.data_dir(data_dir)}",
-            hint=f"prepared: {have}; run `resnetctl prepare {name_or_path}` first",
-        )
+        root = paths.check_folder(paths.data_dir(data_dir), "Data dir")
+        names = [d.name for d in list_datasets(data_dir)]
+        guess = near_miss(str(name_or_path), names)
+        if guess:
+            hint = f"did you mean --dataset {guess}? prepared: {', '.join(names)}"
+        else:
+            kind = near_miss(str(name_or_path), PREPARE_KINDS)
+            prepare = f"resnetctl prepare {kind} --data-dir {root}" if kind and kind != "folder" else None
+            hint = f"prepared: {', '.join(names) or 'none yet'}" + (f"; make it with: {prepare}" if prepare else "")
+        raise DatasetError(f"No prepared dataset {str(name_or_path)!r} in {root}", hint=hint)
     return DatasetInfo(candidate.name, candidate, _read_meta(candidate))
+
+
+def only_dataset(data_dir: str | Path | None = None) -> DatasetInfo:
+    """The default ``--dataset``: the one prepared dataset; none or several is a clear question."""
+    root = paths.data_dir(data_dir)
+    found = list_datasets(data_dir)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise DatasetError(
+            f"No prepared dataset in {root}",
+            hint="prepare one first, e.g. resnetctl prepare shapes (the built-in demo) or resnetctl prepare cifar10",
+        )
+    raise DatasetError(
+        f"{len(found)} prepared datasets in {root}; say which with --dataset",
+        hint="prepared: " + ", ".join(d.name for d in found),
+    )
+
+
+def fits_in_memory(info: DatasetInfo, split: str = "train", fraction: float = 0.25) -> bool:
+    """Whether ``split`` takes under ``fraction`` of the machine's memory (then it is held there)."""
+    import os
+
+    size = info.image_size
+    need = info.splits[split] * size * size * 3
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        total = 8 << 30
+    return need < fraction * total
 
 
 def open_run_dataset(record: dict, data_dir: str | Path | None = None) -> DatasetInfo:

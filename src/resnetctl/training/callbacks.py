@@ -12,10 +12,9 @@ import time
 
 import keras
 
-from resnetctl import atomic
 from resnetctl.hooks import TrainingProgress
 from resnetctl.plots import plot_monitor
-from resnetctl.runs import RunDir, save_checkpoint, score
+from resnetctl.runs import RunDir, link_or_copy, save_checkpoint, score
 
 
 class StopRequested(Exception):
@@ -140,6 +139,8 @@ class RunRecorder(keras.callbacks.Callback):
         progress: TrainingProgress,
         extra: list | None = None,
         keep: int | None = None,
+        recent: int = 3,
+        model_name: str | None = None,
     ):
         super().__init__()
         self.run = run
@@ -150,9 +151,11 @@ class RunRecorder(keras.callbacks.Callback):
         self.best = best_score
         self.progress = progress
         self.extra = extra or []  # more writers of each row (TensorBoard)
-        self.keep = keep  # periodic checkpoints kept (None: all)
+        self.keep = keep  # epoch files kept at most (None: no limit)
+        self.recent = recent  # the newest epochs' files kept beside every ``every``-th
         self.started = 0.0
         self.train_seconds = 0.0
+        self.model_name = model_name  # the registry name, recorded in each checkpoint
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.train_seconds = time.perf_counter(), 0.0
@@ -175,20 +178,25 @@ class RunRecorder(keras.callbacks.Callback):
         }
         if not math.isfinite(row.get("loss", 0.0)):
             raise StopRequested("the loss became non-finite (NaN or inf)", epoch + 1, diverged=True)
-        info = {"epoch": epoch + 1, "metrics": {k: v for k, v in row.items() if k != "epoch"}}
+        info = {
+            "epoch": epoch + 1,
+            "model": self.model_name,
+            "metrics": {k: v for k, v in row.items() if k != "epoch"},
+        }
         save_checkpoint(self.model, self.run.last_path, info)
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
-            self.run.checkpoint_dir.mkdir(exist_ok=True)
-            atomic.copy_file(self.run.last_path, self.run.epoch_path(epoch + 1))
-            if self.keep:
-                self.run.keep_newest_epoch_files(self.keep)
-        if score(row) > self.best:
-            atomic.copy_file(self.run.last_path, self.run.best_path)
-            self.best = score(row)
-        # after the checkpoint: a row always has its last.keras; in memory only once on disk, so
-        # a write that fails (a full disk) never leaves a row that the run dir doesn't have
+        # right after its checkpoint: a row always has one, and the row is in memory only once on
+        # disk, so a write that fails later (a full disk) never loses or invents a row
         self.run.write_history([*self.rows, row])
         self.rows.append(row)
+        # the epoch's file is a second name of last.keras (a hard link: no copy, no extra space
+        # until last.keras is replaced); the newest few and every N-th are kept
+        self.run.checkpoint_dir.mkdir(exist_ok=True)
+        link_or_copy(self.run.last_path, self.run.epoch_path(epoch + 1))
+        final = epoch + 1 == self.params.get("epochs")
+        self.run.prune_epoch_files(self.every, max(self.recent, 1 if final else 0), self.keep)
+        if score(row) > self.best:
+            link_or_copy(self.run.last_path, self.run.best_path)
+            self.best = score(row)
         for writer in self.extra:
             writer(row)
         plot_monitor(self.rows, self.run.monitor_path, title=self.run.name)

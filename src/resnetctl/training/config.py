@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from resnetctl.errors import RunError
 from resnetctl.models.specs import AUGMENTATIONS
@@ -74,93 +75,148 @@ def default_augmentation(image_size: int) -> str:
     return "crop-flip" if image_size <= 64 else "resized-crop-flip"
 
 
+def option(
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    maximum: float | None = None,
+    show_default: str | None = None,
+    flag: str | None = None,
+    envvar: str | None = None,
+    cli: bool = True,
+) -> dict:
+    """A train option's one declaration, kept in its field's metadata: the help and the default shown
+    by ``-h``, the allowed values (checked by :meth:`TrainConfig.validate`, whatever the source: a
+    flag, ``--config`` or a recipe), and the flag (``--name`` or ``--on/--off``; booleans get a
+    ``--no-`` form). ``cli=False``: set by the tool, not by a flag."""
+    return {
+        "help": help,
+        "choices": choices,
+        "minimum": minimum,
+        "above": above,
+        "below": below,
+        "maximum": maximum,
+        "show_default": show_default,
+        "flag": flag,
+        "envvar": envvar,
+        "cli": cli,
+    }
+
+
+def _opt(default, help: str, **kwargs):
+    return field(default=default, metadata=option(help, **kwargs))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str
-    dataset: str = "shapes"
-    data_dir: str | None = None
-    epochs: int = 30
-    batch_size: int | None = None  # None: default_batch_size(train images)
-    lr: float = 0.1
-    schedule: str = "poly"
-    power: float = 1.0
-    milestones: tuple[int, ...] = ()
-    warmup_epochs: float | None = None  # None: default_warmup(epochs)
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    zero_init_last: bool = False
-    augmentation: str | None = None  # None: default_augmentation(image size)
-    precision: str = "float32"
-    jit: bool | None = None  # None: Keras decides ("auto")
-    seed: int = 0
-    checkpoint_every: int = 5
-    keep_checkpoints: int | None = None  # None: keep every periodic checkpoint
-    clip_norm: float | None = None  # None: no gradient clipping
-    ema: float = 0.0  # decay of an average of the weights used to validate and save; 0: off
-    mixup: float = 0.0  # MixUp's Beta alpha; 0: off
-    cutmix: float = 0.0  # CutMix's Beta alpha; 0: off
-    mix_prob: float = 1.0  # share of batches mixed when --mixup/--cutmix are on
-    mix_switch_prob: float = 0.5  # with both on, share of mixed batches that get CutMix
-    init_from: str | None = None  # a run (its best checkpoint) or a .keras file to start from
-    runs_dir: str | None = None
-    run: str | None = None
-    tensorboard: bool = False
-    in_memory: bool | None = None  # None: in memory when the train split fits comfortably
+    model: str = field(metadata=option("Model name, e.g. resnet56 (see `build --list`).", cli=False))
+    dataset: str | None = _opt(
+        None, "Prepared dataset name or path.", show_default="the only prepared dataset (several: name one)"
+    )
+    data_dir: str | None = _opt(
+        None, "Where datasets live.", show_default="the per-user data folder", envvar="RESNETCTL_DATA_DIR"
+    )
+    epochs: int = _opt(30, "Total epochs.", minimum=1)
+    batch_size: int | None = _opt(None, "Global batch size.", minimum=1, show_default=DEFAULT_BATCH_SIZE_RULE)
+    lr: float = _opt(0.1, "Peak learning rate.", above=0)
+    schedule: str = _opt("poly", " | ".join(SCHEDULES) + ".", choices=SCHEDULES)
+    power: float = _opt(1.0, "poly: lr * (1 - epoch/epochs) ** power.", above=0)
+    milestones: tuple[int, ...] = _opt((), "step: epochs where lr drops 10x, e.g. 82,123.", show_default="none")
+    warmup_epochs: float | None = _opt(
+        None, "Linear warmup from 0 to --lr.", minimum=0, show_default="2, a tenth of shorter runs"
+    )
+    optimizer: str = _opt("sgd", "sgd (Nesterov momentum) | adamw.", choices=OPTIMIZERS)
+    momentum: float = _opt(0.9, "SGD momentum.", minimum=0, below=1)
+    weight_decay: float = _opt(5e-4, "Decay coefficient.", minimum=0)
+    label_smoothing: float = _opt(0.1, "Label smoothing of the loss.", minimum=0, below=1)
+    zero_init_last: bool = _opt(False, "Start each residual branch at zero (timm's zero_init_last).")
+    augmentation: str | None = _opt(
+        None,
+        " | ".join(AUGMENTATIONS) + ".",
+        choices=AUGMENTATIONS,
+        show_default="crop-flip up to 64px, else resized-crop-flip",
+    )
+    precision: str = _opt("float32", " | ".join(PRECISIONS) + ".", choices=PRECISIONS)
+    jit: bool | None = _opt(None, "XLA compilation.", show_default="Keras decides")
+    seed: int = _opt(0, "Seed of the weights, the data order and the augmentation.")
+    checkpoint_every: int = _opt(
+        5, "Keep the checkpoint of every N-th epoch (checkpoints/epoch_NNNN.keras).", minimum=1
+    )
+    keep_recent: int = _opt(3, "Also keep the checkpoints of the N newest epochs, to go back to.", minimum=0)
+    keep_checkpoints: int | None = _opt(
+        None,
+        "Keep at most N epoch checkpoints in all, the newest (best.keras and last.keras always stay).",
+        minimum=1,
+        show_default="no limit",
+    )
+    clip_norm: float | None = _opt(None, "Clip gradients to this global norm.", above=0, show_default="no clipping")
+    ema: float = _opt(
+        0.0,
+        "Keep an exponential moving average of the weights with this decay per step (0: off); it is what "
+        "validation, the checkpoints, evaluate, predict and export use.",
+        minimum=0,
+        below=1,
+        show_default="off",
+    )
+    mixup: float = _opt(0.0, "MixUp with this Beta alpha (e.g. 0.2), in the train step.", minimum=0, show_default="off")
+    cutmix: float = _opt(
+        0.0, "CutMix with this Beta alpha (e.g. 1.0), in the train step.", minimum=0, show_default="off"
+    )
+    mix_prob: float = _opt(1.0, "Share of batches mixed by --mixup/--cutmix.", minimum=0, maximum=1)
+    mix_switch_prob: float = _opt(
+        0.5, "With --mixup and --cutmix, the share of mixed batches that get CutMix.", minimum=0, maximum=1
+    )
+    init_from: str | None = _opt(
+        None,
+        "Start from a run's best weights (or a .keras file): layers that match are loaded, a classifier for "
+        "another class count starts fresh.",
+        show_default="random init",
+    )
+    runs_dir: str | None = _opt(None, "Where runs live.", show_default="./runs", envvar="RESNETCTL_RUNS_DIR")
+    run: str | None = _opt(None, "Run name.", show_default="MODEL-DATASET-TIMESTAMP")
+    tensorboard: bool = _opt(False, "Also write TensorBoard logs (needs the tensorboard extra).")
+    segments: tuple[dict, ...] = _opt(
+        (), "The changes resume made to the schedule, in order (written by resume).", cli=False
+    )
+    in_memory: bool | None = _opt(
+        None,
+        "Hold train in memory or stream it from HDF5.",
+        flag="--in-memory/--stream",
+        show_default="in memory when it fits",
+    )
 
     def warmup(self) -> float:
         """Warmup epochs; by default 2, or a tenth of a shorter run. Without warmup, lr 0.1 from the
         first step made one seed in three diverge early on the CIFAR subset (docs/benchmarks.md)."""
         return min(2.0, self.epochs / 10) if self.warmup_epochs is None else self.warmup_epochs
 
+    def total_epochs(self) -> int:
+        """The epoch the run trains to: ``epochs``, or what the latest ``resume --epochs`` set."""
+        return next((int(s["epochs"]) for s in reversed(self.segments) if s.get("epochs")), self.epochs)
+
     def validate(self) -> TrainConfig:
-        """Every option checked without Keras; returns self so calls chain."""
+        """Every option checked without Keras (types, ranges and choices from each field's declaration,
+        then what involves several fields); returns self so calls chain."""
         from resnetctl import paths
         from resnetctl.models.specs import get_spec
 
+        for f in fields(self):
+            _check_declared(f, getattr(self, f.name))
         get_spec(self.model)
-        for label, value in (
-            ("epochs", self.epochs),
-            ("batch_size", 1 if self.batch_size is None else self.batch_size),
-            ("checkpoint_every", self.checkpoint_every),
-        ):
-            if value < 1:
-                raise RunError(f"`{label}` must be >= 1. Received: {label}={value}")
-        if self.optimizer not in OPTIMIZERS:
-            raise RunError(f"Unknown optimizer {self.optimizer!r}", hint=f"use one of {', '.join(OPTIMIZERS)}")
-        if self.precision not in PRECISIONS:
-            raise RunError(f"Unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-        if self.augmentation is not None and self.augmentation not in AUGMENTATIONS:
-            raise RunError(f"Unknown augmentation {self.augmentation!r}", hint=f"use one of {', '.join(AUGMENTATIONS)}")
-        if not 0 <= self.label_smoothing < 1:
-            raise RunError(f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise RunError(f"`weight_decay` must be a finite number >= 0. Received: {self.weight_decay}")
-        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise RunError(f"`keep_checkpoints` must be >= 1. Received: keep_checkpoints={self.keep_checkpoints}")
-        if self.clip_norm is not None and not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
-            raise RunError(f"`clip_norm` must be a finite number > 0. Received: {self.clip_norm}")
-        if not (math.isfinite(self.ema) and 0 <= self.ema < 1):
-            raise RunError(f"`ema` must be a decay in [0, 1) (0: off), e.g. 0.999. Received: ema={self.ema}")
-        for label, value in (("mixup", self.mixup), ("cutmix", self.cutmix)):
-            if not (math.isfinite(value) and value >= 0):
-                raise RunError(f"`{label}` must be an alpha >= 0 (0: off). Received: {label}={value}")
-        for label, value in (("mix_prob", self.mix_prob), ("mix_switch_prob", self.mix_switch_prob)):
-            if not 0 <= value <= 1:
-                raise RunError(f"`{label}` must be in [0, 1]. Received: {label}={value}")
+        _check_segments(self.segments)
         mixing_changed = (self.mix_prob, self.mix_switch_prob) != (DEFAULTS.mix_prob, DEFAULTS.mix_switch_prob)
         if mixing_changed and not (self.mixup or self.cutmix):
             raise RunError("--mix-prob and --mix-switch-prob apply only with --mixup and/or --cutmix")
-        if not 0 <= self.momentum < 1:
-            raise RunError(f"`momentum` must be in [0, 1). Received: {self.momentum}")
         check_schedule_args(self.schedule, self.lr, self.epochs, self.warmup(), self.power, self.milestones)
         if self.run is not None:
             paths.check_name(self.run, "Run")
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise RunError(
                 "--tensorboard needs the tensorboard package",
-                hint='install it with `pip install "resnetctl[tensorboard]"` (or `pip install tensorboard`)',
+                hint="install it with: pip install 'resnetctl[tensorboard]'",
             )
         return self
 
@@ -174,39 +230,138 @@ class TrainConfig:
         )
 
     def with_overrides(self, **overrides) -> TrainConfig:
-        """Apply the flags a user actually gave (``None`` keeps the default)."""
+        """Apply the options a user actually gave (``None`` keeps what is there); an unknown name is
+        an error, never dropped."""
         known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None and k in known})
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise RunError(f"Unknown train options: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}")
+        return TrainConfig.from_dict({**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        d["segments"] = [dict(s) for s in self.segments]
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        d["milestones"] = tuple(d.get("milestones") or ())
+    def from_dict(cls, d: dict, source: str = "the config") -> TrainConfig:
+        """The options of ``d`` (other keys ignored), each checked for its declared type, so a
+        ``"0.1"`` or a ``null`` where a number belongs is one clear error, not a crash later."""
+        d = {k: v for k, v in d.items() if k in _FIELDS}
         if "ema" in d and d["ema"] is None:  # older runs wrote null for off
             d["ema"] = 0.0
+        for name, value in d.items():
+            d[name] = _coerce(name, value, _HINTS[name], source)
+        if not isinstance(d.get("model"), str):
+            raise RunError(f'{source} has no "model" name')
         return cls(**d)
 
 
 DEFAULTS = TrainConfig(model="")
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
 
 
-# what train adds to a run's config.json beside the options (config_from_file ignores them)
-RUN_RECORD_KEYS = frozenset(
-    {"created", "steps_per_epoch", "effective_warmup_epochs", "segments", "dataset_info", "versions", "placement"}
-)
+def _kind(hint) -> tuple[type, bool]:
+    """(the base type, whether None is allowed) of a field's type hint."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _coerce(name: str, value, hint, source: str):
+    """``value`` as the field's type (ints accepted as floats, lists as tuples), or a RunError."""
+    base, optional = _kind(hint)
+    if value is None:
+        if optional:
+            return None
+        raise RunError(f"`{name}` in {source} cannot be null; give a value or leave the key out")
+    origin = typing.get_origin(base)
+    if origin is tuple:
+        item = typing.get_args(base)[0]
+        if not isinstance(value, (list, tuple)):
+            raise RunError(f"`{name}` in {source} must be a list. Received: {name}={value!r}")
+        return tuple(_coerce(name, v, item, source) for v in value)
+    if base is dict:
+        if not isinstance(value, dict):
+            raise RunError(f"`{name}` in {source} must hold objects. Received: {value!r}")
+        return dict(value)
+    ok = (
+        isinstance(value, bool)
+        if base is bool
+        else isinstance(value, (int, float)) and not isinstance(value, bool)
+        if base is float
+        else isinstance(value, int) and not isinstance(value, bool)
+        if base is int
+        else isinstance(value, base)
+    )
+    if not ok:
+        raise RunError(
+            f"`{name}` in {source} must be {_TYPE_WORDS.get(base, base.__name__)}. Received: {name}={value!r}"
+        )
+    return float(value) if base is float else value
+
+
+def _check_declared(f, value) -> None:
+    """The range and choices a field declares (None, where allowed, is always fine)."""
+    meta = f.metadata
+    if value is None or not meta:
+        return
+    name = f.name
+    if meta.get("choices") and value not in meta["choices"]:
+        raise RunError(f"Unknown {name} {value!r}", hint=f"use one of {', '.join(meta['choices'])}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, above, below, high = (meta.get(k) for k in ("minimum", "above", "below", "maximum"))
+        bad = (
+            (isinstance(value, float) and not math.isfinite(value))
+            or (low is not None and value < low)
+            or (above is not None and value <= above)
+            or (below is not None and value >= below)
+            or (high is not None and value > high)
+        )
+        if bad:
+            text = _range_text(low, above, below, high, "" if isinstance(value, int) else "a finite number ")
+            raise RunError(f"`{name}` must be {text}. Received: {name}={value}")
+
+
+def _range_text(low, above, below, high, noun: str) -> str:
+    """``>= 1``, ``> 0``, ``in [0, 1)``: the declared range as a user reads it."""
+    lower = (f"[{low}", f">= {low}") if low is not None else (f"({above}", f"> {above}") if above is not None else None
+    upper = (
+        (f"{high}]", f"<= {high}") if high is not None else (f"{below})", f"< {below}") if below is not None else None
+    )
+    if lower and upper:
+        return f"in {lower[0]}, {upper[0]}"
+    return noun + (lower or upper)[1] if (lower or upper) else noun.strip()
+
+
+def _check_segments(segments) -> None:
+    for s in segments:
+        ok = (
+            isinstance(s.get("from_epoch"), int)
+            and s["from_epoch"] >= 0
+            and (s.get("lr") is None or (isinstance(s["lr"], (int, float)) and math.isfinite(s["lr"]) and s["lr"] > 0))
+            and (s.get("epochs") is None or (isinstance(s["epochs"], int) and s["epochs"] > s["from_epoch"]))
+        )
+        if not ok:
+            raise RunError(
+                f"A segment of the schedule is damaged: {s!r}",
+                hint='each is {"from_epoch": E, "lr": RATE or null, "epochs": TOTAL or null}',
+            )
 
 
 def config_from_file(path) -> TrainConfig:
     """The options of a run's ``config.json`` (or of any JSON object of its keys), to train that
-    run again; its name is not taken (a new run gets a new one) and its lr changes by ``resume``
-    are not replayed. An unknown key is an error, so a typo never passes silently."""
+    run again: its schedule changes by ``resume`` (``segments``) are replayed, its name is not taken
+    (a new run gets a new one). An unknown key is an error, so a typo never passes silently."""
     from pathlib import Path
+
+    from resnetctl.runs import RECORD_KEYS
 
     path = Path(path)
     try:
@@ -215,14 +370,41 @@ def config_from_file(path) -> TrainConfig:
         raise RunError(f"Cannot read --config {path} ({exc})") from None
     if not isinstance(record, dict) or not isinstance(record.get("model"), str):
         raise RunError(f'--config {path} is not a JSON object with a "model"')
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(record) - known - RUN_RECORD_KEYS)
+    unknown = sorted(set(record) - set(_FIELDS) - RECORD_KEYS)
     if unknown:
         raise RunError(
-            f"Unknown keys in --config {path}: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}"
+            f"Unknown keys in --config {path}: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(_FIELDS))}"
         )
-    options = {k: v for k, v in record.items() if k in known and k != "run"}
-    try:
-        return TrainConfig.from_dict(options)
-    except TypeError as exc:
-        raise RunError(f"--config {path}: {exc}") from None
+    options = {k: v for k, v in record.items() if k in _FIELDS and k != "run"}
+    return TrainConfig.from_dict(options, source=f"--config {path}")
+
+
+def cli_options() -> list:
+    """The train options a user sets by flag, in declaration order (the CLI is generated from these)."""
+    return [f for f in fields(TrainConfig) if f.metadata.get("cli")]
+
+
+def option_kind(f) -> tuple[type, bool]:
+    """(base type, None allowed) of an option: what its flag parses."""
+    return _kind(_HINTS[f.name])
+
+
+def config_from_flags(model: str | None, config_file=None, flags: dict | None = None) -> TrainConfig:
+    """defaults < ``--config`` FILE < flags: the one merge ``train`` does. Flags not given are
+    ``None``; a list option (``--milestones 82,123``) comes as text and is parsed here."""
+    flags = dict(flags or {})
+    for name, value in list(flags.items()):
+        if isinstance(value, str) and typing.get_origin(_kind(_HINTS[name])[0]) is tuple:
+            try:
+                flags[name] = tuple(int(v) for v in value.split(",") if v.strip())
+            except ValueError:
+                raise RunError(
+                    f"--{name.replace('_', '-')} must be whole numbers separated by commas. Received: {value!r}"
+                ) from None
+    if config_file is not None:
+        base = config_from_file(config_file)
+    elif model is None:
+        raise RunError("Missing MODEL", hint="e.g. resnetctl train resnet20, or --config RUN/config.json")
+    else:
+        base = TrainConfig(model=model)
+    return base.with_overrides(model=model, **flags)

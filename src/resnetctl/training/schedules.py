@@ -20,7 +20,10 @@ from resnetctl.training.config import check_schedule_args
 
 @keras.saving.register_keras_serializable(package="resnetctl")
 class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """poly | step | cosine | constant over ``epochs``, with an optional linear warmup."""
+    """poly | step | cosine | constant over ``epochs``, with an optional linear warmup, then the
+    ``segments`` that ``resume`` added: from ``from_epoch`` on, a constant ``lr`` and/or a new
+    horizon ``epochs`` for the formula (unset keys carry over from the piece before). A run's
+    config.json holds the same list, so ``train --config`` replays the schedule a run had."""
 
     def __init__(
         self,
@@ -32,6 +35,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         power: float = 1.0,
         milestones: tuple[int, ...] | list[int] = (),
         gamma: float = 0.1,
+        segments: tuple[dict, ...] | list[dict] = (),
     ):
         check_schedule_args(kind, base_lr, epochs, warmup_epochs, power, milestones)
         if steps_per_epoch < 1:
@@ -44,10 +48,26 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.power = float(power)
         self.milestones = tuple(int(m) for m in milestones)
         self.gamma = float(gamma)
+        self.segments = [dict(s) for s in segments]
+        self.pieces = []  # (from_epoch, constant lr or None, horizon), resolved
+        rate, horizon = None, self.epochs
+        for segment in self.segments:
+            rate = segment.get("lr") if segment.get("lr") is not None else rate
+            horizon = segment.get("epochs") or horizon
+            self.pieces.append((int(segment["from_epoch"]), rate, int(horizon)))
 
     def _rate(self, epoch, xp):
-        """The formula, once, for ``xp`` = ``keras.ops`` (in the graph) or NumPy (for display)."""
-        progress = xp.clip(epoch / float(self.epochs), 0.0, 1.0)
+        """The schedule, once, for ``xp`` = ``keras.ops`` (in the graph) or NumPy (for display)."""
+        lr = self._formula(epoch, float(self.epochs), xp)
+        if self.warmup_epochs > 0:
+            lr = lr * xp.minimum(1.0, (epoch + 1.0 / self.steps_per_epoch) / self.warmup_epochs)
+        for start, constant, horizon in self.pieces:
+            piece = constant * xp.ones_like(epoch) if constant is not None else self._formula(epoch, float(horizon), xp)
+            lr = xp.where(epoch >= float(start), piece, lr)
+        return lr
+
+    def _formula(self, epoch, horizon: float, xp):
+        progress = xp.clip(epoch / horizon, 0.0, 1.0)
         if self.kind == "poly":
             lr = self.base_lr * xp.power(1.0 - progress, self.power)
         elif self.kind == "cosine":
@@ -57,8 +77,6 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             lr = self.base_lr * xp.power(self.gamma, passed)
         else:
             lr = self.base_lr * xp.ones_like(epoch)
-        if self.warmup_epochs > 0:
-            lr = lr * xp.minimum(1.0, (epoch + 1.0 / self.steps_per_epoch) / self.warmup_epochs)
         return lr
 
     def __call__(self, step):
@@ -82,4 +100,5 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "power": self.power,
             "milestones": list(self.milestones),
             "gamma": self.gamma,
+            "segments": self.segments,
         }

@@ -8,24 +8,22 @@ before anything is written; a run that fails before its first epoch ends leaves 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import math
 import platform
 import shutil
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import keras
 
-from resnetctl import __version__, paths
+from resnetctl import __version__
 from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
-from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset
+from resnetctl.data.store import DatasetInfo
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
 from resnetctl.models import check_model_fits, create_model_for
-from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model, now, score
+from resnetctl.runs import RunDir, best_row, checkpoint_info, command, link_or_copy, load_model, now, score
 from resnetctl.signals import stop_on_signals
 from resnetctl.training.callbacks import (
     EMAWeights,
@@ -77,11 +75,17 @@ def _set_up_backend(config: TrainConfig) -> None:
     keras.mixed_precision.set_dtype_policy(config.precision)
 
 
-def make_schedule(config: TrainConfig, steps_per_epoch: int, constant_lr: float | None = None):
-    if constant_lr is not None:
-        return EpochSchedule("constant", constant_lr, steps_per_epoch, config.epochs)
+def make_schedule(config: TrainConfig, steps_per_epoch: int):
+    """The run's schedule, with the changes ``resume`` made (``config.segments``)."""
     return EpochSchedule(
-        config.schedule, config.lr, steps_per_epoch, config.epochs, config.warmup(), config.power, config.milestones
+        config.schedule,
+        config.lr,
+        steps_per_epoch,
+        config.epochs,
+        config.warmup(),
+        config.power,
+        config.milestones,
+        segments=config.segments,
     )
 
 
@@ -143,35 +147,22 @@ def _init_from(model, config: TrainConfig) -> dict | None:
     return {"source": str(source_path.resolve()), "epoch": epoch, **report}
 
 
-def _restartable(run: RunDir) -> bool:
-    """A run of ours that never finished an epoch (stopped in its first, or killed while
-    writing its first checkpoint) may be started again under its name."""
-    return run.config_path.is_file() and not run.history() and not run.checkpoints()
+def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
+    """Train a new run as planned by :func:`resnetctl.plan.plan_train` (a config works too: it is
+    planned here)."""
+    from resnetctl.plan import plan_train
 
-
-def train(config: TrainConfig, progress: TrainingProgress | None = None, strategy: str = "auto") -> TrainResult:
-    """Train ``config.model`` on ``config.dataset`` in a new run dir, placed by ``strategy``."""
-    config.validate()
-    info = open_dataset(config.dataset, config.data_dir)
-    root = paths.check_folder(paths.runs_dir(config.runs_dir), "Runs dir")
-    name = config.run or f"{config.model}-{info.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    paths.check_name(name, "Run")
-    run = RunDir(root / name)
-    placement = resolve(strategy)
-    config = replace(config.resolved(info), run=name)
+    if isinstance(plan, TrainConfig):
+        plan = plan_train(plan)
+    config, info, run = plan.config, plan.dataset, plan.run
+    placement = resolve(plan.strategy)
     placement.check_batch_size(config.batch_size)
     _set_up_backend(config)
     with _RunWriter(run, placement) as out:
-        if placement.chief and out.path.exists():
-            if not _restartable(out):
-                what = "already exists" if out.config_path.exists() else "exists and is not a resnetctl run"
-                raise RunError(
-                    f"Run folder {out.path} {what}",
-                    hint="resume it with `resnetctl resume --run`, or pick another --run name",
-                )
+        if placement.chief and plan.restart:
             _clear(out)
         with placement.scope():
-            batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
+            batches = train_batches(info, config.batch_size, plan.in_memory, config.seed, placement.batch_multiple)
             model = create_model_for(
                 config.model,
                 info,
@@ -188,131 +179,152 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
             schedule = make_schedule(config, steps)
             init = _init_from(model, config)
             compile_model(model, config, schedule, info.num_classes)
-            out.path.mkdir(parents=True, exist_ok=True)
+            created = not out.path.exists()
+            if placement.chief:
+                out.create()
             out.write_config(
                 {
                     **config.to_dict(),
                     "created": now(),
                     "steps_per_epoch": steps,
                     "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
-                    "segments": [],
                     "dataset_info": _dataset_summary(info),
                     **({"init": init} if init else {}),
                     "versions": library_versions(),
                     "placement": placement.to_dict(),
                 }
             )
-            history = _fit(out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement)
+            history = _fit(
+                out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement, created=created
+            )
     return TrainResult(run, history, placement)
 
 
 def _clear(run: RunDir) -> None:
+    """Empty a run of ours that never finished an epoch, before it starts again (only the files a
+    run has; anything else in the folder stays)."""
     for name in RUN_FILES:
         (run.path / name).unlink(missing_ok=True)
     for folder in (run.checkpoint_dir, run.tensorboard_dir):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def resume(
-    run: str | None = None,
-    *,
-    runs_dir: str | None = None,
-    data_dir: str | None = None,
-    epoch: int | None = None,
-    lr: float | None = None,
-    epochs: int | None = None,
-    progress: TrainingProgress | None = None,
-    strategy: str = "auto",
-) -> TrainResult:
-    """Continue a run from the checkpoint of ``epoch`` (default: its latest).
+def resume(plan=None, progress: TrainingProgress | None = None, **options) -> TrainResult:
+    """Continue a run as planned by :func:`resnetctl.plan.plan_resume` (or plan it from
+    ``options``: run, runs_dir, data_dir, epoch, lr, epochs, fork, strategy).
 
     Model, optimizer state (iterations, momentum), augmentation RNG state and the schedule
     position come back from the checkpoint; the data order is a function of (seed, epoch):
-    resuming gives the run that was never stopped. History rows, checkpoints and segments after
-    ``epoch`` are dropped, and ``best.keras`` becomes the best checkpoint kept. ``lr`` continues
-    with that constant rate; ``epochs`` changes the total.
+    resuming gives the run that was never stopped. Going back to an earlier epoch keeps what came
+    after it as a branch (a run of its own, ``RUN.bK``); ``--fork NAME`` starts a new run from the
+    epoch instead and leaves this one as it is. A new ``lr`` or ``epochs`` is recorded as a
+    segment of the schedule, so ``train --config`` of the run replays it.
     """
-    rd = find_run(run, runs_dir)
-    record = rd.config()
-    config = TrainConfig.from_dict(record)
-    if epochs is not None:
-        config = replace(config, epochs=epochs)
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise RunError(f"`lr` must be a finite number > 0. Received: lr={lr}")
-    if config.epochs < 1:
-        raise RunError(f"`epochs` must be >= 1. Received: epochs={config.epochs}")
-    placement = resolve(strategy)
+    from resnetctl.plan import plan_resume
+
+    if plan is None:
+        plan = plan_resume(**options)
+    config, info = plan.config, plan.dataset
+    placement = resolve(plan.strategy)
     placement.check_batch_size(config.batch_size)
+    branch = None
+    if placement.chief and (plan.branches or plan.fork is not None):
+        with plan.source.lock():  # the source changes (a branch) or is copied (a fork) as one step
+            if plan.fork is not None:
+                plan.source.fork(plan.epoch, plan.fork)
+            else:
+                branch = plan.source.branch_off(plan.epoch)
+    rd = plan.run
     with _RunWriter(rd, placement) as out:
-        checkpoints = rd.checkpoints()
-        if not checkpoints:
-            raise RunError(
-                f"Run {rd.path} has no checkpoint: it stopped before its first epoch ended",
-                hint=f"start it again: resnetctl train {config.model} --run {rd.name} "
-                f"--runs-dir {rd.path.parent} --dataset {config.dataset}",
-            )
-        epoch = max(checkpoints) if epoch is None else epoch
-        start_from = rd.checkpoint(epoch)
-        if epoch >= config.epochs:
-            raise RunError(
-                f"Run {rd.name} has done epoch {epoch} of {config.epochs}",
-                hint=f"train further: resnetctl resume --run {rd.path} --epochs TOTAL",
-            )
-        segments = [s for s in record.get("segments", []) if s["from_epoch"] < epoch]
-        if lr is not None:
-            segments.append({"from_epoch": epoch, "lr": lr})
-        constant_lr = segments[-1]["lr"] if segments else None
-        info = open_run_dataset(record, data_dir)
+        start_from = rd.checkpoint(plan.epoch)
+        record = rd.config()
         _set_up_backend(config)
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
+            _check_same_model(start_from, config)
             batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
             steps = len(batches)
-            schedule = make_schedule(config, steps, constant_lr)
+            schedule = make_schedule(config, steps)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
             if config.ema:  # a checkpoint holds the average in the model (EMAWeights)
                 swap_ema(model)
-            history = [r for r in rd.history() if r["epoch"] <= epoch]
-            best = _roll_back(out, checkpoints, epoch, start_from, history) if placement.chief else -math.inf
-            out.write_history(history)
+            history = [r for r in rd.history() if r["epoch"] <= plan.epoch]
+            best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
+            previous = make_schedule(replace(config, segments=record_segments(record, plan.epoch + 1)), steps)
             record.update(
-                epochs=config.epochs,
-                segments=segments,
+                segments=[dict(s) for s in config.segments],
                 versions=library_versions(),
                 effective_warmup_epochs=config.warmup(),
                 steps_per_epoch=steps,
             )
             record.setdefault("resumes", []).append(
-                {"at": now(), "from_epoch": epoch, "lr": lr, "epochs": config.epochs, "placement": placement.to_dict()}
+                {
+                    "at": now(),
+                    "from_epoch": plan.epoch,
+                    "lr": plan.segment.get("lr") if plan.segment else None,
+                    "epochs": config.total_epochs(),
+                    "placement": placement.to_dict(),
+                    **({"branch": branch.name} if branch else {}),
+                }
             )
-            out.write_config(record)
-            history = _fit(out, model, config, info, batches, history, epoch, schedule, best, progress, placement)
+            if placement.chief:
+                out.create()
+                out.write_history(history)
+                out.write_config(record)
+            resumed = {
+                "from_epoch": plan.epoch,
+                "lr": schedule.at_step(plan.epoch * steps),
+                "planned_lr": previous.at_step(plan.epoch * steps),
+                "branch": str(branch.path) if branch else None,
+                "fork_of": plan.source.name if plan.fork else None,
+            }
+            history = _fit(
+                out,
+                model,
+                config,
+                info,
+                batches,
+                history,
+                plan.epoch,
+                schedule,
+                best,
+                progress,
+                placement,
+                resumed=resumed,
+            )
     return TrainResult(rd, history, placement)
 
 
-def _roll_back(run: RunDir, checkpoints: dict, epoch: int, start_from: Path, history: list[dict]) -> float:
-    """Drop the abandoned future after ``epoch``; make ``best.keras`` the best checkpoint kept
-    (by :func:`score`), or remove it when none is. Returns the score the run must beat."""
-    for stale, path in checkpoints.items():
-        if stale > epoch and path.parent == run.checkpoint_dir:
-            path.unlink()
-    if run.last_path.exists() and run.last_path != start_from and _epoch_of(run.last_path, epoch + 1) > epoch:
-        run.last_path.unlink()
-    scores = {r["epoch"]: score(r) for r in history}
-    if run.best_path.exists() and _epoch_of(run.best_path, epoch + 1) <= epoch:
-        return scores.get(_epoch_of(run.best_path, epoch + 1), -math.inf)
-    run.best_path.unlink(missing_ok=True)
-    kept = {e: p for e, p in checkpoints.items() if e <= epoch and p.exists() and p != run.best_path}
-    if not kept:
-        log.warning("no kept checkpoint up to epoch %d to be best.keras; it comes back when an epoch improves", epoch)
-        return -math.inf
-    best_epoch = max(kept, key=lambda e: (scores.get(e, -math.inf), e))
-    from resnetctl import atomic
+def record_segments(record: dict, before_epoch: int) -> tuple:
+    """The schedule changes a run had from before ``before_epoch`` (what it would have gone on with)."""
+    return tuple(dict(s) for s in record.get("segments", []) if s.get("from_epoch", 0) < before_epoch)
 
-    atomic.copy_file(kept[best_epoch], run.best_path)
-    log.warning("best.keras is now epoch %d, the best checkpoint kept up to epoch %d", best_epoch, epoch)
-    return scores.get(best_epoch, -math.inf)
+
+def _check_same_model(path, config: TrainConfig) -> None:
+    """A checkpoint replaced by another model's (same classes and size, another architecture)
+    must not be resumed as this run's model."""
+    recorded = checkpoint_info(path).get("model")
+    if recorded is not None and recorded != config.model:
+        raise RunError(f"{path} holds a {recorded}, but the run trains {config.model}", hint="resume another epoch")
+
+
+def _best_kept(run: RunDir, history: list[dict], epoch: int) -> float:
+    """The score ``best.keras`` holds after going back to ``epoch`` (the epochs after it went to
+    a branch); when it is gone, the best checkpoint kept becomes ``best.keras``."""
+    by_epoch = {r["epoch"]: r for r in history}
+    if run.best_path.is_file():
+        e = _epoch_of(run.best_path, epoch + 1)
+        if e <= epoch:
+            return score(by_epoch[e]) if e in by_epoch else -math.inf
+        run.best_path.unlink()
+    kept = {e: p for e, p in run.checkpoints().items() if e <= epoch and p != run.best_path}
+    chosen = best_row([by_epoch[e] for e in sorted(kept) if e in by_epoch])
+    if chosen is None:
+        return -math.inf
+    link_or_copy(kept[chosen["epoch"]], run.best_path)
+    log.warning("best.keras is now epoch %d, the best checkpoint kept up to epoch %d", chosen["epoch"], epoch)
+    return score(chosen)
 
 
 def _recompile_with_state(model, config: TrainConfig, schedule, num_classes: int, source) -> None:
@@ -361,8 +373,16 @@ class _RunWriter:
 
 
 def _resume_hint(run: RunDir, lr: float | None = None) -> str:
-    hint = f"resume with: resnetctl resume --run {run.path.resolve()}"
-    return hint + (f" --lr {lr:.3g}" if lr else "")
+    return "resume with: " + command("resume", "--run", run.path.resolve(), *(("--lr", f"{lr:.3g}") if lr else ()))
+
+
+def _kept(run: RunDir, done: int) -> str:
+    """What a stopped or failed run kept, read from the files (not assumed)."""
+    checkpoints = run.checkpoints()
+    if not done or not checkpoints:
+        return "no epoch finished" if not done else "no readable checkpoint was kept"
+    newest = max(checkpoints)
+    return f"the last good checkpoint is epoch {newest} ({checkpoints[newest]}); history.csv has {done} epochs"
 
 
 def _fit(
@@ -377,6 +397,8 @@ def _fit(
     best_score: float,
     progress: TrainingProgress | None,
     placement: Placement,
+    created: bool = False,
+    resumed: dict | None = None,
 ) -> list[dict]:
     """``model.fit`` with our callbacks; records the run's state; returns the history.
 
@@ -385,7 +407,10 @@ def _fit(
     progress = progress or TrainingProgress()
     validation = validation_batches(info, config.batch_size, placement.batch_multiple)
     extra = [tensorboard_writer(run.tensorboard_dir)] if config.tensorboard else []
+    from resnetctl.plan import start_again_command
+
     fresh = initial_epoch == 0
+    epochs = config.total_epochs()
     run.write_state("running", epoch=initial_epoch)
     progress.start(
         {
@@ -394,8 +419,12 @@ def _fit(
             "model": config.model,
             "dataset": info.name,
             "placement": placement.describe(),
-            "epochs": config.epochs,
+            "epochs": epochs,
             "initial_epoch": initial_epoch,
+            "resumed": resumed,
+            "num_classes": info.num_classes,
+            "validation": validation is not None,
+            "best_score": best_score,
             "steps": len(batches),
             "batch_size": config.batch_size,
             "images": info.splits["train"],
@@ -417,12 +446,14 @@ def _fit(
                 progress,
                 extra,
                 keep=config.keep_checkpoints,
+                recent=config.keep_recent,
+                model_name=config.model,
             ),
         ]
         try:
             model.fit(
                 batches,
-                epochs=config.epochs,
+                epochs=epochs,
                 initial_epoch=initial_epoch,
                 shuffle=False,
                 validation_data=validation,
@@ -431,7 +462,7 @@ def _fit(
             )
         except StopRequested as stop:
             done = history[-1]["epoch"] if history else initial_epoch
-            kept = f"kept {run.last_path} (epoch {done})" if done else "no epoch finished"
+            kept = _kept(run, done)
             state = "diverged" if stop.diverged else "stopped"
             run.write_state(state, epoch=done, reason=stop.reason)
             if stop.diverged:
@@ -439,28 +470,21 @@ def _fit(
                 hint = (
                     _resume_hint(run, lr)
                     if done
-                    else f"start again with a lower rate: resnetctl train {config.model} --run {run.name} "
-                    f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()} "
-                    f"--lr {config.lr / 10:.3g}"
+                    else "start again with a lower rate: " + start_again_command(run, info, config.lr / 10)
                 )
                 raise Diverged(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
-            hint = (
-                _resume_hint(run)
-                if done
-                else f"start again: resnetctl train {config.model} --run {run.name} "
-                f"--runs-dir {run.path.parent.resolve()} --dataset {info.path.resolve()}"
-            )
+            hint = _resume_hint(run) if done else "start again with: " + start_again_command(run, info)
             raise Stopped(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
         except BaseException as exc:
             done = history[-1]["epoch"] if history else initial_epoch
-            if fresh and not done:  # nothing worth keeping: leave no run behind
+            if fresh and not done and created:  # nothing worth keeping in a folder this call made
                 shutil.rmtree(run.path, ignore_errors=True)
             else:
                 with contextlib.suppress(OSError):  # the disk may be full
                     run.write_state("failed", epoch=done, reason=str(exc)[:500])
             if isinstance(exc, OSError) or is_disk_full(exc):
                 what = "Disk full" if is_disk_full(exc) else "Cannot write"
-                kept = f"the last good checkpoint is {run.last_path} (epoch {done})" if done else "nothing was kept"
+                kept = _kept(run, done)
                 raise RunError(
                     f"{what} while training in {run.path} ({getattr(exc, 'strerror', None) or exc}); {kept}",
                     hint=(_resume_hint(run) + " once there is space") if done else "free some space and train again",

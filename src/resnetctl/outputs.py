@@ -1,0 +1,145 @@
+"""The one policy for every path a user names for output (``build --save``, ``predict --csv``,
+``evaluate --predict``, ``export --out`` and the labels beside it, ``summary --plot``).
+
+Checked before any work is done (:func:`claim`): the folder must exist and be writable; an existing
+file is replaced only with ``--force``; a symlink, a device, a FIFO or a socket is never written
+through or replaced (``--csv /dev/stdout`` must not replace the system's ``/dev/stdout``); a
+folder is never replaced by a file. Written under a short hidden temporary name in the same
+folder and renamed into place (:func:`written`), so a reader never sees half a file and a long
+valid name never fails for its temporary's sake. One process writes an output at a time: a
+second writer of the same real path is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from resnetctl import locks
+from resnetctl.errors import ResnetctlError
+
+TEMP_PREFIX = ".resnetctl-"
+
+
+@dataclass(frozen=True)
+class Output:
+    path: Path  # absolute, so a later chdir (a checking subprocess) cannot change its meaning
+    what: str  # the option that named it, for messages
+    force: bool
+    folder: bool = False  # a folder output (a SavedModel)
+
+
+def _kind(mode: int) -> str | None:
+    for test, word in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return word
+    return "a socket" if stat.S_ISSOCK(mode) else None
+
+
+def claim(
+    path: str | os.PathLike,
+    what: str,
+    *,
+    force: bool = False,
+    folder: bool = False,
+    replaceable: Callable[[Path], bool] | None = None,
+) -> Output:
+    """``path`` checked as an output, before any work. ``replaceable`` says whether an existing
+    thing there is one that ``--force`` may replace (e.g. only an earlier export folder)."""
+    given = Path(path).expanduser()
+    where = Path(os.path.abspath(given))
+    if not where.parent.is_dir():
+        raise ResnetctlError(f"{what} {given}: folder {given.parent} does not exist", hint="create it first")
+    if not os.access(where.parent, os.W_OK | os.X_OK):
+        raise ResnetctlError(f"{what} {given}: folder {where.parent} is not writable")
+    if len(os.fsencode(where.name)) > 255:
+        raise ResnetctlError(f"{what} {given}: the file name is longer than 255 bytes")
+    try:
+        st = os.lstat(where)
+    except FileNotFoundError:
+        return Output(where, what, force, folder)
+    if stat.S_ISLNK(st.st_mode):
+        raise ResnetctlError(
+            f"{what} {given} is a symbolic link; it is never written through or replaced",
+            hint="give the real path, or a new name",
+        )
+    special = _kind(st.st_mode)
+    if special:
+        raise ResnetctlError(f"{what} {given} is {special}; it is never replaced", hint="give a file path")
+    if stat.S_ISDIR(st.st_mode) and not folder:
+        raise ResnetctlError(f"{what} {given} is a folder; give a file name")
+    if not force:
+        raise ResnetctlError(f"{what} {given} already exists", hint="give another name, or add --force to replace it")
+    if folder and not stat.S_ISDIR(st.st_mode):
+        raise ResnetctlError(f"{what} {given} exists and is a file; --force replaces only a folder of the same kind")
+    if replaceable is not None and not replaceable(where):
+        raise ResnetctlError(
+            f"{what} {given} exists and was not written by this command; --force replaces only an earlier output"
+        )
+    return Output(where, what, force, folder)
+
+
+def recheck(output: Output) -> None:
+    """Claim again at publish time: what appeared at the path during the work must not be lost."""
+    claim(output.path, output.what, force=output.force, folder=output.folder)
+
+
+def temp_name(output: Output, suffix: str = "") -> Path:
+    """A short hidden name in the output's folder (a valid 250-byte name must not fail for it)."""
+    return output.path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}.tmp{suffix}")
+
+
+def _lock_file(output: Output) -> Path:
+    """Outside the user's folder (no litter there), keyed on the output's real path."""
+    key = hashlib.sha1(os.fsencode(os.path.realpath(output.path))).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"resnetctl-outputs-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / key
+
+
+@contextlib.contextmanager
+def written(output: Output, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path to write ``output`` to; on success it is renamed into place (a
+    folder output replaces the earlier folder only once the new one is complete). The temporary
+    is removed on any failure, and a second writer of the same output is refused."""
+    with locks.exclusive_file(_lock_file(output), f"{output.what} {output.path}"):
+        tmp = temp_name(output, suffix)
+        try:
+            yield tmp
+            recheck(output)
+            publish(tmp, output.path)
+        finally:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Put a finished file or folder at ``target`` by rename. An earlier folder there is moved
+    aside first and removed only after the new one is in place (prepare and export share this)."""
+    if target.is_dir() and not target.is_symlink():
+        old = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}.old")
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def write_text(output: Output, text: str) -> None:
+    with written(output) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,273 @@
+"""A command's plan: what it will do, worked out and checked without Keras.
+
+``train``, ``resume``, ``evaluate``, ``predict`` and ``export`` each make their plan first: the
+config merged with the flags and validated, the dataset, the run, the checkpoint and every
+output resolved. Mistakes are answered here, at once and before a backend is imported; the CLI
+only parses and renders, and the library functions that do the work take the plan, so no check
+is written twice. ``train --dry-run`` prints :meth:`TrainPlan.describe`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from resnetctl import paths
+from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open_run_dataset
+from resnetctl.errors import RunError
+from resnetctl.runs import RunDir, command, find_run, init_source
+from resnetctl.training.config import STRATEGIES, TrainConfig
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise RunError(f"Unknown strategy {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A new run: the resolved config, its dataset and its folder."""
+
+    config: TrainConfig  # resolved: dataset, batch size, augmentation and run name filled in
+    dataset: DatasetInfo
+    run: RunDir
+    strategy: str
+    restart: bool  # the folder is a run of ours that never finished an epoch: it starts again
+    in_memory: bool
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.dataset.splits["train"] / self.config.batch_size)
+
+    def describe(self) -> dict:
+        """Every setting as it will be used (what ``--dry-run`` shows and config.json records)."""
+        c = self.config
+        return {
+            **c.to_dict(),
+            "warmup_epochs": c.warmup(),
+            "jit": "auto (Keras compiles with XLA where the backend can)" if c.jit is None else c.jit,
+            "in_memory": self.in_memory,
+            "steps_per_epoch": self.steps_per_epoch,
+            "run_path": str(self.run.path),
+            "restart": self.restart,
+            "strategy": self.strategy,
+        }
+
+    def start_again(self) -> str:
+        """The command that starts this run again from nothing (printed after an early stop)."""
+        return start_again_command(self.run, self.dataset)
+
+
+def start_again_command(run: RunDir, dataset: DatasetInfo | None = None, lr: float | None = None) -> str:
+    """``train --config`` of a run that never finished an epoch: same settings, same name."""
+    dataset_path = dataset.path.resolve() if dataset else None
+    return command(
+        "train",
+        "--config",
+        run.config_path.resolve(),
+        "--run",
+        run.name,
+        "--runs-dir",
+        run.path.parent.resolve(),
+        *(("--dataset", dataset_path) if dataset_path else ()),
+        *(("--lr", f"{lr:.3g}") if lr else ()),
+    )
+
+
+def plan_train(config: TrainConfig, strategy: str = "auto") -> TrainPlan:
+    """Check everything ``train`` needs before anything is written."""
+    config.validate()
+    check_strategy(strategy)
+    info = open_dataset(config.dataset, config.data_dir)
+    root = paths.check_folder(paths.runs_dir(config.runs_dir), "Runs dir")
+    if config.init_from:
+        init_source(config.init_from, config.runs_dir)
+    name = config.run or f"{config.model}-{info.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    paths.check_name(name, "Run")
+    run = RunDir(root / name)
+    restart = False
+    if run.path.exists() or run.path.is_symlink():
+        if not run.path.is_dir() or not run.is_run():
+            raise RunError(
+                f"{run.path} exists and is not a resnetctl run; it was left untouched",
+                hint="pick another --run name",
+            )
+        if run.history() or run.checkpoints():
+            raise RunError(
+                f"Run {run.path} already exists",
+                hint=f"continue it with: {command('resume', '--run', run.path.resolve())}; or pick another --run name",
+            )
+        restart = True
+    resolved = replace(config.resolved(info), run=name, dataset=info.name if config.dataset is None else config.dataset)
+    in_memory = fits_in_memory(info, "train") if config.in_memory is None else config.in_memory
+    return TrainPlan(resolved, info, run, strategy, restart, in_memory)
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """Going on with a run: from which checkpoint, with which schedule change, and where."""
+
+    run: RunDir  # the run that will be written (a new one for --fork)
+    source: RunDir  # the run the checkpoint comes from
+    config: TrainConfig  # with the new segment, if any
+    record: dict
+    epoch: int  # the epoch of the checkpoint it starts from
+    dataset: DatasetInfo
+    strategy: str
+    fork: str | None
+    branches: bool  # epochs after ``epoch`` exist and will be kept as a branch
+    segment: dict | None
+
+
+def plan_resume(
+    run: str | None = None,
+    *,
+    runs_dir=None,
+    data_dir=None,
+    epoch: int | None = None,
+    lr: float | None = None,
+    epochs: int | None = None,
+    fork: str | None = None,
+    strategy: str = "auto",
+) -> ResumePlan:
+    check_strategy(strategy)
+    rd = find_run(run, runs_dir)
+    record = rd.config()
+    config = rd.options()
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise RunError(f"`lr` must be a finite number > 0. Received: lr={lr}")
+    if epochs is not None and epochs < 1:
+        raise RunError(f"`epochs` must be >= 1. Received: epochs={epochs}")
+    info = open_run_dataset(record, data_dir)
+    checkpoints = rd.checkpoints()
+    if not checkpoints:
+        raise RunError(
+            f"Run {rd.path} has no checkpoint: it stopped before its first epoch ended",
+            hint=f"start it again with: {start_again_command(rd, info)}",
+        )
+    epoch = max(checkpoints) if epoch is None else epoch
+    rd.checkpoint(epoch)  # an epoch without a checkpoint: the error lists those that have one
+    segment = None
+    if lr is not None or (epochs is not None and epochs != config.total_epochs()):
+        segment = {"from_epoch": epoch, "lr": lr, "epochs": epochs}
+        kept = tuple(s for s in config.segments if s["from_epoch"] < epoch)
+        config = replace(config, segments=(*kept, segment))
+    else:
+        config = replace(config, segments=tuple(s for s in config.segments if s["from_epoch"] < epoch))
+    total = config.total_epochs()
+    if epoch >= total:
+        raise RunError(
+            f"Run {rd.name} has done epoch {epoch} of {total}",
+            hint=f"train it further with: {command('resume', '--run', rd.path.resolve(), '--epochs', total + 10)}",
+        )
+    if fork is not None:
+        paths.check_name(fork, "Run")
+        target = RunDir(rd.path.with_name(fork))
+        if target.path.exists() or target.path.is_symlink():
+            raise RunError(f"--fork {fork}: {target.path} already exists", hint="pick another name")
+    else:
+        target = rd
+    later = any(e > epoch for e in checkpoints) or any(r["epoch"] > epoch for r in rd.history())
+    return ResumePlan(target, rd, config, record, epoch, info, strategy, fork, later and fork is None, segment)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What evaluate, predict and export use: a model file, what its outputs mean, and its run."""
+
+    model_path: Path
+    label: str  # best, last, epochNNNN, or the file's stem
+    run: RunDir | None
+    classes: list[str] | None  # None: a bare --model file without --dataset
+    image_size: int | None
+    dataset: DatasetInfo | None  # opened when asked for (need_dataset) or named
+
+
+def resolve_model(
+    run=None,
+    *,
+    runs_dir=None,
+    checkpoint: str = "best",
+    model_path=None,
+    dataset=None,
+    data_dir=None,
+    need_dataset: bool = False,
+) -> ModelSource:
+    """The one answer to "which checkpoint, and which dataset" for evaluate, predict and export.
+    A run's config.json records its classes and image size, so predict works after its dataset
+    is gone; evaluate (``need_dataset``) opens the dataset itself."""
+    if model_path is not None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise RunError(f"No model file at {model_path}")
+        if model_path.stat().st_size == 0:
+            raise RunError(f"{model_path} is empty (0 bytes): not a model file")
+        if need_dataset and dataset is None:
+            raise RunError("--model needs --dataset NAME to know what to score it on")
+        info = open_dataset(dataset, data_dir) if dataset else None
+        return ModelSource(
+            model_path, model_path.stem, None, info.classes if info else None, info.image_size if info else None, info
+        )
+    rd = find_run(run, runs_dir)
+    config = rd.config()
+    path, label = rd.named_checkpoint(checkpoint)
+    recorded = config.get("dataset_info") if isinstance(config.get("dataset_info"), dict) else {}
+    if dataset or need_dataset or not recorded.get("classes"):
+        info = open_dataset(dataset, data_dir) if dataset else open_run_dataset(config, data_dir)
+        return ModelSource(path, label, rd, info.classes, info.image_size, info)
+    classes = recorded["classes"]
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise RunError(f"{rd.config_path}: dataset_info.classes is not a list of names")
+    return ModelSource(path, label, rd, list(classes), int(recorded["image_size"]), None)
+
+
+def running_note(run: RunDir | None) -> str | None:
+    """A reader's note when the run it reads is being trained right now."""
+    if run is None:
+        return None
+    state = run.state()
+    if state.get("state") == "running":
+        return f"run {run.name} is still training (epoch {state.get('epoch', '?')} done when it was read)"
+    return None
+
+
+TTA_MODES = ("flip",)
+
+
+def check_topk(topk: int | None, classes: int) -> int:
+    """K of rank-K (``None``: min(5, classes)); refused outside 1..classes."""
+    k = min(5, classes) if topk is None else topk
+    if not 1 <= k <= classes:
+        raise RunError(f"--topk must be between 1 and the {classes} classes. Received: {k}")
+    return k
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    source: ModelSource
+    split: str
+    k: int
+    tta: str | None
+    predictions: object | None  # an outputs.Output for --predict
+
+
+def plan_evaluate(
+    source: ModelSource, split: str, topk: int | None, tta: str | None, predict=None, force: bool = False
+) -> EvaluationPlan:
+    """Everything ``evaluate`` can refuse, refused before a model is loaded."""
+    from resnetctl.outputs import claim
+
+    info = source.dataset
+    info.split_path(split)  # an unknown split: one line, with the near miss (validation -> val)
+    k = check_topk(topk, info.num_classes)
+    if tta is not None and tta not in TTA_MODES:
+        raise RunError(f"Unknown test-time augmentation {tta!r}", hint=f"use {', '.join(TTA_MODES)}")
+    if not info.is_labelled(split) and predict is None:
+        raise RunError(
+            f"Split {split!r} has no labels to score", hint="write its predictions with --predict FILE instead"
+        )
+    output = claim(predict, "--predict", force=force) if predict is not None else None
+    return EvaluationPlan(source, split, k, tta, output)
