@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -241,7 +242,11 @@ def open_dataset(name_or_path: str | Path | None, data_dir: str | Path | None = 
             hint = f"did you mean --dataset {guess}? prepared: {', '.join(names)}"
         else:
             kind = near_miss(str(name_or_path), PREPARE_KINDS)
-            prepare = f"resnetctl prepare {kind} --data-dir {root}" if kind and kind != "folder" else None
+            prepare = (
+                shlex.join(["resnetctl", "prepare", kind, "--data-dir", str(root)])
+                if kind and kind != "folder"
+                else None
+            )
             hint = f"prepared: {', '.join(names) or 'none yet'}" + (f"; make it with: {prepare}" if prepare else "")
         raise DatasetError(f"No prepared dataset {str(name_or_path)!r} in {root}", hint=hint)
     return DatasetInfo(candidate.name, candidate, _read_meta(candidate))
@@ -256,7 +261,8 @@ def only_dataset(data_dir: str | Path | None = None) -> DatasetInfo:
     if not found:
         raise DatasetError(
             f"No prepared dataset in {root}",
-            hint="prepare one first, e.g. resnetctl prepare shapes (the built-in demo) or resnetctl prepare cifar10",
+            hint="prepare one first, e.g. the built-in demo: "
+            + shlex.join(["resnetctl", "prepare", "shapes", "--data-dir", str(root)]),
         )
     raise DatasetError(
         f"{len(found)} prepared datasets in {root}; say which with --dataset",

@@ -13,7 +13,7 @@ import time
 import keras
 
 from resnetctl.hooks import TrainingProgress
-from resnetctl.plots import plot_monitor
+from resnetctl.plots import plot_monitor, rate_samples
 from resnetctl.runs import RunDir, link_or_copy, save_checkpoint, score
 
 
@@ -141,6 +141,7 @@ class RunRecorder(keras.callbacks.Callback):
         keep: int | None = None,
         recent: int = 3,
         model_name: str | None = None,
+        marks: list[tuple[int, str]] | None = None,
     ):
         super().__init__()
         self.run = run
@@ -156,6 +157,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.started = 0.0
         self.train_seconds = 0.0
         self.model_name = model_name  # the registry name, recorded in each checkpoint
+        self.marks = marks or []  # (epoch, text) of resumes and rate changes, drawn on monitor.png
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.train_seconds = time.perf_counter(), 0.0
@@ -199,7 +201,9 @@ class RunRecorder(keras.callbacks.Callback):
             self.best = score(row)
         for writer in self.extra:
             writer(row)
-        plot_monitor(self.rows, self.run.monitor_path, title=self.run.name)
+        steps = self.params.get("steps") or 1
+        rate = rate_samples(self.schedule, steps, epoch + 1)
+        plot_monitor(self.rows, self.run.monitor_path, title=self.run.name, rate=rate, marks=self.marks)
         self.progress.epoch_end(row)
 
 

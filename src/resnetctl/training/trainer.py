@@ -258,7 +258,10 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 effective_warmup_epochs=config.warmup(),
                 steps_per_epoch=steps,
             )
-            record.setdefault("resumes", []).append(
+            record["resumes"] = [  # later resumes belong to the branch that kept those epochs
+                r for r in record.get("resumes", []) if isinstance(r, dict) and r.get("from_epoch", 0) < plan.epoch
+            ]
+            record["resumes"].append(
                 {
                     "at": now(),
                     "from_epoch": plan.epoch,
@@ -376,6 +379,20 @@ def _resume_hint(run: RunDir, lr: float | None = None) -> str:
     return "resume with: " + command("resume", "--run", run.path.resolve(), *(("--lr", f"{lr:.3g}") if lr else ()))
 
 
+def _marks(run: RunDir) -> list[tuple[int, str]]:
+    """Where this run was resumed (and at which rate), for monitor.png."""
+    try:
+        resumes = run.config().get("resumes") or []
+    except RunError:
+        return []
+    marks = []
+    for r in resumes:
+        if isinstance(r, dict) and isinstance(r.get("from_epoch"), int):
+            lr = f" lr {r['lr']:.3g}" if isinstance(r.get("lr"), (int, float)) else ""
+            marks.append((r["from_epoch"], f"resume{lr}"))
+    return marks
+
+
 def _kept(run: RunDir, done: int) -> str:
     """What a stopped or failed run kept, read from the files (not assumed)."""
     checkpoints = run.checkpoints()
@@ -406,7 +423,13 @@ def _fit(
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
     validation = validation_batches(info, config.batch_size, placement.batch_multiple)
-    extra = [tensorboard_writer(run.tensorboard_dir)] if config.tensorboard else []
+    extra = []
+    if config.tensorboard:
+        replay = initial_epoch > 0 and not run.tensorboard_dir.exists()  # its logs went with a branch
+        writer = tensorboard_writer(run.tensorboard_dir)
+        for row in history if replay else ():  # TensorBoard shows what history.csv holds
+            writer(row)
+        extra = [writer]
     from resnetctl.plan import start_again_command
 
     fresh = initial_epoch == 0
@@ -448,6 +471,7 @@ def _fit(
                 keep=config.keep_checkpoints,
                 recent=config.keep_recent,
                 model_name=config.model,
+                marks=_marks(run),
             ),
         ]
         try:

@@ -1,0 +1,396 @@
+"""The fast tier of the run contract, the plan and the output policy: fake run dirs (config.json,
+history.csv, small checkpoint files in the real zip format), no Keras, no training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from resnetctl.errors import ResnetctlError, RunError
+from resnetctl.outputs import claim, write_text, written
+from resnetctl.runs import MARKER, RunDir, best_row, command, find_run, list_runs
+from resnetctl.training.config import TrainConfig, config_from_file, config_from_flags
+from tests.helpers import run_cli
+
+HEADER = "epoch,lr,loss,accuracy,val_loss,val_accuracy,seconds,images_per_second\n"
+
+
+def fake_checkpoint(path: Path, epoch: int, model: str = "resnet8") -> str:
+    """A file in the checkpoint format (a zip holding resnetctl.json) without a real model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_id = uuid.uuid4().hex
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(
+            "resnetctl.json", json.dumps({"format_version": 1, "id": checkpoint_id, "epoch": epoch, "model": model})
+        )
+        z.writestr("model.weights.h5", f"weights of epoch {epoch}")
+    return checkpoint_id
+
+
+def fake_run(root: Path, name: str = "r", epochs: int = 4, scores=(0.5, 0.6, 0.6, 0.55), dataset: Path | None = None):
+    """A finished run of ``epochs`` epochs with a checkpoint file per epoch, best.keras and last.keras."""
+    run = RunDir(root / name)
+    run.create()
+    config = {
+        **TrainConfig(model="resnet8", epochs=epochs, run=name).to_dict(),
+        "dataset": "shapes",
+        "dataset_info": {
+            "name": "shapes",
+            "path": str(dataset or root / "nowhere"),
+            "classes": list("abcdefgh"),
+            "image_size": 32,
+        },
+        "versions": {"resnetctl": "test"},
+    }
+    run.write_config(config)
+    rows = "".join(f"{e},0.1,1.0,0.5,1.0,{s},1.0,100.0\n" for e, s in zip(range(1, epochs + 1), scores, strict=False))
+    run.history_path.write_text(HEADER + rows)
+    ids = {e: fake_checkpoint(run.epoch_path(e), e) for e in range(1, epochs + 1)}
+    best = best_row(run.history())["epoch"]
+    os.link(run.epoch_path(best), run.best_path)
+    os.link(run.epoch_path(epochs), run.last_path)
+    run.write_state("finished", epoch=epochs)
+    return run, ids
+
+
+def tree(folder: Path) -> dict:
+    """Every file under ``folder`` with its bytes (symlinks as their target), to compare byte for byte."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(folder))] = ("link", os.readlink(p))
+        elif p.is_file():
+            out[str(p.relative_to(folder))] = p.read_bytes()
+    return out
+
+
+# ------------------------------------------------------------------ identity
+def test_a_folder_is_a_run_only_by_the_tools_marker(tmp_path):
+    user = tmp_path / "proj"
+    (user / "checkpoints").mkdir(parents=True)
+    (user / "config.json").write_text(json.dumps({"model": "resnet8", "epochs": 3}))
+    (user / "checkpoints" / "notes.txt").write_text("mine")
+    before = tree(user)
+    assert not RunDir(user).is_run()
+    with pytest.raises(RunError, match="is not a resnetctl run"):
+        find_run(str(user))
+    assert list_runs(tmp_path) == []
+    run, _ = fake_run(tmp_path)
+    assert (run.path / MARKER).is_file() and run.is_run() and find_run("r", tmp_path).path == run.path
+    assert tree(user) == before
+
+
+def test_train_refuses_a_foreign_folder_at_run_and_leaves_it_byte_for_byte(tmp_path):
+    """`train --run proj` where proj is a user's folder with a config.json: refused, untouched."""
+    data = tmp_path / "data"
+    _fake_dataset(data, "shapes")
+    runs = tmp_path / "runs"
+    proj = runs / "proj"
+    (proj / "checkpoints").mkdir(parents=True)
+    (proj / "tensorboard").mkdir()
+    (proj / "config.json").write_text('{"model": "resnet8", "epochs": 30}')
+    (proj / "checkpoints" / "epoch_0001.keras").write_bytes(b"the user's file")
+    (proj / "tensorboard" / "events").write_bytes(b"the user's events")
+    before = tree(proj)
+    proc = run_cli("train", "resnet8", "--run", "proj", "--runs-dir", runs, "--data-dir", data, check=False)
+    assert proc.returncode == 1 and "is not a resnetctl run" in proc.stderr, proc.stderr
+    assert tree(proj) == before
+
+
+def _fake_dataset(root: Path, name: str, train: int = 100) -> Path:
+    """A prepared dataset's meta.json (enough for a plan; no images are read)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    meta = {
+        "format_version": 1,
+        "image_size": 32,
+        "classes": list("abcdefgh"),
+        "splits": {"train": {"count": train}, "val": {"count": 10}, "test": {"count": 10}},
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.2, 0.2, 0.2],
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_the_default_dataset_is_the_only_one_prepared_and_several_are_a_question(tmp_path):
+    data = tmp_path / "data"
+    _fake_dataset(data, "tiny-imagenet")
+    proc = run_cli("train", "resnet56", "--schedule", "poly", "--dry-run", "--data-dir", data, "--runs-dir", tmp_path)
+    assert "tiny-imagenet" in proc.stdout and "nothing was trained" in proc.stdout
+    _fake_dataset(data, "cifar10")
+    proc = run_cli("train", "resnet56", "--dry-run", "--data-dir", data, check=False)
+    assert (
+        proc.returncode == 1 and "say which with --dataset" in proc.stderr and "cifar10, tiny-imagenet" in proc.stderr
+    )
+
+
+def test_near_misses_name_the_likely_cause(tmp_path):
+    data = tmp_path / "data"
+    proc = run_cli("train", "resnet20", "--dataset", "cifar-10", "--data-dir", data, check=False)
+    hint = proc.stderr.splitlines()[-1].split("make it with: ")[1]
+    assert shlex.split(hint) == ["resnetctl", "prepare", "cifar10", "--data-dir", str(data)]
+    _fake_dataset(data, "cifar10")
+    proc = run_cli("train", "resnet20", "--dataset", "cifar_10", "--data-dir", data, check=False)
+    assert "did you mean --dataset cifar10?" in proc.stderr
+
+
+# ------------------------------------------------------------------ best, branches, forks, evaluations
+def test_best_is_the_earliest_of_equal_scores():
+    rows = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.7}, {"epoch": 3, "val_accuracy": 0.7}]
+    assert best_row(rows)["epoch"] == 2
+    assert best_row([{"epoch": 1, "accuracy": float("nan")}, {"epoch": 2, "accuracy": 0.1}])["epoch"] == 2
+    assert best_row([]) is None
+
+
+def test_going_back_keeps_the_later_epochs_as_a_branch(tmp_path):
+    run, ids = fake_run(tmp_path, scores=(0.5, 0.6, 0.7, 0.65))
+    (run.tensorboard_dir).mkdir()
+    (run.tensorboard_dir / "events.out").write_bytes(b"events of epochs 1-4")
+    later_eval = {
+        "split": "test",
+        "checkpoint": "best",
+        "epoch": 3,
+        "checkpoint_id": ids[3],
+        "rank_1": 0.7,
+        "tta": None,
+    }
+    early_eval = {
+        "split": "test",
+        "checkpoint": "epoch0001",
+        "epoch": 1,
+        "checkpoint_id": ids[1],
+        "rank_1": 0.4,
+        "tta": None,
+    }
+    run.write_evaluation(dict(later_eval))
+    run.write_evaluation(dict(early_eval))
+
+    branch = run.branch_off(2)
+    assert branch.name == "r.b1" and branch.is_run()
+    assert [r["epoch"] for r in run.history()] == [1, 2]
+    assert [r["epoch"] for r in branch.history()] == [1, 2, 3, 4]  # its whole line
+    assert sorted(run.checkpoints()) == [1, 2] and sorted(branch.checkpoints()) == [3, 4]
+    assert not run.best_path.exists() and not run.last_path.exists()  # they held epochs 3 and 4
+    assert branch.named_checkpoint("best")[0] == branch.best_path and branch.state()["state"] == "stopped"
+    assert [e["epoch"] for e in branch.evaluations()] == [3] and not branch.is_stale(branch.evaluations()[0])
+    assert [e["epoch"] for e in run.evaluations()] == [1]
+    assert (branch.tensorboard_dir / "events.out").read_bytes() == b"events of epochs 1-4"
+    parent = branch.config()["parent"]
+    assert parent["run"] == "r" and parent["epoch"] == 2 and parent["kind"] == "branch"
+    assert branch.lineage()[0]["run"] == "r"
+    assert run.branch_off(2) is None  # nothing after epoch 2 any more
+    assert run.branch_off(1).name == "r.b2"  # a second branch gets the next name
+
+
+def test_a_fork_copies_nothing_it_does_not_need_and_changes_nothing(tmp_path):
+    run, _ = fake_run(tmp_path)
+    before = tree(run.path)
+    child = run.fork(2, "r-low-lr")
+    assert tree(run.path) == before
+    assert sorted(child.checkpoints()) == [2] and [r["epoch"] for r in child.history()] == [1, 2]
+    assert child.config()["parent"]["kind"] == "fork" and child.config()["run"] == "r-low-lr"
+    assert os.stat(child.epoch_path(2)).st_ino == os.stat(run.epoch_path(2)).st_ino  # a hard link, not a copy
+    with pytest.raises(RunError, match="already exists"):
+        run.fork(2, "r-low-lr")
+
+
+def test_evaluations_are_ordered_by_when_they_were_made_and_say_their_tta(tmp_path):
+    run, ids = fake_run(tmp_path)
+    newest = {"split": "test", "checkpoint": "best", "epoch": 2, "checkpoint_id": ids[2], "rank_1": 0.6, "tta": "flip"}
+    older = {
+        "split": "test",
+        "checkpoint": "epoch0004",
+        "epoch": 4,
+        "checkpoint_id": ids[4],
+        "rank_1": 0.5,
+        "tta": None,
+    }
+    run.write_evaluation({**older, "evaluated": "2026-01-01T00:00:00+00:00"})
+    run.write_evaluation({**newest, "evaluated": "2026-01-02T00:00:00+00:00"})
+    from resnetctl.reports import run_summary
+
+    latest = run_summary(run)["latest_evaluation"]
+    assert latest["tta"] == "flip" and latest["evaluated"].startswith("2026-01-02")  # not the alphabetical last
+
+
+def test_an_epoch_stored_only_in_last_keras_is_not_stale_when_evaluated(tmp_path):
+    run, ids = fake_run(tmp_path)
+    run.epoch_path(4).unlink()  # epoch 4 only in last.keras now
+    path, label = run.named_checkpoint("4")
+    assert path == run.last_path and label == "epoch0004"
+    assert not run.is_stale({"checkpoint": label, "checkpoint_id": ids[4]})
+    assert run.is_stale({"checkpoint": label, "checkpoint_id": "another"})
+
+
+def test_a_damaged_epoch_file_never_shadows_a_good_last_keras(tmp_path):
+    run, _ = fake_run(tmp_path)
+    run.epoch_path(4).unlink()
+    run.epoch_path(4).write_bytes(b"garbage")
+    assert run.checkpoint(4) == run.last_path
+
+
+def test_a_snapshot_is_one_whole_checkpoint_even_when_the_name_is_replaced(tmp_path):
+    run, ids = fake_run(tmp_path)
+    from resnetctl.checkpoints import checkpoint_info
+
+    with run.snapshot("last") as (copy, label):
+        fake_checkpoint(tmp_path / "new.keras", 9)
+        os.replace(tmp_path / "new.keras", run.last_path)  # the writer replaces last.keras meanwhile
+        assert checkpoint_info(copy)["id"] == ids[4] and label == "epoch0004"  # named by its epoch
+    assert not copy.exists()
+
+
+# ------------------------------------------------------------------ config and options
+def test_the_config_of_a_resumed_run_trains_it_again(tmp_path):
+    run, _ = fake_run(tmp_path)
+    record = run.config()
+    record.update(
+        segments=[{"from_epoch": 2, "lr": 0.01, "epochs": 6}],
+        resumes=[{"at": "x", "from_epoch": 2, "lr": 0.01, "epochs": 6}],
+        parent={"run": "p", "path": "/x", "epoch": 1, "kind": "fork"},
+    )
+    run.write_config(record)
+    config = config_from_file(run.config_path)
+    assert config.segments == ({"from_epoch": 2, "lr": 0.01, "epochs": 6},) and config.total_epochs() == 6
+    assert config.run is None  # a new run gets a new name
+
+
+@pytest.mark.parametrize(
+    "key,value,text",
+    [
+        ("lr", "0.1", "`lr` in --config"),
+        ("seed", "zero", "must be a whole number"),
+        ("epochs", "3", "must be a whole number"),
+        ("milestones", "abc", "must be a list"),
+        ("segments", "x", "must be a list"),
+        ("epochs", None, "cannot be null"),
+        ("tensorboard", 1, "must be true or false"),
+    ],
+)
+def test_config_values_of_the_wrong_type_get_one_line(tmp_path, key, value, text):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": "resnet8", key: value}))
+    with pytest.raises(RunError, match=text.replace("`", ".").replace("(", ".")):
+        config_from_file(path)
+
+
+def test_a_null_batch_size_means_the_default_rule(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": "resnet8", "batch_size": None}))
+    assert config_from_file(path).batch_size is None
+
+
+def test_flags_override_the_config_and_a_true_can_be_switched_off(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": "resnet8", "tensorboard": True, "zero_init_last": True, "epochs": 7}))
+    config = config_from_flags(None, path, {"tensorboard": False, "zero_init_last": None, "milestones": None})
+    assert config.tensorboard is False and config.zero_init_last is True and config.epochs == 7
+    with pytest.raises(RunError, match="Unknown train options: bogus"):
+        TrainConfig(model="resnet8").with_overrides(bogus=1)
+
+
+def test_every_boolean_option_has_its_no_form():
+    from dataclasses import fields
+
+    text = run_cli("train", "-h").stdout
+    for f in fields(TrainConfig):
+        if f.metadata.get("cli") and isinstance(f.default, bool):
+            assert f"--no-{f.name.replace('_', '-')}" in text, f.name
+    assert "--stream" in text  # in_memory's off form
+
+
+# ------------------------------------------------------------------ printed commands
+def test_printed_commands_are_quoted_for_the_shell(tmp_path):
+    weird = tmp_path / "my runs" / "it's here"
+    line = command("resume", "--run", weird, "--lr", "0.01")
+    assert shlex.split(line) == ["resnetctl", "resume", "--run", str(weird), "--lr", "0.01"]
+
+
+def test_hints_keep_their_brackets_and_are_never_wrapped(tmp_path):
+    """rich markup must not eat `[...]`, and a long hint stays one line that works when pasted."""
+    data = tmp_path / "[/b]odd" / ("a-long-folder-name-" * 6)
+    proc = run_cli("train", "resnet8", "--data-dir", data, check=False, env_extra={"COLUMNS": "40"})
+    message, hint = proc.stderr.splitlines()[-2:]
+    assert "Traceback" not in proc.stderr and str(data) in message
+    pasted = shlex.split(hint.split(": ", 1)[1])
+    assert pasted == ["resnetctl", "prepare", "shapes", "--data-dir", str(data)]
+
+
+# ------------------------------------------------------------------ the output policy
+def test_an_existing_file_is_refused_and_force_replaces_it(tmp_path):
+    keep = tmp_path / "keep.jpg"
+    keep.write_bytes(b"a photo")
+    with pytest.raises(ResnetctlError, match="already exists"):
+        claim(keep, "--csv")
+    assert keep.read_bytes() == b"a photo"
+    write_text(claim(keep, "--csv", force=True), "file,class\n")
+    assert keep.read_text() == "file,class\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.jpg"]  # no temporary left
+
+
+def test_symlinks_and_special_files_are_never_replaced(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "link.csv").symlink_to(victim)
+    (tmp_path / "stdout.csv").symlink_to("/proc/self/fd/1")
+    os.mkfifo(tmp_path / "fifo.csv")
+    for name in ("link.csv", "stdout.csv", "fifo.csv"):
+        for force in (False, True):
+            with pytest.raises(ResnetctlError, match="symbolic link|FIFO"):
+                claim(tmp_path / name, "--csv", force=force)
+    with pytest.raises(ResnetctlError, match="device"):
+        claim("/dev/null", "--csv", force=True)
+    assert victim.read_text() == "precious" and (tmp_path / "link.csv").is_symlink()
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.csv").st_mode)
+
+
+def test_a_long_valid_name_does_not_fail_for_its_temporary(tmp_path):
+    out = tmp_path / ("m" * 240 + ".keras")
+    write_text(claim(out, "--out"), "x")
+    assert out.read_text() == "x"
+    with pytest.raises(ResnetctlError, match="longer than 255 bytes"):
+        claim(tmp_path / ("m" * 256), "--out")
+
+
+def test_two_writers_of_one_output_are_refused(tmp_path):
+    out = claim(tmp_path / "m.csv", "--csv")
+    with written(out) as tmp:
+        tmp.write_text("first")
+        with pytest.raises(ResnetctlError, match="in use"), written(claim(tmp_path / "m.csv", "--csv")):
+            pass
+    assert (tmp_path / "m.csv").read_text() == "first"
+
+
+def test_a_file_that_appears_during_the_work_is_not_replaced(tmp_path):
+    out = claim(tmp_path / "m.csv", "--csv")
+    with pytest.raises(ResnetctlError, match="already exists"), written(out) as tmp:
+        tmp.write_text("mine")
+        (tmp_path / "m.csv").write_text("appeared meanwhile")
+    assert (tmp_path / "m.csv").read_text() == "appeared meanwhile"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["predict", "{d}/photo.jpg", "--csv", "{d}/photo.jpg", "--model", "{d}/m.keras"], "already exists"),
+        (["build", "resnet8", "--save", "{d}/mine.keras"], "already exists"),
+        (["export", "--out", "{d}/model.keras", "--model", "{d}/m.keras", "--dataset", "x"], "model.labels.txt"),
+        (["predict", "{d}/photo.jpg", "--csv", "{d}/sub/none/x.csv", "--model", "{d}/m.keras"], "does not exist"),
+    ],
+)
+def test_the_cli_refuses_to_overwrite_before_any_work(tmp_path, args, text):
+    for name in ("photo.jpg", "mine.keras", "model.labels.txt", "m.keras"):
+        (tmp_path / name).write_bytes(b"the user's " + name.encode())
+    before = tree(tmp_path)
+    proc = run_cli(*(a.format(d=tmp_path) for a in args), check=False)
+    assert proc.returncode == 1 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert tree(tmp_path) == before
