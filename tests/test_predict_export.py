@@ -89,8 +89,11 @@ def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, tmp_path):
     assert got == expected  # the same top-5, in the same order, for every image
     rank_1 = np.mean([got[name][0] == wnid for name, wnid in labels.items()])
     assert rank_1 == pytest.approx(evaluated["rank_1"])
+    every = json.loads(
+        run_cli("predict", next(iter(root.rglob("*.JPEG"))), "--run", tiny_run, "--json", "--topk", len(wnid_of)).stdout
+    )
+    assert sum(p["probability"] for p in every[0]["predictions"]) == pytest.approx(1.0, abs=1e-5)  # a softmax
     for r in results:
-        assert sum(p["probability"] for p in r["predictions"]) <= 1 + 1e-6
         assert [p["probability"] for p in r["predictions"]] == sorted(
             (p["probability"] for p in r["predictions"]), reverse=True
         )
@@ -283,7 +286,8 @@ def test_fine_tuning_a_20_class_run_into_a_3_class_folder(tiny_run, tmp_path):
     for name in convs:
         np.testing.assert_allclose(tuned.get_layer(name).kernel, source.get_layer(name).kernel, atol=1e-6)
     result = json.loads(run_cli("evaluate", "--run", runs / "ft", "--data-dir", data, "--json").stdout)
-    assert result["k"] == 3 and 0 <= result["rank_1"] <= 1
+    matrix = np.asarray(result["confusion_matrix"])
+    assert result["k"] == 3 and result["rank_1"] == pytest.approx(np.trace(matrix) / matrix.sum())
     one_line_error(
         run_cli(
             "train",

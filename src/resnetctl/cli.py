@@ -452,13 +452,6 @@ def predict(
         run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
     )
     files, problems = find_images(paths)
-    if not files:
-        raise RunError(
-            "No image files found in " + ", ".join(f"{p['file']} ({p['error']})" for p in problems)
-            if problems
-            else "No image files found",
-            hint="give image files, folders or globs",
-        )
     _reading(source)
     _import_backend_quietly()
     keras_model, classes = load(source)
@@ -495,16 +488,19 @@ def export_model(
     as_json: JsonOpt = False,
 ):
     """Export for deployment (uint8 RGB in, probabilities out, labels beside), checked by its own runtime."""
-    from resnetctl.errors import RunError
     from resnetctl.export import check_request
     from resnetctl.plan import resolve_model
 
     request = check_request(fmt, out, force)
     source = resolve_model(
-        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
+        run,
+        runs_dir=runs_dir,
+        checkpoint=checkpoint,
+        model_path=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        need_classes=True,
     )
-    if source.classes is None:
-        raise RunError("--model needs --dataset NAME: the export carries the class names")
     _reading(source)
     _import_backend_quietly()
     from resnetctl.export import check_images, export

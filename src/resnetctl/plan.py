@@ -195,6 +195,7 @@ def resolve_model(
     dataset=None,
     data_dir=None,
     need_dataset: bool = False,
+    need_classes: bool = False,
 ) -> ModelSource:
     """The one answer to "which checkpoint, and which dataset" for evaluate, predict and export.
     A run's config.json records its classes and image size, so predict works after its dataset
@@ -207,6 +208,8 @@ def resolve_model(
             raise RunError(f"{model_path} is empty (0 bytes): not a model file")
         if need_dataset and dataset is None:
             raise RunError("--model needs --dataset NAME to know what to score it on")
+        if need_classes and dataset is None:
+            raise RunError("--model needs --dataset NAME: the export carries the class names")
         info = open_dataset(dataset, data_dir) if dataset else None
         return ModelSource(
             model_path, model_path.stem, None, info.classes if info else None, info.image_size if info else None, info

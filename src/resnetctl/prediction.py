@@ -19,6 +19,7 @@ import numpy as np
 
 from resnetctl.data.images import BadImage, is_image_file, read_file
 from resnetctl.data.records import FileRecords
+from resnetctl.errors import RunError
 from resnetctl.plan import check_topk
 
 GLOB_CHARACTERS = frozenset("*?[")
@@ -27,7 +28,8 @@ GLOB_CHARACTERS = frozenset("*?[")
 def find_images(arguments: list[str]) -> tuple[list[str], list[dict]]:
     """Image files named by ``arguments``: files as given, folders searched recursively for
     image extensions, globs expanded (``**`` included). Returns (files, problems), in order,
-    without repeats; a missing path or an empty glob is a problem, not an error."""
+    without repeats; a missing path or an empty glob is a problem, not an error (finding no
+    file at all is)."""
     files, problems, seen = [], [], set()
 
     def add(path: str):
@@ -53,6 +55,13 @@ def find_images(arguments: list[str]) -> tuple[list[str], list[dict]]:
                 add(match)
         else:
             problems.append({"file": argument, "error": "no such file or folder"})
+    if not files:
+        raise RunError(
+            "No image files found in " + ", ".join(f"{p['file']} ({p['error']})" for p in problems)
+            if problems
+            else "No image files found",
+            hint="give image files, folders or globs",
+        )
     return files, problems
 
 
