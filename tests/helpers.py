@@ -19,12 +19,12 @@ TINY_MINI = SHARED / "tiny-imagenet-200-mini.zip"
 
 
 def run_cli(
-    *args, env_extra=None, timeout=600, check=True, launcher=("-m", "resnetctl")
+    *args, env_extra=None, timeout=600, check=True, launcher=("-m", "resnetctl"), cwd=None
 ) -> subprocess.CompletedProcess:
     """``resnetctl ARGS`` as a real subprocess (``python -m resnetctl``, or ``python LAUNCHER``)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
     proc = subprocess.run(
-        [sys.executable, *launcher, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, *launcher, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
     )
     if check:
         assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"

@@ -225,7 +225,7 @@ def test_export_never_replaces_what_is_not_an_export(tiny_run, tmp_path):
     one_line_error(
         run_cli("export", "--run", tiny_run, "--format", "saved-model", "--out", mine, "--force", check=False),
         1,
-        "is not a SavedModel",
+        "--force replaces only an earlier output",
     )
     one_line_error(
         run_cli("export", "--run", tiny_run, "--out", tmp_path / "model.keras", check=False), 1, "already exists"
@@ -233,6 +233,9 @@ def test_export_never_replaces_what_is_not_an_export(tiny_run, tmp_path):
     assert (mine / "notes.txt").read_text() == "keep me"
     assert (tmp_path / "model.keras").read_text() == "a file of the user's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model.keras"]  # no temp left behind
+    (tmp_path / "exp").mkdir()  # a relative --out: the self-check must not resolve it twice
+    run_cli("export", "--run", tiny_run.resolve(), "--out", "exp/m.keras", cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["m.keras", "m.labels.txt"]
 
 
 # --------------------------------------------------------------------------- fine-tuning
