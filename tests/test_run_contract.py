@@ -17,7 +17,15 @@ from resnetctl.errors import ResnetctlError, RunError
 from resnetctl.outputs import claim, write_text, written
 from resnetctl.runs import MARKER, RunDir, best_row, command, find_run, list_runs
 from resnetctl.training.config import TrainConfig, config_from_file, config_from_flags
-from tests.helpers import run_cli
+from tests.helpers import invoke, run_cli
+
+
+def refused(*args) -> ResnetctlError:
+    """The error a command (run in this process: these need no Keras) ends with."""
+    result = invoke(*args)
+    assert isinstance(result.exception, ResnetctlError), (result.output, result.exception)
+    return result.exception
+
 
 HEADER = "epoch,lr,loss,accuracy,val_loss,val_accuracy,seconds,images_per_second\n"
 
@@ -99,8 +107,8 @@ def test_train_refuses_a_foreign_folder_at_run_and_leaves_it_byte_for_byte(tmp_p
     (proj / "checkpoints" / "epoch_0001.keras").write_bytes(b"the user's file")
     (proj / "tensorboard" / "events").write_bytes(b"the user's events")
     before = tree(proj)
-    proc = run_cli("train", "resnet8", "--run", "proj", "--runs-dir", runs, "--data-dir", data, check=False)
-    assert proc.returncode == 1 and "is not a resnetctl run" in proc.stderr, proc.stderr
+    error = refused("train", "resnet8", "--run", "proj", "--runs-dir", runs, "--data-dir", data)
+    assert "is not a resnetctl run" in error.message
     assert tree(proj) == before
 
 
@@ -134,12 +142,18 @@ def test_the_default_dataset_is_the_only_one_prepared_and_several_are_a_question
 
 def test_near_misses_name_the_likely_cause(tmp_path):
     data = tmp_path / "data"
-    proc = run_cli("train", "resnet20", "--dataset", "cifar-10", "--data-dir", data, check=False)
-    hint = proc.stderr.splitlines()[-1].split("make it with: ")[1]
+    hint = refused("train", "resnet20", "--dataset", "cifar-10", "--data-dir", data).hint.split("make it with: ")[1]
     assert shlex.split(hint) == ["resnetctl", "prepare", "cifar10", "--data-dir", str(data)]
-    _fake_dataset(data, "cifar10")
-    proc = run_cli("train", "resnet20", "--dataset", "cifar_10", "--data-dir", data, check=False)
-    assert "did you mean --dataset cifar10?" in proc.stderr
+    folder = _fake_dataset(data, "cifar10")
+    assert (
+        "did you mean --dataset cifar10?"
+        in refused("train", "resnet20", "--dataset", "cifar_10", "--data-dir", data).hint
+    )
+    (folder / "val.h5").write_bytes(b"")
+    error = refused(
+        "evaluate", "--model", folder / "meta.json", "--dataset", "cifar10", "--data-dir", data, "--split", "validation"
+    )
+    assert "did you mean --split val?" in error.hint
 
 
 # ------------------------------------------------------------------ best, branches, forks, evaluations
@@ -300,7 +314,7 @@ def test_flags_override_the_config_and_a_true_can_be_switched_off(tmp_path):
 def test_every_boolean_option_has_its_no_form():
     from dataclasses import fields
 
-    text = run_cli("train", "-h").stdout
+    text = invoke("train", "-h").output
     for f in fields(TrainConfig):
         if f.metadata.get("cli") and isinstance(f.default, bool):
             assert f"--no-{f.name.replace('_', '-')}" in text, f.name
@@ -382,7 +396,7 @@ def test_a_file_that_appears_during_the_work_is_not_replaced(tmp_path):
     "args,text",
     [
         (["predict", "{d}/photo.jpg", "--csv", "{d}/photo.jpg", "--model", "{d}/m.keras"], "already exists"),
-        (["build", "resnet8", "--save", "{d}/mine.keras"], "already exists"),
+        (["build", "resnet8", "--save", "{d}/mine.keras", "--dataset", "x"], "already exists"),
         (["export", "--out", "{d}/model.keras", "--model", "{d}/m.keras", "--dataset", "x"], "model.labels.txt"),
         (["predict", "{d}/photo.jpg", "--csv", "{d}/sub/none/x.csv", "--model", "{d}/m.keras"], "does not exist"),
     ],
@@ -390,7 +404,8 @@ def test_a_file_that_appears_during_the_work_is_not_replaced(tmp_path):
 def test_the_cli_refuses_to_overwrite_before_any_work(tmp_path, args, text):
     for name in ("photo.jpg", "mine.keras", "model.labels.txt", "m.keras"):
         (tmp_path / name).write_bytes(b"the user's " + name.encode())
+    _fake_dataset(tmp_path / "data", "x")
     before = tree(tmp_path)
-    proc = run_cli(*(a.format(d=tmp_path) for a in args), check=False)
-    assert proc.returncode == 1 and text in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    error = refused(*(a.format(d=tmp_path) for a in args), "--data-dir", tmp_path / "data")
+    assert text in error.message
     assert tree(tmp_path) == before

@@ -545,7 +545,11 @@ def summary(
                 raise
             logging.getLogger("resnetctl").warning("skipped %s", exc.message)
     if not rows:
-        raise RunError("No runs to summarise", hint="start one with: resnetctl train MODEL")
+        from resnetctl.paths import runs_dir as runs_root
+        from resnetctl.runs import command
+
+        hint = "start one, e.g.: " + command("train", "resnet20", "--runs-dir", runs_root(runs_dir).resolve())
+        raise RunError("No runs to summarise", hint=hint)
     if as_json:
         return _print_json(rows)
     return ui.show_run(console, rows[0]) if len(rows) == 1 else ui.show_runs(console, rows)

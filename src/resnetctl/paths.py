@@ -56,17 +56,6 @@ def check_folder(path: Path, what: str) -> Path:
     return path
 
 
-def check_output_parent(path: Path, what: str) -> Path:
-    """``path`` if its folder exists and is writable, so a file can be written there later."""
-    from resnetctl.errors import ResnetctlError
-
-    if not path.parent.is_dir():
-        raise ResnetctlError(f"{what} {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise ResnetctlError(f"{what} {path}: folder {path.parent} is not writable")
-    return path
-
-
 def download_cache_dir() -> Path:
     """Where downloaded archives are kept, so a second ``prepare`` does not fetch them again."""
     import platformdirs

@@ -517,11 +517,13 @@ def find_run(run: str | Path | None, runs_dir: str | Path | None = None) -> RunD
                 return RunDir(candidate).check_is_run()
         raise RunError(
             f"No run {str(run)!r} (looked in {run} and {root / str(run)})",
-            hint="see `resnetctl summary` for the runs there are",
+            hint="see the runs there are with: " + command("summary", "--runs-dir", root.resolve()),
         )
     runs = list_runs(root)
     if not runs:
-        raise RunError(f"No runs in {root}", hint="start one with `resnetctl train MODEL`")
+        raise RunError(
+            f"No runs in {root}", hint="start one, e.g.: " + command("train", "resnet20", "--runs-dir", root.resolve())
+        )
     return runs[-1]
 
 
