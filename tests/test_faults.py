@@ -115,7 +115,7 @@ def test_a_resumed_run_is_the_run_that_was_never_stopped(small, tmp_path):
     assert all(np.array_equal(_weights(term.last_path)[k], weights[k]) for k in weights)
 
 
-def test_resume_back_rebuilds_best_and_marks_old_evaluations_stale(small, tmp_path, data_dir):
+def test_resume_back_rebuilds_best_and_moves_later_evaluations_to_the_branch(small, tmp_path, data_dir):
     runs = tmp_path / "runs"
     run_cli(*small, "--epochs", 4, "--checkpoint-every", 2, "--run", "back", "--lr", 0.02)
     run = RunDir(runs / "back")
@@ -129,7 +129,10 @@ def test_resume_back_rebuilds_best_and_marks_old_evaluations_stale(small, tmp_pa
     best = checkpoint_info(run.best_path)["epoch"]
     assert best in candidates and scores[best] == max(scores[e] for e in candidates)
     (after,) = json.loads(run_cli("summary", run.path, "--json").stdout)
-    assert after["latest_evaluation"]["stale"] is True and after["state"] == "finished"
+    assert after["latest_evaluation"] is None and after["state"] == "finished"  # epoch 4 is not in this line
+    (branch,) = json.loads(run_cli("summary", runs / "back.b1", "--json").stdout)
+    assert branch["latest_evaluation"]["epoch"] == 4 and branch["latest_evaluation"]["stale"] is False
+    assert branch["checkpoints"] == [3, 4] and branch["lineage"][0]["epoch"] == 2
 
 
 # --------------------------------------------------------------------------- one writer at a time
@@ -140,13 +143,11 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(small, tmp_p
     )
     run = RunDir(runs / "busy")
     _wait_for(lambda: run.history_path.exists() and len(run.history_path.read_text().splitlines()) >= 2, proc=proc)
-    for args in (
-        ["resume", "--run", run.path, "--epochs", 50],
-        ["evaluate", "--run", run.path, "--data-dir", data_dir],
-        [*small, "--run", "busy"],
-    ):
+    for args in (["resume", "--run", run.path, "--epochs", 50], [*small, "--run", "busy"]):
         second = run_cli(*args, check=False)
         one_line_error(second, 1, f"in use by pid {proc.pid}")
+    reader = run_cli("evaluate", "--run", run.path, "--data-dir", data_dir, "--json")  # readers never wait
+    assert "still training" in reader.stderr and json.loads(reader.stdout)["epoch"] >= 1
     (state,) = json.loads(run_cli("summary", run.path, "--json").stdout)
     assert state["state"] == "running"
     proc.send_signal(signal.SIGKILL)
@@ -313,10 +314,14 @@ def test_junk_in_the_runs_and_data_dirs_is_skipped(small, tmp_path, data_dir):
     runs = tmp_path / "runs"
     run_cli(*small, "--epochs", 1, "--run", "good")
     (runs / "junk").mkdir()
-    (runs / "junk" / "config.json").write_text("{not json")
+    (runs / "junk" / "config.json").write_text("{not json")  # not a run: no marker
+    (runs / "damaged").mkdir()
+    (runs / "damaged" / ".resnetctl-run").write_text("{}")  # a run of ours whose config.json is damaged
+    (runs / "damaged" / "config.json").write_text("{not json")
     (runs / "stray.txt").write_text("x")
     proc = run_cli("summary", "--runs-dir", runs, "--json")
-    assert [r["run"] for r in json.loads(proc.stdout)] == ["good"] and "warning:" in proc.stderr
+    assert [r["run"] for r in json.loads(proc.stdout)] == ["good"]
+    assert "warning:" in proc.stderr and "damaged" in proc.stderr and "junk" not in proc.stderr
     run_cli("evaluate", "--runs-dir", runs, "--data-dir", data_dir)  # the latest *readable* run
     good = RunDir(runs / "good")
     good.best_path.write_bytes(b"corrupt")  # only best.keras is damaged: resume still works

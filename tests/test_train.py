@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import os
 import re
 import signal
@@ -176,10 +177,11 @@ def test_summary_shows_train_and_resume(trained, runs):
     run, _ = trained
     (one,) = json.loads(run_cli("summary", "e2e", "--runs-dir", runs, "--json").stdout)  # always a list
     assert one["state"] == "finished" and one["epochs_done"] == 4 and one["epochs"] == 4 and one["model"] == "resnet8"
-    assert one["segments"] == [{"from_epoch": 2, "lr": 0.005}]
+    assert one["segments"] == [{"from_epoch": 2, "lr": 0.005, "epochs": 4}]
+    assert one["branches"][0]["run"] == "e2e.b1" and one["branches"][0]["epoch"] == 2
     assert len(one["sparkline"]) == 4 and one["monitor"].endswith("monitor.png")
     text = run_cli("summary", "e2e", "--runs-dir", runs).stdout
-    assert "4 of 4" in text and "epoch 2: 0.005" in text
+    assert "4 of 4" in text and "epoch 2: lr 0.005, to epoch 4" in text and "e2e.b1 (branch at epoch 2)" in text
 
 
 def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
@@ -298,8 +300,9 @@ def test_a_run_without_checkpoints_can_be_started_again(cifar_small, data_dir, r
     one_line_error(proc, 1, "has no checkpoint")
     proc = run_cli("resume", "--run", runs / "restart", check=False)
     one_line_error(proc, 1, "has no checkpoint")
-    assert "resnetctl train resnet8 --run restart" in proc.stderr
-    run_cli(*args[:-6], "--lr", 0.05)
+    hint = shlex.split(proc.stderr.split("start it again with: ")[1].strip())
+    assert hint[:3] == ["resnetctl", "train", "--config"] and "restart" in hint
+    run_cli(*hint[1:], "--lr", 0.05)  # the printed command, with a rate that does not diverge
     assert [r["epoch"] for r in RunDir(runs / "restart").history()] == [1]
 
 
