@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shlex
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
