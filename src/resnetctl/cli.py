@@ -363,9 +363,25 @@ def train(
         bool,
         typer.Option(
             "--tensorboard",
-            help="Also write history.csv's numbers as TensorBoard scalars (needs the tensorboard extra).",
+            help="Also write TensorBoard logs as Keras does (train/ and validation/ overlay; every --log-every "
+            "steps too; hyperparameters in HParams; needs the tensorboard extra).",
         ),
     ] = False,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            help="Also log params, metrics per epoch and per step, and the run's files to MLflow "
+            "(MLFLOW_TRACKING_URI, else MLflow's local default; needs the mlflow extra). resume continues it.",
+        ),
+    ] = False,
+    log_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Optimizer steps between the per-step scalars of --tensorboard and --mlflow.",
+            show_default=_default("log_every"),
+        ),
+    ] = None,
     in_memory: Annotated[
         bool | None,
         typer.Option(
@@ -423,6 +439,8 @@ def train(
         runs_dir=str(runs_dir) if runs_dir else None,
         run=run,
         tensorboard=tensorboard or None,
+        mlflow=mlflow or None,
+        log_every=log_every,
         in_memory=in_memory,
         zero_init_last=zero_init_last or None,
     ).validate()

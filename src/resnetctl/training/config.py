@@ -107,6 +107,8 @@ class TrainConfig:
     runs_dir: str | None = None
     run: str | None = None
     tensorboard: bool = False
+    mlflow: bool = False  # --mlflow: log params, metrics and artifacts to MLflow (needs the mlflow extra)
+    log_every: int = 50  # --log-every N: optimizer steps between per-step scalars (TensorBoard, MLflow); >= 1
     in_memory: bool | None = None  # None: in memory when the train split fits comfortably
 
     def warmup(self) -> float:
@@ -124,6 +126,7 @@ class TrainConfig:
             ("epochs", self.epochs),
             ("batch_size", 1 if self.batch_size is None else self.batch_size),
             ("checkpoint_every", self.checkpoint_every),
+            ("log_every", self.log_every),
         ):
             if value < 1:
                 raise RunError(f"`{label}` must be >= 1. Received: {label}={value}")
@@ -162,6 +165,10 @@ class TrainConfig:
                 "--tensorboard needs the tensorboard package",
                 hint='install it with `pip install "resnetctl[tensorboard]"` (or `pip install tensorboard`)',
             )
+        if self.mlflow:
+            from resnetctl.tracking import check_mlflow
+
+            check_mlflow()
         return self
 
     def resolved(self, info) -> TrainConfig:
@@ -198,7 +205,16 @@ DEFAULTS = TrainConfig(model="")
 
 # what train adds to a run's config.json beside the options (config_from_file ignores them)
 RUN_RECORD_KEYS = frozenset(
-    {"created", "steps_per_epoch", "effective_warmup_epochs", "segments", "dataset_info", "versions", "placement"}
+    {
+        "created",
+        "steps_per_epoch",
+        "effective_warmup_epochs",
+        "segments",
+        "dataset_info",
+        "versions",
+        "placement",
+        "mlflow_run",  # the MLflow run this run logs to (resnetctl.tracking); a new run gets its own
+    }
 )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import keras
 
-from resnetctl import __version__, paths
+from resnetctl import __version__, paths, tracking
 from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
 from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
@@ -31,9 +31,9 @@ from resnetctl.training.callbacks import (
     EMAWeights,
     Reporter,
     RunRecorder,
+    StepLogger,
     StopRequested,
     swap_ema,
-    tensorboard_writer,
 )
 from resnetctl.training.config import TrainConfig
 from resnetctl.training.distribute import Placement, resolve
@@ -241,6 +241,8 @@ def resume(
         raise RunError(f"`lr` must be a finite number > 0. Received: lr={lr}")
     if config.epochs < 1:
         raise RunError(f"`epochs` must be >= 1. Received: epochs={config.epochs}")
+    if config.mlflow:  # the run logs to MLflow: refused now, not after the roll-back
+        tracking.check_mlflow()
     placement = resolve(strategy)
     placement.check_batch_size(config.batch_size)
     with _RunWriter(rd, placement) as out:
@@ -377,14 +379,16 @@ def _fit(
     best_score: float,
     progress: TrainingProgress | None,
     placement: Placement,
+    tensorboard_dir: Path | None = None,
 ) -> list[dict]:
     """``model.fit`` with our callbacks; records the run's state; returns the history.
+    ``tensorboard_dir``: where ``--tensorboard`` writes (default ``<run>/tensorboard``).
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
     validation = validation_batches(info, config.batch_size, placement.batch_multiple)
-    extra = [tensorboard_writer(run.tensorboard_dir)] if config.tensorboard else []
+    trackers = tracking.open_trackers(config, tensorboard_dir or run.tensorboard_dir, placement.chief)
     fresh = initial_epoch == 0
     run.write_state("running", epoch=initial_epoch)
     progress.start(
@@ -415,20 +419,22 @@ def _fit(
                 config.checkpoint_every,
                 best_score,
                 progress,
-                extra,
+                [trackers.log_epoch] if trackers else [],
                 keep=config.keep_checkpoints,
             ),
+            *([StepLogger(trackers, schedule, config.log_every)] if trackers else []),
         ]
         try:
-            model.fit(
-                batches,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                shuffle=False,
-                validation_data=validation,
-                callbacks=callbacks,
-                verbose=0,
-            )
+            with tracking.session(trackers, run, initial_epoch):
+                model.fit(
+                    batches,
+                    epochs=config.epochs,
+                    initial_epoch=initial_epoch,
+                    shuffle=False,
+                    validation_data=validation,
+                    callbacks=callbacks,
+                    verbose=0,
+                )
         except StopRequested as stop:
             done = history[-1]["epoch"] if history else initial_epoch
             kept = f"kept {run.last_path} (epoch {done})" if done else "no epoch finished"
