@@ -133,13 +133,20 @@ def prepare(
     size: Annotated[
         int | None, typer.Option(help="Resize to NxN (shorter side + centre crop).", show_default="the source's size")
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="folder only: a CSV with a file,label header naming the class of each image of --source."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a dataset of that name made by resnetctl.")] = False,
     checksum: Annotated[str | None, typer.Option(help="Expected md5 or sha256 of --source.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of the shapes demo.")] = 0,
     list_: Annotated[bool, typer.Option("--list", help="List prepared datasets.")] = False,
     as_json: JsonOpt = False,
 ):
-    """Turn an official archive, a folder of images, or the built-in demo into HDF5."""
+    """Turn an official archive, a folder of images, or the built-in demo into HDF5.
+
+    A folder may hold class folders, split folders (train/ val|validation/ test/, each with class
+    folders), the unpacked Tiny ImageNet tree, or flat images with --labels FILE.csv."""
     if list_ or kind is None:
         from resnetctl.data.store import list_datasets
 
@@ -169,6 +176,7 @@ def prepare(
             seed=seed,
             checksum=checksum,
             progress=bar,
+            labels=labels,
         )
     return (
         _print_json({"name": info.name, "path": str(info.path), **info.meta})

@@ -16,6 +16,7 @@ from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset, re
 from resnetctl.errors import RunError
 from resnetctl.models import check_model_fits
 from resnetctl.plots import plot_confusion
+from resnetctl.reports import describe_tta
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model
 
 CONFUSION_IMAGE_MAX_CLASSES = 1000  # a figure up to Tiny ImageNet's 200 classes and beyond (plots.py)
@@ -108,11 +109,6 @@ def write_class_csvs(stem: Path, result: dict, classes: list[str]) -> list[Path]
         writer.writerow([name, *counts])
     atomic.write_text(confusion, text.getvalue())
     return [per_class, confusion]
-
-
-def describe_tta(tta: str | None) -> str:
-    """How a score was taken, said wherever it is shown: ``no TTA`` or ``TTA flip``."""
-    return f"TTA {tta}" if tta else "no TTA"
 
 
 def write_predictions(path: Path, names: list[str], probs: np.ndarray, class_ids: list[str], k: int):

@@ -8,6 +8,11 @@ from resnetctl.runs import RunDir, checkpoint_info, score
 SPARK = "▁▂▃▄▅▆▇█"
 
 
+def describe_tta(tta: str | None) -> str:
+    """How a score was taken, said wherever one is shown: ``no TTA`` or ``TTA flip``."""
+    return f"TTA {tta}" if tta else "no TTA"
+
+
 def sparkline(values: list[float]) -> str:
     if not values:
         return ""
