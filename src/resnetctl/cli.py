@@ -655,6 +655,14 @@ def export_model(
 def summary(
     runs: Annotated[list[str] | None, typer.Argument(help="Run names or paths.", show_default="every run")] = None,
     runs_dir: RunsDir = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also draw the runs' curves in one picture (.png, .svg, .pdf): loss (log scale), accuracy and "
+            "learning rate, a colour a run, train solid, validation dashed."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --plot replace an existing file.")] = False,
     as_json: JsonOpt = False,
 ):
     """One run in depth, or several side by side (--json: always a list)."""
@@ -664,19 +672,30 @@ def summary(
     from resnetctl.reports import run_summary
     from resnetctl.runs import find_run, list_runs
 
+    if plot is not None:
+        from resnetctl.plots import check_plot_path
+
+        plot = check_plot_path(plot, force)
     found = [find_run(r, runs_dir) for r in runs] if runs else list_runs(runs_dir)
-    rows = []
+    rows, found_ok = [], []
     for r in found:
         try:
             rows.append(run_summary(r))
+            found_ok.append(r)
         except RunError as exc:
             if runs:
                 raise
             logging.getLogger("resnetctl").warning("skipped %s", exc.message)
     if not rows:
         raise RunError("No runs to summarise", hint="start one with `resnetctl train MODEL`")
+    if plot is not None:
+        from resnetctl.plots import plot_runs
+
+        plot_runs([(row["run"], run.history()) for row, run in zip(rows, found_ok, strict=True)], plot)
     if as_json:
         return _print_json(rows)
+    if plot is not None:
+        console.print(f"curves of {len(rows)} run(s): {plot}", highlight=False)
     return ui.show_run(console, rows[0]) if len(rows) == 1 else ui.show_runs(console, rows)
 
 

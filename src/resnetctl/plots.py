@@ -110,3 +110,70 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
     with atomic.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
+
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_plot_path(path: Path, force: bool) -> Path:
+    """``summary --plot OUT``: refused now (before any work) when it can't be written, and an
+    existing file is replaced only with ``--force``."""
+    from resnetctl.errors import RunError
+    from resnetctl.paths import check_output_parent
+
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise RunError(f"--plot must end in {', '.join(PLOT_SUFFIXES)}. Received: {path}")
+    if path.is_dir():
+        raise RunError(f"--plot {path} is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise RunError(f"{path} already exists", hint="give another file name, or --force to replace it")
+    check_output_parent(path, "--plot")
+    return path
+
+
+def plot_runs(curves: list[tuple[str, list[dict]]], path: Path) -> None:
+    """Several runs (or branches) side by side in one picture (:func:`runs_figure`)."""
+    plt = _pyplot()
+    fig = runs_figure(curves)
+    with atomic.atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+def runs_figure(curves: list[tuple[str, list[dict]]]):
+    """Loss (log scale), accuracy and learning rate against epochs of ``(label, history)``
+    pairs: one colour a run, train solid and validation dashed."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(curves) > len(colours):
+        colours = [plt.get_cmap("turbo")(i / max(1, len(curves) - 1)) for i in range(len(curves))]
+    panels = (("loss (log scale)", "loss", True), ("accuracy", "accuracy", True), ("learning rate", "lr", False))
+    for (label, rows), colour in zip(curves, colours, strict=False):
+        epochs = [r["epoch"] for r in rows]
+        marker = "o" if len(rows) <= 40 else None
+        for ax, (_, key, has_val) in zip(axes, panels, strict=True):
+            for prefix, style in (("", "-"), ("val_", "--")) if has_val else (("", "-"),):
+                if any(prefix + key in r for r in rows):
+                    values = [r.get(prefix + key, math.nan) for r in rows]
+                    ax.plot(epochs, values, style, color=colour, marker=marker, markersize=3, label=label)
+    for ax, (title, key, _) in zip(axes, panels, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if key == "loss" and ax.lines:
+            ax.set_yscale("log")
+    runs = [Line2D([], [], color=c, label=label) for (label, _), c in zip(curves, colours, strict=False)]
+    styles = [
+        Line2D([], [], color="grey", linestyle="-", label="train"),
+        Line2D([], [], color="grey", linestyle="--", label="validation"),
+    ]
+    axes[0].legend(handles=runs + styles, fontsize=8)
+    fig.suptitle(", ".join(label for label, _ in curves) if len(curves) <= 4 else f"{len(curves)} runs")
+    fig.tight_layout()
+    return fig
