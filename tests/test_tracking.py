@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -56,18 +57,21 @@ def tracked(cifar_small, data_dir, tmp_path_factory):
     _train(data_dir, runs, "t", env, "--epochs", 2, "--mlflow", "--tensorboard")
     run = RunDir(runs / "t")
     first_id = mlflow_run_of(run.config())["id"]
+    record = json.loads(run.config_path.read_text())
+    run.config_path.write_text(json.dumps({**record, "parent": "base"}))  # as a branch's config.json says
     elsewhere = root / "elsewhere.db"
     run_cli("resume", "--run", run.path, "--epochs", 3, env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{elsewhere}"})
     assert not elsewhere.exists()  # the run's own store, not the one in the environment now
     evaluation = json.loads(run_cli("evaluate", "--run", run.path, "--json").stdout)
-    return run, first_id, evaluation
+    flipped = run_cli("evaluate", "--run", run.path, "--tta", "flip").stdout
+    return run, first_id, evaluation, flipped
 
 
 @pytest.mark.e2e
 def test_mlflow_run_holds_params_metrics_tags_and_files(tracked, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    run, first_id, evaluation = tracked
+    run, first_id, evaluation, _ = tracked
     record = run.config()
     known = mlflow_run_of(record)
     assert known["id"] == first_id  # resume continued the same MLflow run (not the URI in its env)
@@ -80,6 +84,7 @@ def test_mlflow_run_holds_params_metrics_tags_and_files(tracked, tmp_path):
     assert params["model"] == "resnet8" and params["batch_size"] == str(BATCH) and params["lr"] == "0.1"
     assert params["epochs"] == "2" and logged.data.tags["resumed.epochs"] == "3"  # params never change
     assert logged.data.tags["model"] == "resnet8" and logged.data.tags["dataset"] == "cifar-small"
+    assert logged.data.tags["parent"] == "base"
 
     history = run.history()
     assert [r["epoch"] for r in history] == [1, 2, 3]
@@ -108,6 +113,43 @@ def test_mlflow_run_holds_params_metrics_tags_and_files(tracked, tmp_path):
     assert text == run.history_path.read_text()  # the final history, logged again after the resume
 
 
+@pytest.mark.e2e
+def test_evaluation_has_precision_recall_f1_and_the_matrix_as_counts(tracked):
+    import csv
+
+    run, _, evaluation, flipped = tracked
+    matrix = np.asarray(evaluation["confusion_matrix"])
+    assert matrix.sum() == evaluation["images"] == 1000
+    right, predicted, actual = np.diag(matrix), matrix.sum(0), matrix.sum(1)
+    for i, row in enumerate(evaluation["per_class"]):
+        precision = right[i] / predicted[i] if predicted[i] else 0.0
+        recall = right[i] / actual[i]
+        assert row["precision"] == pytest.approx(precision) and row["recall"] == pytest.approx(recall)
+        assert row["accuracy"] == row["recall"] and row["images"] == actual[i]
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert row["f1"] == pytest.approx(f1)
+    assert evaluation["macro_f1"] == pytest.approx(np.mean([r["f1"] for r in evaluation["per_class"]]))
+    assert evaluation["macro_recall"] == pytest.approx(np.mean(right / actual))
+    assert evaluation["rank_1"] == pytest.approx(right.sum() / 1000)
+    with open(evaluation["per_class_csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in rows] == [r["class"] for r in evaluation["per_class"]]
+    assert [float(r["f1"]) for r in rows] == pytest.approx([r["f1"] for r in evaluation["per_class"]], abs=1e-6)
+    with open(evaluation["confusion_csv"], newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0][1:] == [r["class"] for r in evaluation["per_class"]]
+    assert [[int(v) for v in row[1:]] for row in table[1:]] == matrix.tolist()
+    assert Path(evaluation["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
+    # the test-time augmentation is named wherever a score is shown
+    assert evaluation["tta"] is None
+    header, scores = flipped.splitlines()[:2]
+    assert header.endswith("TTA flip") and "(best, epoch 3)" in header
+    assert "macro precision" in scores and scores.endswith("(TTA flip)")
+    assert (run.path / "eval-test-best-flip-confusion.csv").is_file()
+    summary = run_cli("summary", run.path).stdout
+    assert re.search(r"evaluation\s*│?\s*test rank-1 [0-9.]+ \(best epoch 3, (no TTA|TTA flip)\)", summary), summary
+
+
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar of one TensorBoard run folder, read with TensorBoard's own reader."""
     from tensorboard.backend.event_processing.event_accumulator import TENSORS, EventAccumulator
@@ -124,7 +166,7 @@ def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.mark.e2e
 def test_tensorboard_overlays_train_and_validation_like_keras(tracked):
-    run, _, _ = tracked
+    run, *_ = tracked
     history = run.history()
     epochs = [r["epoch"] for r in history]
     train, validation = _scalars(run.tensorboard_dir / "train"), _scalars(run.tensorboard_dir / "validation")
@@ -148,7 +190,7 @@ def test_tensorboard_hparams_hold_the_resolved_config(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
 
-    run, _, _ = tracked
+    run, *_ = tracked
     reader = EventAccumulator(str(run.tensorboard_dir))
     reader.Reload()
     content = reader.PluginTagToContent(metadata.PLUGIN_NAME)

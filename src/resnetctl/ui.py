@@ -11,6 +11,7 @@ import logging
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -45,7 +46,7 @@ class WarningLines(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False)
 
 
 def show_library_warnings(console: Console) -> None:
@@ -56,9 +57,10 @@ def show_library_warnings(console: Console) -> None:
 
 
 def print_error(console: Console, message: str, hint: str | None = None) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Message and hint as written: rich markup is escaped, so ``resnetctl[mlflow]`` stays whole."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     if hint:
-        console.print(f"  {hint}", highlight=False)
+        console.print(f"  {escape(hint)}", highlight=False)
 
 
 # --------------------------------------------------------------------------- prepare

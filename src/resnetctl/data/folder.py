@@ -47,8 +47,9 @@ def read_folder(source: Path) -> SourceData:
             if len(parts) < 2 or parts[0] not in index:
                 if not any(p.startswith(".") for p in parts):
                     ignored.append(name)
-                    if len(parts) >= 2 and is_image_file(name):
-                        unknown[parts[0]] = unknown.get(parts[0], 0) + 1
+                    if is_image_file(name) and (len(parts) >= 2 or split != "train"):
+                        where = parts[0] if len(parts) >= 2 else ""  # "": loose in the split's folder
+                        unknown[where] = unknown.get(where, 0) + 1
                 continue
             if is_image_file(name):
                 names.append(name)

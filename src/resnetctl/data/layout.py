@@ -71,7 +71,10 @@ def check_split_classes(source: Path, split: str, prefix: str, unknown: dict[str
     """Images of a split under folders that are not train's classes (``val/images/...`` of a
     Tiny ImageNet tree whose wnids.txt is gone) are refused, not dropped."""
     if unknown:
-        folders = ", ".join(f"{prefix}{name}/ ({count})" for name, count in sorted(unknown.items())[:5])
+        folders = ", ".join(
+            f"{prefix}{name}/ ({count})" if name else f"{prefix} itself ({count})"
+            for name, count in sorted(unknown.items())[:5]
+        )
         raise DatasetError(
             f"{source}: images of the {split} split in folders that are not classes of train/: {folders}",
             hint=f"expected {prefix}<class>/<image> with train's class names (e.g. {prefix}{classes[0]}/)",
