@@ -111,9 +111,10 @@ class TensorBoardTracker(Tracker):
         self.tf = tf
         self.train = tf.summary.create_file_writer(str(self.log_dir / "train"))
         self.validation = tf.summary.create_file_writer(str(self.log_dir / "validation"))
-        with tf.summary.create_file_writer(str(self.log_dir)).as_default() as root:
+        root = tf.summary.create_file_writer(str(self.log_dir))  # the session: its config, in HParams
+        with root.as_default():
             hp.hparams(hyperparameters(run.config()), trial_id=run.name)
-            root.flush()
+        root.close()
 
     def log_step(self, step: int, values: dict) -> None:
         with self.train.as_default():
