@@ -9,9 +9,10 @@ import json
 import numpy as np
 import pytest
 
+from resnetctl.errors import ResnetctlError
 from resnetctl.evaluation import class_scores, confusion_matrix
-from resnetctl.plots import plot_confusion, runs_figure
-from tests.helpers import one_line_error, run_cli
+from resnetctl.plots import check_plot_path, plot_confusion, runs_figure
+from tests.helpers import invoke, one_line_error, run_cli
 
 
 # ------------------------------------------------------------------ scores (fast tier)
@@ -110,10 +111,23 @@ def test_summary_plot_writes_one_picture_and_never_replaces_without_force(tmp_pa
     out.write_bytes(b"mine")
     one_line_error(run_cli("summary", "--runs-dir", runs, "--plot", out, check=False), 1, "already exists")
     assert out.read_bytes() == b"mine"
-    run_cli("summary", "--runs-dir", runs, "--plot", out, "--force")
+    result = invoke("summary", "--runs-dir", runs, "--plot", out, "--force")  # in process: matplotlib is loaded
+    assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    one_line_error(run_cli("summary", "--runs-dir", runs, "--plot", tmp_path / "c.txt", check=False), 1, "must end in")
     assert not list(tmp_path.glob(".*tmp-*"))
+
+
+def test_plot_paths_that_cannot_be_written_are_refused(tmp_path):
+    for path, message in (
+        (tmp_path / "c.txt", "must end in .png, .svg, .pdf"),
+        (tmp_path / "missing" / "c.png", "does not exist"),
+    ):
+        with pytest.raises(ResnetctlError) as raised:
+            check_plot_path(path, force=True)
+        assert message in raised.value.message
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ResnetctlError, match="is a folder"):
+        check_plot_path(tmp_path / "folder.png", force=True)
 
 
 # ------------------------------------------------------------------ export --format tflite: LiteRT

@@ -143,11 +143,11 @@ def test_evaluation_has_precision_recall_f1_and_the_matrix_as_counts(tracked):
     # the test-time augmentation is named wherever a score is shown
     assert evaluation["tta"] is None
     header, scores = flipped.splitlines()[:2]
-    assert header.endswith("TTA flip") and "(best, epoch 3)" in header
+    assert header.endswith("TTA flip") and f"(best, epoch {evaluation['epoch']})" in header
     assert "macro precision" in scores and scores.endswith("(TTA flip)")
     assert (run.path / "eval-test-best-flip-confusion.csv").is_file()
     summary = run_cli("summary", run.path).stdout
-    assert re.search(r"evaluation\s*│?\s*test rank-1 [0-9.]+ \(best epoch 3, (no TTA|TTA flip)\)", summary), summary
+    assert re.search(r"evaluation\s*│?\s*test rank-1 [0-9.]+ \(best epoch \d, (no TTA|TTA flip)\)", summary), summary
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
