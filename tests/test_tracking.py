@@ -146,7 +146,10 @@ def test_evaluation_has_precision_recall_f1_and_the_matrix_as_counts(tracked):
     assert header.endswith("TTA flip") and f"(best, epoch {evaluation['epoch']})" in header
     assert "macro precision" in scores and scores.endswith("(TTA flip)")
     assert (run.path / "eval-test-best-flip-confusion.csv").is_file()
+    (summarised,) = json.loads(run_cli("summary", run.path, "--json").stdout)
+    assert summarised["mlflow_run"] == mlflow_run_of(run.config())
     summary = run_cli("summary", run.path).stdout
+    assert f"run {summarised['mlflow_run']['id']} at sqlite:///" in summary
     assert re.search(r"evaluation\s*│?\s*test rank-1 [0-9.]+ \(best epoch \d, (no TTA|TTA flip)\)", summary), summary
 
 

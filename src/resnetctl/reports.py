@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from resnetctl.errors import RunError
 from resnetctl.runs import RunDir, checkpoint_info, score
+from resnetctl.tracking import mlflow_run_of
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -92,6 +93,7 @@ def run_summary(run: RunDir) -> dict:
         "images_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
         "checkpoints": [int(e) for e in run.checkpoints()],
         "monitor": str(run.monitor_path) if run.monitor_path.exists() else None,
+        "mlflow_run": mlflow_run_of(config),
         "curve": curve_key,
         "sparkline": sparkline([r[curve_key] for r in history if curve_key in r]),
         "next_command": _next_command(run, state.get("state", ""), done, config["epochs"]),

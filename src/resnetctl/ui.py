@@ -377,6 +377,7 @@ def show_run(console: Console, s: dict) -> None:
         ("checkpoints", ", ".join(map(str, s["checkpoints"])) or "-"),
         ("files", s["path"]),
         ("monitor", s["monitor"] or "-"),
+        ("mlflow", f"run {s['mlflow_run']['id']} at {s['mlflow_run']['tracking_uri']}" if s.get("mlflow_run") else "-"),
         ("next", s["next_command"] or "-"),
     ]:
         table.add_row(key, str(value))
