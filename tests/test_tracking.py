@@ -79,7 +79,11 @@ def test_mlflow_run_holds_params_metrics_tags_and_files(tracked, tmp_path):
     logged = client.get_run(known["id"])
     assert logged.info.status == "FINISHED"
     assert logged.info.run_name == "t"
-    assert client.get_experiment(logged.info.experiment_id).name == "tests"
+    experiment = client.get_experiment(logged.info.experiment_id)
+    assert experiment.name == "tests"  # MLFLOW_EXPERIMENT_NAME
+    store = Path(known["tracking_uri"][len("sqlite:///") :])
+    assert experiment.artifact_location == (store.parent / "mlruns").as_uri()  # beside the store, not in cwd
+    assert (store.parent / "mlruns" / logged.info.experiment_id / known["id"] / "artifacts" / "history.csv").is_file()
     params = logged.data.params
     assert params["model"] == "resnet8" and params["batch_size"] == str(BATCH) and params["lr"] == "0.1"
     assert params["epochs"] == "2" and logged.data.tags["resumed.epochs"] == "3"  # params never change

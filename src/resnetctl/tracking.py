@@ -165,7 +165,7 @@ class MlflowTracker(Tracker):
 
                 uri = mlflow.get_tracking_uri()  # MLFLOW_TRACKING_URI, else MLflow's default store
                 self.client = MlflowClient(uri)
-                experiment_id = _experiment(self.client)
+                experiment_id = _experiment(self.client, uri)
                 self.run_id = self.client.create_run(experiment_id, run_name=run.name).info.run_id
                 remember_mlflow_run(run, {"id": self.run_id, "tracking_uri": uri, "experiment_id": experiment_id})
             logged = self.client.get_run(self.run_id).data.params
@@ -214,13 +214,20 @@ class MlflowTracker(Tracker):
             self._warn(exc)
 
 
-def _experiment(client) -> str:
-    """MLflow's own MLFLOW_EXPERIMENT_ID / MLFLOW_EXPERIMENT_NAME, else ``resnetctl``."""
+def _experiment(client, uri: str) -> str:
+    """MLflow's own MLFLOW_EXPERIMENT_ID / MLFLOW_EXPERIMENT_NAME, else ``resnetctl``. An
+    experiment we create in a local sqlite store keeps its artifacts beside the database
+    (``<db folder>/mlruns``), not in ``./mlruns`` of whatever folder training ran from."""
     if os.environ.get("MLFLOW_EXPERIMENT_ID"):
         return os.environ["MLFLOW_EXPERIMENT_ID"]
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found is not None else client.create_experiment(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
+    return client.create_experiment(name, artifact_location=location)
 
 
 def remember_mlflow_run(run, mlflow_run: dict) -> None:
