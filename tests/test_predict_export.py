@@ -170,9 +170,9 @@ def _run_artifact(fmt, path, images, tmp_path):
         loaded = tf.saved_model.load(str(path))
         return loaded.serve(tf.constant(images)).numpy()
     if fmt == "tflite":
-        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter  # LiteRT, what deployers run
 
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+        interpreter = Interpreter(model_path=str(path))
         index = interpreter.get_input_details()[0]["index"]
         interpreter.resize_tensor_input(index, images.shape)
         interpreter.allocate_tensors()

@@ -130,13 +130,20 @@ def prepare(
     size: Annotated[
         int | None, typer.Option(help="Resize to NxN (shorter side + centre crop).", show_default="the source's size")
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="folder only: a CSV with a file,label header naming the class of each image of --source."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a dataset of that name made by resnetctl.")] = False,
     checksum: Annotated[str | None, typer.Option(help="Expected md5 or sha256 of --source.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of the shapes demo.")] = 0,
     list_: Annotated[bool, typer.Option("--list", help="List prepared datasets.")] = False,
     as_json: JsonOpt = False,
 ):
-    """Turn an official archive, a folder of images, or the built-in demo into HDF5."""
+    """Turn an official archive, a folder of images, or the built-in demo into HDF5.
+
+    A folder may hold class folders, split folders (train/ val|validation/ test/, each with class
+    folders), the unpacked Tiny ImageNet tree, or flat images with --labels FILE.csv."""
     if list_ or kind is None:
         from resnetctl.data.store import list_datasets
 
@@ -166,6 +173,7 @@ def prepare(
             seed=seed,
             checksum=checksum,
             progress=bar,
+            labels=labels,
         )
     return (
         _print_json({"name": info.name, "path": str(info.path), **info.meta})
@@ -517,6 +525,14 @@ def summary(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Show a run's epochs as they finish, until it stops.")
     ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also draw the runs' curves in one picture (.png, .svg, .pdf): loss (log scale), accuracy and "
+            "learning rate, a colour a run, train solid, validation dashed."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --plot replace an existing file.")] = False,
     as_json: JsonOpt = False,
 ):
     """One run in depth (with its lineage), or several side by side (--json: always a list)."""
@@ -526,6 +542,10 @@ def summary(
     from resnetctl.reports import follow_run, run_summary
     from resnetctl.runs import find_run, list_runs
 
+    if plot is not None:
+        from resnetctl.plots import check_plot_path
+
+        plot = check_plot_path(plot, force)
     if follow:
         found = find_run(runs[0] if runs else None, runs_dir)
         for row in follow_run(found):
@@ -536,10 +556,11 @@ def summary(
                 ui.show_followed(console, row)
         return None
     found = [find_run(r, runs_dir) for r in runs] if runs else list_runs(runs_dir)
-    rows = []
+    rows, found_ok = [], []
     for r in found:
         try:
             rows.append(run_summary(r))
+            found_ok.append(r)
         except RunError as exc:
             if runs:
                 raise
@@ -550,8 +571,14 @@ def summary(
 
         hint = "start one, e.g.: " + command("train", "resnet20", "--runs-dir", runs_root(runs_dir).resolve())
         raise RunError("No runs to summarise", hint=hint)
+    if plot is not None:
+        from resnetctl.plots import plot_runs
+
+        plot_runs([(row["run"], run.history()) for row, run in zip(rows, found_ok, strict=True)], plot)
     if as_json:
         return _print_json(rows)
+    if plot is not None:
+        console.print(f"curves of {len(rows)} run(s): {plot.path}", highlight=False)
     return ui.show_run(console, rows[0]) if len(rows) == 1 else ui.show_runs(console, rows)
 
 

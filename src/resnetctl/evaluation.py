@@ -1,4 +1,7 @@
-"""Rank-1 / rank-k accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint."""
+"""Rank-1 / rank-k accuracy, loss, per-class precision, recall and F1 (and their macro means) and
+the confusion matrix of a checkpoint; the files it writes into the run, named by split, checkpoint
+and TTA: ``eval-<split>-<checkpoint>[-<tta>].json``, ``-per-class.csv``, ``-confusion.csv`` and
+``-confusion.png``."""
 
 from __future__ import annotations
 
@@ -7,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from resnetctl import atomic
 from resnetctl.data.store import read_filenames, read_split
 from resnetctl.errors import RunError
 from resnetctl.models import check_model_fits
 from resnetctl.plan import check_topk  # noqa: F401 (re-exported)
 from resnetctl.plots import plot_confusion
-from resnetctl.runs import checkpoint_info, load_model
+from resnetctl.reports import describe_tta
+from resnetctl.runs import RunDir, checkpoint_info, load_model
 
-CONFUSION_IMAGE_MAX_CLASSES = 50
+CONFUSION_IMAGE_MAX_CLASSES = 1000  # a figure up to Tiny ImageNet's 200 classes and beyond (plots.py)
 
 
 def predict(model, images: np.ndarray, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
@@ -34,6 +39,42 @@ def rank_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Per class: precision (of the images predicted as it, the share that are), recall (of its
+    images, the share found: per-class accuracy) and F1. A class never predicted has precision
+    0 (scikit-learn's ``zero_division=0``); F1 is 0 where precision and recall both are."""
+    hits = matrix.diagonal().astype(np.float64)
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    precision = hits / np.maximum(predicted, 1)
+    recall = hits / np.maximum(actual, 1)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(hits), where=precision + recall > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "images": actual}
+
+
+def write_class_csvs(stem: Path, result: dict, classes: list[str]) -> list[Path]:
+    """``<stem>-per-class.csv`` (class, precision, recall, f1, images) and ``<stem>-confusion.csv``
+    (a row per true class, a column per predicted class, counts)."""
+    import csv
+    import io
+
+    per_class, confusion = Path(f"{stem}-per-class.csv"), Path(f"{stem}-confusion.csv")
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["class", "precision", "recall", "f1", "images"])
+    for row in result["per_class"]:
+        writer.writerow(
+            [row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}", row["images"]]
+        )
+    atomic.write_text(per_class, text.getvalue())
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *classes])
+    for name, counts in zip(classes, result["confusion_matrix"], strict=True):
+        writer.writerow([name, *counts])
+    atomic.write_text(confusion, text.getvalue())
+    return [per_class, confusion]
 
 
 def write_predictions(output, names: list[str], probs: np.ndarray, class_ids: list[str], k: int):
@@ -91,16 +132,27 @@ def _evaluate(request, model_file: Path, batch_size: int) -> dict:
     labels = labels.astype(np.int64)
     predicted = probs.argmax(axis=1)
     matrix = confusion_matrix(labels, predicted, info.num_classes)
-    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    scores = class_scores(matrix)
+    present = scores["images"] > 0  # macro means over the classes the split has
     result.update(
         {
             "rank_1": rank_k_accuracy(probs, labels, 1),
             "rank_k": rank_k_accuracy(probs, labels, k),
             **({"rank_5": rank_k_accuracy(probs, labels, 5)} if k >= 5 else {}),
             "loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)))),
+            **{f"macro_{key}": float(np.mean(scores[key][present])) for key in ("precision", "recall", "f1")},
             "per_class": [
-                {"class": c, "accuracy": float(a), "images": int(n)}
-                for c, a, n in zip(info.classes, per_class, matrix.sum(axis=1), strict=True)
+                {
+                    "class": c,
+                    "accuracy": float(r),  # = recall; kept under its old name
+                    "precision": float(p),
+                    "recall": float(r),
+                    "f1": float(f),
+                    "images": int(n),
+                }
+                for c, p, r, f, n in zip(
+                    info.classes, scores["precision"], scores["recall"], scores["f1"], scores["images"], strict=True
+                )
             ],
             "confusion_matrix": matrix.tolist(),
         }
@@ -115,9 +167,29 @@ def _evaluate(request, model_file: Path, batch_size: int) -> dict:
     ]
     if source.run is not None:
         record = source.run.evaluation_path(split, source.label, tta)
+        stem = record.with_suffix("")
+        files = write_class_csvs(stem, result, info.classes)
+        result["per_class_csv"], result["confusion_csv"] = map(str, files)
         if info.num_classes <= CONFUSION_IMAGE_MAX_CLASSES:
-            png = record.with_name(record.stem + "-confusion.png")
-            plot_confusion(matrix, info.classes, png, title=f"{source.run.name}: {split}, {source.label}")
+            png = Path(f"{stem}-confusion.png")
+            epoch = f" epoch {result['epoch']}" if result["epoch"] is not None else ""
+            title = (
+                f"{source.run.name}: {info.name}/{split}, {source.label}{epoch}, {describe_tta(tta)}\n"
+                f"accuracy {result['rank_1']:.2%} ({int(matrix.trace())}/{int(matrix.sum())}), "
+                f"macro F1 {result['macro_f1']:.3f}"
+            )
+            plot_confusion(matrix, info.classes, png, title=title)
             result["confusion_png"] = str(png)
+            files.append(png)
         source.run.write_evaluation(result)
+        _log_to_mlflow(source.run, result, [record, *files])
     return result
+
+
+def _log_to_mlflow(run: RunDir, result: dict, files: list[Path]) -> None:
+    """A run that logs to MLflow gets its evaluation there too (``resnetctl.tracking``)."""
+    from resnetctl.tracking import log_evaluation
+
+    name = f"eval_{result['split']}_{result['checkpoint']}" + (f"_{result['tta']}" if result["tta"] else "")
+    metrics = {f"{name}_{k}": result[k] for k in ("rank_1", "rank_k", "loss", "macro_f1")}
+    log_evaluation(run.config(), files, metrics, result["epoch"])

@@ -6,7 +6,8 @@ subsamples exactly, and a zero padding of the channels; the input normalisation 
 ``Rescaling``, whose constants every converter can freeze), so the ``keras`` format loads in a
 Python that has Keras and not resnetctl. The other formats are Keras' own ``model.export``
 (SavedModel, LiteRT/TFLite, ONNX). Every export is checked before it is published: the artifact
-is run by its own runtime on the dataset's test images and must agree with the trained model.
+is run by its own runtime (LiteRT for .tflite) on the dataset's test images and must agree with the
+trained model.
 """
 
 from __future__ import annotations
@@ -179,9 +180,7 @@ def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
         loaded = tf.saved_model.load(str(path))  # kept: its functions need the object alive
         return loaded.serve(tf.constant(images)).numpy()
     if fmt == "tflite":
-        import tensorflow as tf
-
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+        interpreter = tflite_interpreter(path)
         entry = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(entry["index"], images.shape)
         interpreter.allocate_tensors()
@@ -192,6 +191,18 @@ def run_artifact(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+def tflite_interpreter(path: Path):
+    """The .tflite file in LiteRT's interpreter (``ai-edge-litert``, what deployers run and what
+    TensorFlow's deprecated ``tf.lite.Interpreter`` points to); TensorFlow's only without it."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter  # noqa: N806
+    return Interpreter(model_path=str(path))
 
 
 def export(source, request: ExportRequest, images: np.ndarray) -> dict:

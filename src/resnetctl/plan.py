@@ -136,7 +136,7 @@ def plan_resume(
     check_strategy(strategy)
     rd = find_run(run, runs_dir)
     record = rd.config()
-    config = rd.options()
+    config = rd.options().validate()  # a damaged or edited config.json is answered here, before Keras
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise RunError(f"`lr` must be a finite number > 0. Received: lr={lr}")
     if epochs is not None and epochs < 1:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from resnetctl.errors import RunError
 from resnetctl.runs import RunDir, best_row, command, list_runs, score
+from resnetctl.tracking import mlflow_run_of
 
 SPARK = "▁▂▃▄▅▆▇█"
 RECIPE_KEYS = (
@@ -21,6 +22,11 @@ RECIPE_KEYS = (
     "augmentation",
     "precision",
 )
+
+
+def describe_tta(tta: str | None) -> str:
+    """How a score was taken, said wherever one is shown: ``no TTA`` or ``TTA flip``."""
+    return f"TTA {tta}" if tta else "no TTA"
 
 
 def sparkline(values: list[float]) -> str:
@@ -98,6 +104,7 @@ def run_summary(run: RunDir) -> dict:
         "images_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
         "checkpoints": [int(e) for e in run.checkpoints()],
         "monitor": str(run.monitor_path) if run.monitor_path.exists() else None,
+        "mlflow_run": mlflow_run_of(config),
         "curve": curve_key,
         "sparkline": sparkline([r[curve_key] for r in history if curve_key in r]),
         "next_command": next_command(run, state.get("state", ""), done, total),

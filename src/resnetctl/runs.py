@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import glob
 import json
 import logging
 import math
@@ -63,7 +64,7 @@ RECORD_KEYS = frozenset(
         "resumes",
         "init",
         "parent",
-        "mlflow_run_id",
+        "mlflow_run",
     }
 )
 
@@ -418,11 +419,9 @@ class RunDir:
             e = record_.get("epoch")
             if isinstance(e, int) and e > epoch:
                 src = self.evaluation_path(record_["split"], record_["checkpoint"], record_.get("tta"))
-                if src.is_file():
-                    moves.append((src, tmp / src.name))
-                png = src.with_name(src.stem + "-confusion.png")
-                if png.is_file():
-                    moves.append((png, tmp / png.name))
+                for p in [src, *self.path.glob(glob.escape(src.stem) + "-*")]:  # its CSVs and figure
+                    if p.is_file() and (p, tmp / p.name) not in moves:
+                        moves.append((p, tmp / p.name))
         if self.tensorboard_dir.is_dir():
             moves.append((self.tensorboard_dir, staged.tensorboard_dir))
         if self.monitor_path.is_file():
@@ -458,7 +457,7 @@ class RunDir:
             run=name, parent={"run": self.name, "path": str(self.path.resolve()), "epoch": epoch, "kind": "fork"}
         )
         record["segments"] = [s for s in record.get("segments", []) if s.get("from_epoch", 0) < epoch]
-        record.pop("mlflow_run_id", None)
+        record.pop("mlflow_run", None)
         staged.write_config(record)
         staged.write_history([r for r in self.history() if r["epoch"] <= epoch])
         link_or_copy(source, staged.epoch_path(epoch))

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 from resnetctl.hooks import PrepareProgress, TrainingProgress
+from resnetctl.reports import describe_tta
 
 LOG_EVERY_SECONDS = 30.0
 
@@ -118,8 +119,10 @@ class PrepareBar(PrepareProgress):
 
 def show_prepared(console: Console, info) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in info.splits.items())
+    layout = info.meta.get("layout")
     console.print(
-        f"[green]Prepared[/] {info.name} at {info.path}: {splits}; {info.num_classes} classes, {info.image_size}px",
+        f"[green]Prepared[/] {info.name} at {info.path}: {splits}; {info.num_classes} classes, {info.image_size}px"
+        + (f" (layout: {layout})" if layout else ""),
         highlight=False,
     )
     skipped = info.meta["skipped"]
@@ -360,24 +363,36 @@ def show_trained(console: Console, result) -> None:
 def show_evaluation(console: Console, r: dict) -> None:
     epoch = f", epoch {r['epoch']}" if r.get("epoch") is not None else ""
     console.print(
-        f"{r['model']} ({r['checkpoint']}{epoch}) on {r['dataset']}/{r['split']} ({r['images']} images)",
+        f"{r['model']} ({r['checkpoint']}{epoch}) on {r['dataset']}/{r['split']} ({r['images']} images), "
+        f"{describe_tta(r.get('tta'))}",
         highlight=False,
     )
     if r.get("rank_1") is not None:
         console.print(
-            f"rank-1 [bold]{r['rank_1']:.4f}[/]  rank-{r['k']} [bold]{r['rank_k']:.4f}[/]  loss {r['loss']:.4f}"
+            f"rank-1 [bold]{r['rank_1']:.4f}[/]  rank-{r['k']} [bold]{r['rank_k']:.4f}[/]  loss {r['loss']:.4f}  "
+            f"macro precision {r['macro_precision']:.4f}  recall {r['macro_recall']:.4f}  "
+            f"F1 [bold]{r['macro_f1']:.4f}[/]  ({describe_tta(r.get('tta'))})"
         )
-        table = _table("class", "accuracy", "images", title="per class", console=console)
+        table = _table("class", "precision", "recall", "F1", "images", title="per class", console=console)
         for c in r["per_class"]:
-            table.add_row(c["class"], f"{c['accuracy']:.3f}", str(c["images"]))
+            table.add_row(c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["images"]))
+        table.add_section()
+        table.add_row(
+            "macro mean", f"{r['macro_precision']:.3f}", f"{r['macro_recall']:.3f}", f"{r['macro_f1']:.3f}", ""
+        )
         console.print(table)
         if r.get("top_confusions"):
             conf = _table("true", "predicted", "images", title="top confusions", console=console)
             for c in r["top_confusions"]:
                 conf.add_row(c["true"], c["predicted"], str(c["images"]))
             console.print(conf)
-        if r.get("confusion_png"):
-            console.print(f"confusion matrix: {r['confusion_png']}", highlight=False)
+        for key, what in (
+            ("confusion_png", "confusion matrix"),
+            ("confusion_csv", "its counts"),
+            ("per_class_csv", "per class"),
+        ):
+            if r.get(key):
+                console.print(f"{what}: {r[key]}", highlight=False)
     if r.get("predictions"):
         console.print(f"predictions: {r['predictions']}", highlight=False)
 
@@ -445,6 +460,7 @@ def show_run(console: Console, s: dict) -> None:
         ("checkpoints", ", ".join(map(str, s["checkpoints"])) or "-"),
         ("files", s["path"]),
         ("monitor", s["monitor"] or "-"),
+        ("mlflow", f"run {s['mlflow_run']['id']} at {s['mlflow_run']['tracking_uri']}" if s.get("mlflow_run") else "-"),
     ]:
         table.add_row(key, escape(str(value)))
     console.print(table)
@@ -466,7 +482,7 @@ def show_runs(console: Console, rows: list[dict]) -> None:
             escape(str(s["dataset"])),
             f"{s['epochs_done']}/{s['epochs']}",
             f"{s['best_score']:.4f}" if s["best_epoch"] else "-",
-            (f"{ev['rank_1']:.4f}" + ("*" if ev.get("stale") else "") + (" tta" if ev.get("tta") else ""))
+            (f"{ev['rank_1']:.4f}" + (f" ({ev['tta']})" if ev.get("tta") else "") + ("*" if ev.get("stale") else ""))
             if ev
             else "-",
             escape(f"{parent['run']}@{parent['epoch']}") if parent else "-",

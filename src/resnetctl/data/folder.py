@@ -1,4 +1,5 @@
-"""A folder of labelled images: one subfolder per class (optionally under train/ val/ test/)."""
+"""A folder of labelled images: one subfolder per class (optionally under train/ val/ test/;
+which layout a folder is in is decided in :mod:`resnetctl.data.layout`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import numpy as np
 
 from resnetctl.data.archive import FileTree
 from resnetctl.data.images import is_image_file
+from resnetctl.data.layout import EXPECTED, check_split_classes, split_prefixes
 from resnetctl.data.records import FileRecords, SourceData
 from resnetctl.errors import DatasetError
-
-SPLIT_FOLDERS = ("train", "val", "test")
 
 
 def _class_folders(tree: FileTree, prefix: str) -> list[str]:
@@ -29,19 +29,17 @@ def read_folder(source: Path) -> SourceData:
         raise DatasetError(f"{source} is not a folder", hint="pass a folder with one subfolder of images per class")
     tree = FileTree(source)
     top = _class_folders(tree, "")
-    presplit = "train" in top and set(top) <= set(SPLIT_FOLDERS)
-    prefixes = {s: f"{s}/" for s in SPLIT_FOLDERS if s in top} if presplit else {"train": ""}
+    prefixes = split_prefixes(source, top)
     classes = _class_folders(tree, prefixes["train"])
     if not classes:
         raise DatasetError(
-            f"{source} has no class subfolders",
-            hint="expected <folder>/<class>/<image> (or train/<class>/<image>)",
+            f"{source}{'/' + prefixes['train'] if prefixes['train'] else ''} has no class subfolders", hint=EXPECTED
         )
     index = {c: i for i, c in enumerate(classes)}
 
     splits, ignored = {}, []
     for split, prefix in prefixes.items():
-        names, labels = [], []
+        names, labels, unknown = [], [], {}
         for name in tree.names():
             if not name.startswith(prefix):
                 continue
@@ -49,12 +47,16 @@ def read_folder(source: Path) -> SourceData:
             if len(parts) < 2 or parts[0] not in index:
                 if not any(p.startswith(".") for p in parts):
                     ignored.append(name)
+                    if is_image_file(name) and (len(parts) >= 2 or split != "train"):
+                        where = parts[0] if len(parts) >= 2 else ""  # "": loose in the split's folder
+                        unknown[where] = unknown.get(where, 0) + 1
                 continue
             if is_image_file(name):
                 names.append(name)
                 labels.append(index[parts[0]])
             elif not parts[-1].startswith("."):
                 ignored.append(name)
+        check_split_classes(source, split, prefix, unknown, classes)
         splits[split] = FileRecords(names, np.asarray(labels, np.int32), tree.read)
     counts = np.bincount(splits["train"].labels, minlength=len(classes))
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
@@ -62,4 +64,5 @@ def read_folder(source: Path) -> SourceData:
         raise DatasetError(
             f"{source}: no images in class folder(s) {', '.join(empty)}", hint="remove the empty folders or add images"
         )
-    return SourceData(kind="folder", classes=classes, splits=splits, ignored=ignored)
+    kind = "split-folders" if prefixes["train"] else "class-folders"
+    return SourceData(kind=kind, classes=classes, splits=splits, ignored=ignored)

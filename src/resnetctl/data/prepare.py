@@ -73,7 +73,7 @@ def _download(kind: str) -> Path:
         ) from None
 
 
-def _read_source(kind: str, source: Path | None, seed: int) -> SourceData:
+def _read_source(kind: str, source: Path | None, seed: int, labels: Path | None = None) -> SourceData:
     if kind == "shapes":
         from resnetctl.data.shapes import generate_shapes
 
@@ -88,9 +88,9 @@ def _read_source(kind: str, source: Path | None, seed: int) -> SourceData:
         from resnetctl.data.tiny_imagenet import read_tiny_imagenet
 
         return read_tiny_imagenet(source)
-    from resnetctl.data.folder import read_folder
+    from resnetctl.data.layout import read_any_folder
 
-    return read_folder(source)
+    return read_any_folder(source, labels)
 
 
 def _carve_splits(data: SourceData, val_split: float, test_split: float, rng) -> dict[str, Records]:
@@ -192,8 +192,10 @@ def prepare_dataset(
     checksum: str | None = None,
     workers: int | None = None,
     progress: PrepareProgress | None = None,
+    labels: str | os.PathLike | None = None,
 ) -> store.DatasetInfo:
-    """Turn an official archive, a folder, or the generated demo into a dataset dir."""
+    """Turn an official archive, a folder, or the generated demo into a dataset dir.
+    ``labels``: for a flat folder, a CSV of ``file,label`` (``prepare folder --labels``)."""
     if kind not in KINDS:
         raise DatasetError(f"Unknown dataset kind {kind!r}", hint=f"use one of {', '.join(KINDS)}")
     for label, value in (("--val-split", val_split), ("--test-split", test_split)):
@@ -205,6 +207,11 @@ def prepare_dataset(
     source_path = Path(source).expanduser() if source else None
     if kind == "folder" and source_path is None:
         raise DatasetError("`prepare folder` needs --source DIR", hint="one subfolder per class")
+    labels_path = Path(labels).expanduser() if labels else None
+    if labels_path is not None and kind != "folder":
+        raise DatasetError(f"--labels is for `prepare folder`, not {kind}")
+    if labels_path is not None and not labels_path.is_file():
+        raise DatasetError(f"--labels {labels_path}: no such file")
     if source_path is not None and not source_path.exists():
         raise DatasetError(f"Source {source_path} does not exist")
     name = paths.check_name(name or (source_path.name if kind == "folder" else kind), "Dataset")
@@ -223,7 +230,7 @@ def prepare_dataset(
                 f"Checksum mismatch for {source_path}: expected {checksum}, got {digest}",
                 hint="the file is damaged or not the one you meant; download it again",
             )
-    data = _read_source(kind, source_path, seed)
+    data = _read_source(kind, source_path, seed, labels_path)
     image_size = int(size or data.image_size or 0)
     if not image_size:
         raise DatasetError(
@@ -272,10 +279,12 @@ def prepare_dataset(
                 "format_version": store.FORMAT_VERSION,
                 "name": name,
                 "kind": kind,
+                "layout": data.kind,  # what was recognised: class-folders, split-folders, labels-csv, tiny-imagenet...
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "resnetctl_version": __version__,
                 "source": {
                     "path": str(source_path) if source_path else None,
+                    **({"labels": str(labels_path)} if labels_path else {}),
                     "checksum": digest,
                     "checksum_algorithm": algorithm if digest else None,
                 },

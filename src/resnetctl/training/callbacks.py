@@ -207,18 +207,39 @@ class RunRecorder(keras.callbacks.Callback):
         self.progress.epoch_end(row)
 
 
-def tensorboard_writer(log_dir):
-    """A function that writes a history row's numbers as TensorBoard scalars at its epoch, so
-    TensorBoard shows exactly what history.csv holds (TensorFlow's summary API, any backend)."""
-    import tensorflow as tf
+class StepLogger(keras.callbacks.Callback):
+    """Every ``every`` optimizer steps: the running loss and accuracy of the epoch (as Keras
+    logs them) and the rate of the step just taken, to the trackers (TensorBoard, MLflow).
 
-    writer = tf.summary.create_file_writer(str(log_dir))
+    ``async_safe`` like :class:`Reporter`: hooks may run late and out of order; a lock keeps
+    them serial and an older step is never logged after a newer one."""
 
-    def write(row: dict) -> None:
-        with writer.as_default():
-            for key, value in row.items():
-                if key != "epoch":
-                    tf.summary.scalar(key, value, step=row["epoch"])
-        writer.flush()
+    async_safe = True
 
-    return write
+    def __init__(self, trackers, schedule, every: int):
+        super().__init__()
+        self.trackers = trackers
+        self.schedule = schedule
+        self.every = every
+        self.epoch = 0
+        self.steps = 1
+        self.logged = 0  # the last global step logged (1-based: optimizer iterations done)
+        self.lock = threading.Lock()
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.steps = params.get("steps") or 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.epoch * self.steps + batch + 1
+        if step % self.every:
+            return
+        values = {k: float(logs[k]) for k in ("loss", "accuracy") if logs and k in logs}
+        values["lr"] = self.schedule.at_step(step - 1)
+        with self.lock:
+            if step > self.logged:
+                self.logged = step
+                self.trackers.log_step(step, values)

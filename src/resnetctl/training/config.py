@@ -181,6 +181,10 @@ class TrainConfig:
     segments: tuple[dict, ...] = _opt(
         (), "The changes resume made to the schedule, in order (written by resume).", cli=False
     )
+    mlflow: bool = _opt(
+        False, "Log params, metrics and artifacts to MLflow (MLFLOW_TRACKING_URI; needs the mlflow extra)."
+    )
+    log_every: int = _opt(50, "Optimizer steps between the per-step scalars of --tensorboard and --mlflow.", minimum=1)
     in_memory: bool | None = _opt(
         None,
         "Hold train in memory or stream it from HDF5.",
@@ -218,6 +222,10 @@ class TrainConfig:
                 "--tensorboard needs the tensorboard package",
                 hint="install it with: pip install 'resnetctl[tensorboard]'",
             )
+        if self.mlflow:
+            from resnetctl.tracking import check_mlflow
+
+            check_mlflow()
         return self
 
     def resolved(self, info) -> TrainConfig:

@@ -13,10 +13,11 @@ import math
 import platform
 import shutil
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import keras
 
-from resnetctl import __version__
+from resnetctl import __version__, tracking
 from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
 from resnetctl.data.store import DatasetInfo
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
@@ -29,9 +30,9 @@ from resnetctl.training.callbacks import (
     EMAWeights,
     Reporter,
     RunRecorder,
+    StepLogger,
     StopRequested,
     swap_ema,
-    tensorboard_writer,
 )
 from resnetctl.training.config import TrainConfig
 from resnetctl.training.distribute import Placement, resolve
@@ -238,6 +239,8 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
     with _RunWriter(rd, placement) as out:
         start_from = rd.checkpoint(plan.epoch)
         record = rd.config()
+        if branch is not None:  # the old line's MLflow run went with the branch; this line gets its own
+            record.pop(tracking.MLFLOW_KEY, None)
         _set_up_backend(config)
         with placement.scope():
             model = load_model(start_from)
@@ -416,22 +419,18 @@ def _fit(
     placement: Placement,
     created: bool = False,
     resumed: dict | None = None,
+    tensorboard_dir: Path | None = None,
 ) -> list[dict]:
     """``model.fit`` with our callbacks; records the run's state; returns the history.
+    ``tensorboard_dir``: where ``--tensorboard`` writes (default ``<run>/tensorboard``).
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
     validation = validation_batches(info, config.batch_size, placement.batch_multiple)
-    extra = []
-    if config.tensorboard:
-        replay = initial_epoch > 0 and not run.tensorboard_dir.exists()  # its logs went with a branch
-        writer = tensorboard_writer(run.tensorboard_dir)
-        for row in history if replay else ():  # TensorBoard shows what history.csv holds
-            writer(row)
-        extra = [writer]
     from resnetctl.plan import start_again_command
 
+    trackers = tracking.open_trackers(config, tensorboard_dir or run.tensorboard_dir, placement.chief)
     fresh = initial_epoch == 0
     epochs = config.total_epochs()
     run.write_state("running", epoch=initial_epoch)
@@ -467,23 +466,25 @@ def _fit(
                 config.checkpoint_every,
                 best_score,
                 progress,
-                extra,
+                [trackers.log_epoch] if trackers else [],
                 keep=config.keep_checkpoints,
                 recent=config.keep_recent,
                 model_name=config.model,
                 marks=_marks(run),
             ),
+            *([StepLogger(trackers, schedule, config.log_every)] if trackers else []),
         ]
         try:
-            model.fit(
-                batches,
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                shuffle=False,
-                validation_data=validation,
-                callbacks=callbacks,
-                verbose=0,
-            )
+            with tracking.session(trackers, run, initial_epoch):
+                model.fit(
+                    batches,
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    shuffle=False,
+                    validation_data=validation,
+                    callbacks=callbacks,
+                    verbose=0,
+                )
         except StopRequested as stop:
             done = history[-1]["epoch"] if history else initial_epoch
             kept = _kept(run, done)

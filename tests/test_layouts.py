@@ -1,0 +1,194 @@
+"""`prepare folder` on the layouts people have: split folders (ImageFolder per split), a flat
+folder with a labels CSV, the unpacked Tiny ImageNet tree; and layouts it can't read, refused."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from resnetctl.data.prepare import prepare_dataset
+from resnetctl.errors import DatasetError
+from tests.helpers import TINY_MINI, one_line_error, run_cli
+
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
+
+def _image(path, rgb, seed):
+    """A 12x12 PNG of one colour with a little noise: its class can be read back from its pixels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    noise = np.random.default_rng(seed).integers(0, 20, (12, 12, 3))
+    image = np.clip(np.asarray(rgb)[None, None, :] * 0.9 + noise, 0, 255).astype(np.uint8)
+    assert cv2.imwrite(str(path), image[:, :, ::-1])
+
+
+def _colour_of(image) -> str:
+    return list(COLOURS)[int(np.argmax(image.reshape(-1, 3).mean(0)))]
+
+
+def _h5(path):
+    with h5py.File(path, "r") as f:
+        return f["images"][...], f["labels"][...], [n.decode() for n in f["filenames"][...]]
+
+
+def _unpack_tiny(tmp_path):
+    with zipfile.ZipFile(TINY_MINI) as z:
+        z.extractall(tmp_path / "unpacked")
+    return tmp_path / "unpacked" / "tiny-imagenet-200"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["folder", "tiny-imagenet"])
+def test_unpacked_tiny_imagenet_tree_prepares_with_its_val_split(tmp_path, kind):
+    tree = _unpack_tiny(tmp_path)
+    data = tmp_path / "data"
+    proc = run_cli("prepare", kind, "--source", tree, "--data-dir", data, "--name", "tiny")
+    assert "layout: tiny-imagenet" in proc.stdout
+    meta = json.loads((data / "tiny" / "meta.json").read_text())
+    assert meta["layout"] == "tiny-imagenet"
+    counts = {k: v["count"] for k, v in meta["splits"].items()}
+    assert counts == {"train": 900, "val": 100, "test": 200, "unlabelled": 100}  # never train-only
+    wnids = (tree / "wnids.txt").read_text().split()
+    assert meta["class_ids"] == wnids
+    annotations = {}
+    for line in (tree / "val" / "val_annotations.txt").read_text().splitlines():
+        file, wnid = line.split("\t")[:2]
+        annotations[file] = wnids.index(wnid)
+    _, labels, names = _h5(data / "tiny" / "test.h5")  # the official val: every image, with its label
+    assert sorted(n.rsplit("/", 1)[-1] for n in names) == sorted(annotations)
+    assert [annotations[n.rsplit("/", 1)[-1]] for n in names] == labels.tolist()
+
+
+@pytest.mark.e2e
+def test_the_folder_above_the_tiny_imagenet_tree_is_recognised_too(tmp_path):
+    tree = _unpack_tiny(tmp_path)
+    prepare_dataset("folder", tree.parent, name="above", data_dir=tmp_path / "data", workers=1)
+    meta = json.loads((tmp_path / "data" / "above" / "meta.json").read_text())
+    assert meta["layout"] == "tiny-imagenet" and meta["splits"]["test"]["count"] == 200
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("val_folder", ["val", "validation"])
+def test_split_folders_keep_their_splits(tmp_path, val_folder):
+    source = tmp_path / "photos"
+    counts = {"train": 6, val_folder: 3, "test": 2}
+    seed = 0
+    for split, per_class in counts.items():
+        for colour, rgb in COLOURS.items():
+            for i in range(per_class):
+                seed += 1
+                _image(source / split / colour / f"{colour}_{i}.png", rgb, seed)
+    proc = run_cli("prepare", "folder", "--source", source, "--data-dir", tmp_path / "data", "--size", 12)
+    assert "layout: split-folders" in proc.stdout
+    meta = json.loads((tmp_path / "data" / "photos" / "meta.json").read_text())
+    assert meta["classes"] == ["blue", "green", "red"]
+    assert {k: v["count"] for k, v in meta["splits"].items()} == {"train": 18, "val": 9, "test": 6}  # none carved
+    for split, folder in (("train", "train"), ("val", val_folder), ("test", "test")):
+        images, labels, names = _h5(tmp_path / "data" / "photos" / f"{split}.h5")
+        assert all(n.startswith(f"{folder}/") for n in names)
+        assert [meta["classes"][c] for c in labels] == [n.split("/")[1] for n in names]
+        assert [_colour_of(im) for im in images] == [n.split("/")[1] for n in names]
+
+
+@pytest.mark.e2e
+def test_split_folders_without_val_get_it_carved_from_train(tmp_path):
+    source = tmp_path / "photos"
+    for split, per_class in (("train", 10), ("test", 2)):
+        for colour, rgb in COLOURS.items():
+            for i in range(per_class):
+                _image(source / split / colour / f"{i}.png", rgb, i)
+    info = prepare_dataset("folder", source, data_dir=tmp_path / "data", size=12, val_split=0.2, workers=1)
+    assert info.splits == {"train": 24, "val": 6, "test": 6}
+
+
+@pytest.mark.e2e
+def test_flat_folder_with_a_labels_csv(tmp_path):
+    source = tmp_path / "flat"
+    rows = ["file,label"]
+    for i in range(30):
+        colour = list(COLOURS)[i % 3]
+        _image(source / f"img_{i:02d}.png", COLOURS[colour], i)
+        rows.append(f"img_{i:02d}.png,{colour}")
+    (source / "notes.txt").write_text("not an image")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\r\n".join(rows) + "\r\n")  # a spreadsheet's CSV
+    proc = run_cli(
+        "prepare", "folder", "--source", source, "--labels", labels, "--data-dir", tmp_path / "data", "--size", 12
+    )
+    assert "layout: labels-csv" in proc.stdout
+    meta = json.loads((tmp_path / "data" / "flat" / "meta.json").read_text())
+    assert meta["classes"] == ["blue", "green", "red"] and meta["source"]["labels"] == str(labels)
+    assert sum(v["count"] for v in meta["splits"].values()) == 30
+    expected = dict(row.split(",") for row in rows[1:])
+    for split in ("train", "val", "test"):
+        images, labels_read, names = _h5(tmp_path / "data" / "flat" / f"{split}.h5")
+        assert [meta["classes"][c] for c in labels_read] == [expected[n] for n in names]
+        assert [_colour_of(im) for im in images] == [expected[n] for n in names]
+
+
+# ------------------------------------------------------------------ refused, in one line (fast tier)
+def _flat(tmp_path, count=4):
+    for i in range(count):
+        _image(tmp_path / "flat" / f"{i}.png", (255, 0, 0), i)
+    return tmp_path / "flat"
+
+
+def test_a_flat_folder_without_labels_is_refused_in_one_line(tmp_path):
+    proc = run_cli("prepare", "folder", "--source", _flat(tmp_path), "--data-dir", tmp_path / "data", check=False)
+    one_line_error(proc, 1, "has no class subfolders")
+    assert "--labels FILE.csv" in proc.stderr and "split folders" in proc.stderr
+    assert not (tmp_path / "data" / "flat").exists()
+
+
+def test_tiny_imagenet_tree_without_wnids_is_refused_not_made_train_only(tmp_path):
+    tree = _unpack_tiny(tmp_path)
+    (tree / "wnids.txt").unlink()
+    with pytest.raises(DatasetError, match=r"split in folders that are not classes of train/: (val|test)/images/"):
+        prepare_dataset("folder", tree, data_dir=tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        (["train/red", "extra/red"], "has train/ beside other folders (extra)"),
+        (["val/red", "test/red"], "but no train/"),
+        (["train/red", "train/blue", "val/purple"], "val/purple/ (1)"),
+        (["train/red", "train/blue", "val/red", "validation/red"], "two folders for the val split"),
+        (["train/red", "train/blue", "test"], "test split in folders that are not classes of train/: test/ itself (1)"),
+    ],
+)
+def test_layouts_that_cannot_be_read_are_refused(tmp_path, folders, message):
+    for i, folder in enumerate(folders):
+        _image(tmp_path / "src" / folder / f"{i}.png", (0, 0, 255), i)
+    with pytest.raises(DatasetError) as raised:
+        prepare_dataset("folder", tmp_path / "src", data_dir=tmp_path / "data", size=12)
+    assert message in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "message"),
+    [
+        ("name,class\n0.png,red\n", "must start with the header file,label"),
+        ("file,label\n0.png,red\nmissing.png,red\n", "line 3: no file missing.png"),
+        ("file,label\n0.png,red\n0.png,blue\n", "line 3: 0.png is listed again (first on line 2)"),
+        ("file,label\n0.png\n", "line 2: expected file,label"),
+        ("file,label\n", "lists no images"),
+    ],
+)
+def test_bad_labels_files_are_refused(tmp_path, csv_text, message):
+    source = _flat(tmp_path)
+    (tmp_path / "labels.csv").write_text(csv_text)
+    with pytest.raises(DatasetError) as raised:
+        prepare_dataset("folder", source, labels=tmp_path / "labels.csv", data_dir=tmp_path / "data", size=12)
+    assert message in raised.value.message
+
+
+def test_labels_only_for_folders(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,label\n")
+    with pytest.raises(DatasetError, match="--labels is for `prepare folder`"):
+        prepare_dataset("cifar10", tmp_path, labels=tmp_path / "labels.csv", data_dir=tmp_path / "data")
