@@ -62,4 +62,4 @@ def read_folder(source: Path) -> SourceData:
         raise DatasetError(
             f"{source}: no images in class folder(s) {', '.join(empty)}", hint="remove the empty folders or add images"
         )
-    return SourceData(kind="folder", classes=classes, splits=splits, ignored=ignored)
+    return SourceData(kind="folder", classes=classes, splits=splits, ignored=ignored, skipped=tree.skipped)

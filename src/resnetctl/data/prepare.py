@@ -207,6 +207,11 @@ def prepare_dataset(
         raise DatasetError("`prepare folder` needs --source DIR", hint="one subfolder per class")
     if source_path is not None and not source_path.exists():
         raise DatasetError(f"Source {source_path} does not exist")
+    if source_path is not None and not (source_path.is_dir() or source_path.is_file()):
+        from resnetctl.data.images import file_kind
+
+        kind_of = file_kind(source_path.stat().st_mode)
+        raise DatasetError(f"Source {source_path} is {kind_of}, not an archive or a folder; it was not opened")
     name = paths.check_name(name or (source_path.name if kind == "folder" else kind), "Dataset")
     root = paths.check_folder(paths.data_dir(data_dir), "Data dir")
     target = root / name
@@ -246,7 +251,7 @@ def prepare_dataset(
         tmp = atomic.temp_sibling(target)
         tmp.mkdir()
         try:
-            meta_splits, skipped, train_writer = {}, [], None
+            meta_splits, skipped, train_writer = {}, list(data.skipped), None
             for split, records in splits.items():
                 if split in ("train", "val"):  # consecutive images of mixed classes for streaming
                     records = records.subset(rng.permutation(len(records)))
