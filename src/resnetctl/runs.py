@@ -6,6 +6,7 @@ failed), and the one definition of the score that picks ``best.keras`` (:func:`s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -70,9 +71,14 @@ class RunDir:
     def epoch_path(self, epoch: int) -> Path:
         return self.checkpoint_dir / f"epoch_{epoch:04d}.keras"
 
+    @contextlib.contextmanager
     def lock(self):
-        """Held by train, resume and evaluate while they write this run."""
-        return locks.exclusive(self.path, "Run")
+        """Held by train, resume and evaluate while they write this run. Temporary files of a
+        writer that was killed are removed once it is held (only the holder writes here)."""
+        with locks.exclusive(self.path, "Run"):
+            for folder in (self.path, self.checkpoint_dir):
+                atomic.remove_stale_temps(folder)
+            yield
 
     # ------------------------------------------------------------------ config and state
     def config(self) -> dict:
@@ -82,6 +88,9 @@ class RunDir:
             raise RunError(f"{self.path} is not a readable resnetctl run ({exc})") from None
         if not isinstance(config, dict) or "model" not in config or "epochs" not in config:
             raise RunError(f"{self.config_path} is not a resnetctl run config")
+        from resnetctl.training.config import check_run_record
+
+        check_run_record(config, str(self.config_path))  # each field's type: one line, not a crash later
         return config
 
     def write_config(self, config: dict) -> None:
@@ -95,6 +104,8 @@ class RunDir:
         """The run's state; a run marked running whose process is gone is ``failed``."""
         try:
             recorded = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if not isinstance(recorded, dict) or not isinstance(recorded.get("state"), str):
+                raise ValueError("not a JSON object with a state")
         except (OSError, ValueError):
             recorded = {
                 "state": "failed" if self.config_path.exists() else "unknown",
@@ -115,11 +126,16 @@ class RunDir:
         try:
             with open(self.history_path, newline="", encoding="utf-8") as f:
                 rows = list(csv.DictReader(f))
-            return [
+            parsed = [
                 {k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if k and v not in ("", None)}
                 for r in rows
             ]
-        except (OSError, ValueError) as exc:
+            for row in parsed:  # the trainer never writes a non-finite value nor a row without its epoch
+                bad = [k for k, v in row.items() if not math.isfinite(v)]
+                if bad or row.get("epoch", 0) < 1:
+                    raise ValueError(f"epoch {row.get('epoch')}: {', '.join(bad) or 'epoch'} is not a finite value")
+            return parsed
+        except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
             raise RunError(f"{self.history_path} is damaged ({exc})") from None
 
     def write_history(self, rows: list[dict]) -> None:
@@ -150,11 +166,12 @@ class RunDir:
         An unreadable ``best.keras`` or ``last.keras`` is skipped with a warning: it must not
         stop a resume from a good epoch file."""
         found: dict[int, Path] = {}
-        if self.checkpoint_dir.is_dir():
-            for p in sorted(self.checkpoint_dir.iterdir()):
-                m = EPOCH_FILE.match(p.name)
-                if m:
-                    found[int(m.group(1))] = p
+        for epoch, p in self.epoch_files():
+            try:  # a damaged epoch file must not shadow a good last.keras of the same epoch
+                checkpoint_info(p)
+                found[epoch] = p
+            except RunError as exc:
+                log.warning("skipped %s", exc.message)
         for p in (self.best_path, self.last_path):
             if p.exists():
                 try:

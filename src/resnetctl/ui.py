@@ -11,8 +11,10 @@ import logging
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from resnetctl.hooks import PrepareProgress, TrainingProgress
 
@@ -36,6 +38,11 @@ def _table(*columns: str, title: str | None = None, console: Console | None = No
     return table
 
 
+def _plain(*values) -> list[Text]:
+    """Table cells shown as they are: a file, class or run name may hold ``[`` (rich markup)."""
+    return [Text(str(v)) for v in values]
+
+
 class WarningLines(logging.Handler):
     """The library's warnings (logger ``resnetctl``) as one yellow line each."""
 
@@ -44,7 +51,7 @@ class WarningLines(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False)
 
 
 def show_library_warnings(console: Console) -> None:
@@ -55,9 +62,9 @@ def show_library_warnings(console: Console) -> None:
 
 
 def print_error(console: Console, message: str, hint: str | None = None) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # a path may hold "[/"
     if hint:
-        console.print(f"  {hint}", highlight=False)
+        console.print(f"  {hint}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -103,14 +110,15 @@ class PrepareBar(PrepareProgress):
 def show_prepared(console: Console, info) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in info.splits.items())
     console.print(
-        f"[green]Prepared[/] {info.name} at {info.path}: {splits}; {info.num_classes} classes, {info.image_size}px",
+        f"[green]Prepared[/] {escape(f'{info.name} at {info.path}')}: {splits}; {info.num_classes} classes, "
+        f"{info.image_size}px",
         highlight=False,
     )
     skipped = info.meta["skipped"]
     if skipped:
         console.print(f"[yellow]Skipped {len(skipped)} unusable image(s)[/] (listed in meta.json):")
         for s in skipped[:10]:
-            console.print(f"  {s['file']}: {s['reason']}", highlight=False)
+            console.print(f"  {s['file']}: {s['reason']}", highlight=False, markup=False)
 
 
 def show_datasets(console: Console, rows: list[dict]) -> None:
@@ -120,11 +128,13 @@ def show_datasets(console: Console, rows: list[dict]) -> None:
     table = _table("name", "splits", "size", "classes", "path", title="prepared datasets", console=console)
     for r in rows:
         table.add_row(
-            r["name"],
-            ", ".join(f"{k} {v}" for k, v in r["splits"].items()),
-            f"{r['image_size']}px",
-            str(r["classes"]),
-            r["path"],
+            *_plain(
+                r["name"],
+                ", ".join(f"{k} {v}" for k, v in r["splits"].items()),
+                f"{r['image_size']}px",
+                r["classes"],
+                r["path"],
+            )
         )
     console.print(table)
 
@@ -170,13 +180,14 @@ def show_dry_run(console: Console, config: dict, spec, profile, info) -> None:
     """``train --dry-run``: what would be trained, on what, and how, without training."""
     table = Table(show_header=False, title="train --dry-run: the resolved config")
     for key, value in config.items():
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(*_plain(key, "-" if value is None else value))
     console.print(table)
     show_model(console, spec, profile)
     splits = ", ".join(f"{name} {count:,}" for name, count in info.splits.items())
     console.print(
         f"dataset {info.name} at {info.path}: {info.image_size}px, {info.num_classes} classes; {splits}",
         highlight=False,
+        markup=False,
     )
     console.print("nothing was trained (--dry-run)", highlight=False)
 
@@ -213,7 +224,9 @@ class TrainingDisplay(TrainingProgress):
     def start(self, plan: dict) -> None:
         self.plan = plan
         self.console.print(
-            f"[dim]{plan['model']} on {plan['dataset']}, {plan['placement']}; run {plan['path']}[/]", highlight=False
+            escape(f"{plan['model']} on {plan['dataset']}, {plan['placement']}; run {plan['path']}"),
+            style="dim",
+            highlight=False,
         )
         self.console.print(self.HEADER, style="bold", highlight=False)
         if self.live:
@@ -277,11 +290,13 @@ class TrainingDisplay(TrainingProgress):
 
 def show_trained(console: Console, result) -> None:
     if result.placement and not result.placement.chief:
-        console.print(f"[green]Done[/]: worker {result.placement.worker}; the chief worker wrote run {result.run.name}")
+        console.print(
+            f"[green]Done[/]: worker {result.placement.worker}; the chief worker wrote run {escape(result.run.name)}"
+        )
     elif result.history:
         console.print(
-            f"[green]Done[/]: {result.run.path} at epoch {result.history[-1]['epoch']}; "
-            f"evaluate with: resnetctl evaluate --run {result.run.path.resolve()}",
+            f"[green]Done[/]: {escape(str(result.run.path))} at epoch {result.history[-1]['epoch']}; "
+            f"evaluate with: resnetctl evaluate --run {escape(str(result.run.path.resolve()))}",
             highlight=False,
         )
 
@@ -292,6 +307,7 @@ def show_evaluation(console: Console, r: dict) -> None:
     console.print(
         f"{r['model']} ({r['checkpoint']}{epoch}) on {r['dataset']}/{r['split']} ({r['images']} images)",
         highlight=False,
+        markup=False,
     )
     if r.get("rank_1") is not None:
         console.print(
@@ -299,17 +315,17 @@ def show_evaluation(console: Console, r: dict) -> None:
         )
         table = _table("class", "accuracy", "images", title="per class", console=console)
         for c in r["per_class"]:
-            table.add_row(c["class"], f"{c['accuracy']:.3f}", str(c["images"]))
+            table.add_row(*_plain(c["class"], f"{c['accuracy']:.3f}", c["images"]))
         console.print(table)
         if r.get("top_confusions"):
             conf = _table("true", "predicted", "images", title="top confusions", console=console)
             for c in r["top_confusions"]:
-                conf.add_row(c["true"], c["predicted"], str(c["images"]))
+                conf.add_row(*_plain(c["true"], c["predicted"], c["images"]))
             console.print(conf)
         if r.get("confusion_png"):
-            console.print(f"confusion matrix: {r['confusion_png']}", highlight=False)
+            console.print(f"confusion matrix: {r['confusion_png']}", highlight=False, markup=False)
     if r.get("predictions"):
-        console.print(f"predictions: {r['predictions']}", highlight=False)
+        console.print(f"predictions: {r['predictions']}", highlight=False, markup=False)
 
 
 def show_predictions(console: Console, results: list[dict], label: str) -> None:
@@ -318,18 +334,21 @@ def show_predictions(console: Console, results: list[dict], label: str) -> None:
     table = _table("file", *(f"#{i}" for i in range(1, k + 1)), title=f"predictions ({label})", console=console)
     for r in results:
         if "predictions" in r:
-            table.add_row(r["file"], *(f"{p['class']} {p['probability']:.3f}" for p in r["predictions"]))
+            table.add_row(*_plain(r["file"], *(f"{p['class']} {p['probability']:.3f}" for p in r["predictions"])))
         else:
-            table.add_row(r["file"], f"[yellow]skipped: {r['error']}[/]", *[""] * (k - 1))
+            table.add_row(Text(r["file"]), Text(f"skipped: {r['error']}", style="yellow"), *[""] * (k - 1))
     console.print(table)
 
 
 def show_export(console: Console, r: dict) -> None:
-    console.print(f"Exported {r['checkpoint']} as {r['format']}: {r['path']}", highlight=False)
-    console.print(f"  input {r['input']}; output {r['output']}; class names in {r['labels']}", highlight=False)
+    console.print(f"Exported {r['checkpoint']} as {r['format']}: {r['path']}", highlight=False, markup=False)
+    console.print(
+        f"  input {r['input']}; output {r['output']}; class names in {r['labels']}", highlight=False, markup=False
+    )
     console.print(
         f"  checked on {r['checked_images']} images of {r['checked_on']}: largest difference in "
         f"probability {r['max_abs_difference']:.2e}, top-1 agreement {r['top1_agreement']:.1%}",
+        markup=False,
         highlight=False,
     )
 
@@ -362,7 +381,7 @@ def show_run(console: Console, s: dict) -> None:
         ("monitor", s["monitor"] or "-"),
         ("next", s["next_command"] or "-"),
     ]:
-        table.add_row(key, str(value))
+        table.add_row(*_plain(key, value))
     console.print(table)
 
 
@@ -373,14 +392,16 @@ def show_runs(console: Console, rows: list[dict]) -> None:
     for s in rows:
         ev = s["latest_evaluation"]
         table.add_row(
-            s["run"],
-            s["state"],
-            s["model"],
-            s["dataset"],
-            f"{s['epochs_done']}/{s['epochs']}",
-            f"{s['best_score']:.4f}" if s["best_epoch"] else "-",
-            (f"{ev['rank_1']:.4f}" + ("*" if ev.get("stale") else "")) if ev else "-",
-            str(s["images_per_second"] or "-"),
-            s["sparkline"],
+            *_plain(
+                s["run"],
+                s["state"],
+                s["model"],
+                s["dataset"],
+                f"{s['epochs_done']}/{s['epochs']}",
+                f"{s['best_score']:.4f}" if s["best_epoch"] else "-",
+                (f"{ev['rank_1']:.4f}" + ("*" if ev.get("stale") else "")) if ev else "-",
+                s["images_per_second"] or "-",
+                s["sparkline"],
+            )
         )
     console.print(table)

@@ -154,11 +154,18 @@ def _check_target(target: Path, source: Path | None, force: bool) -> None:
                 f"The dataset would be written at {target}, which overlaps the source {source}",
                 hint="pick another --name or --data-dir",
             )
-    if (target / store.META).is_file():
+    if store.made_by_resnetctl(target):
         if not force:
             raise DatasetError(
                 f"Dataset {target.name!r} is already prepared at {target}",
                 hint="pass --force to replace it (the old one stays until the new one is complete)",
+            )
+        extra = store.foreign_files(target)
+        if extra:
+            raise DatasetError(
+                f"{target} also holds {len(extra)} file(s) that resnetctl did not write, e.g. {extra[0]}; "
+                "--force would delete them, so nothing was changed",
+                hint="move them out of the dataset folder first",
             )
     elif target.exists() or target.is_symlink():
         raise DatasetError(
@@ -295,6 +302,7 @@ def prepare_dataset(
                 "skipped": skipped,
                 "ignored_files": len(data.ignored),
             }
+            atomic.write_json(tmp / store.MARKER, {"made_by": "resnetctl", "format_version": store.FORMAT_VERSION})
             atomic.write_json(tmp / store.META, meta)
             if target.exists():
                 old = target.with_name(f".{name}{atomic.TEMP_MARK}old-{os.getpid()}")

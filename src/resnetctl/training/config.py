@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, fields, replace
 
 from resnetctl.errors import RunError
@@ -184,16 +186,70 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
+    def from_dict(cls, d: dict, where: str = "config") -> TrainConfig:
+        """The options of a JSON object, each checked against its field's type (a RunError
+        naming ``where`` and the field): ``"3"`` for epochs is a mistake, not 3."""
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
-        d["milestones"] = tuple(d.get("milestones") or ())
         if "ema" in d and d["ema"] is None:  # older runs wrote null for off
             d["ema"] = 0.0
+        _check_types(d, where)
+        d["milestones"] = tuple(d.get("milestones") or ())
         return cls(**d)
 
 
 DEFAULTS = TrainConfig(model="")
+
+
+def _type_ok(kind, value) -> bool:
+    if value is None:
+        return kind is type(None)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if typing.get_origin(kind) is tuple:  # tuple[int, ...]: a JSON list of whole numbers
+        return isinstance(value, list | tuple) and all(_type_ok(int, v) for v in value)
+    return False
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", type(None): "null"}
+
+
+def _check_types(d: dict, where: str) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in d.items():
+        kinds = typing.get_args(hints[key]) if isinstance(hints[key], types.UnionType) else (hints[key],)
+        if not any(_type_ok(kind, value) for kind in kinds):
+            words = " or ".join(_TYPE_WORDS.get(k, "a list of whole numbers") for k in kinds)
+            raise RunError(f"{where}: `{key}` must be {words}. Received: {key}={json.dumps(value)}")
+
+
+def check_run_record(record: dict, where: str) -> TrainConfig:
+    """A run's config.json: its options typed as :meth:`TrainConfig.from_dict` checks them,
+    resolved (batch size, augmentation set), and what ``train`` added beside them."""
+    config = TrainConfig.from_dict(record, where)
+    for key in ("batch_size", "augmentation"):
+        if getattr(config, key) is None:
+            raise RunError(f"{where}: `{key}` must be set in a run's config. Received: {key}=null")
+    segments = record.get("segments", [])
+    if not isinstance(segments, list) or not all(
+        isinstance(g, dict) and _type_ok(int, g.get("from_epoch")) and _type_ok(float, g.get("lr")) for g in segments
+    ):
+        raise RunError(f'{where}: `segments` must be a list of {{"from_epoch": N, "lr": X}}')
+    info = record.get("dataset_info")
+    if info is not None and not (
+        isinstance(info, dict)
+        and isinstance(info.get("classes", []), list)
+        and all(isinstance(c, str) for c in info.get("classes", []))
+        and _type_ok(int, info.get("image_size", 0))
+    ):
+        raise RunError(f"{where}: `dataset_info` must be an object with `classes` (strings) and `image_size`")
+    return config
 
 
 # what train adds to a run's config.json beside the options (config_from_file ignores them)
@@ -222,7 +278,4 @@ def config_from_file(path) -> TrainConfig:
             f"Unknown keys in --config {path}: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}"
         )
     options = {k: v for k, v in record.items() if k in known and k != "run"}
-    try:
-        return TrainConfig.from_dict(options)
-    except TypeError as exc:
-        raise RunError(f"--config {path}: {exc}") from None
+    return TrainConfig.from_dict(options, f"--config {path}")
