@@ -682,10 +682,15 @@ def _exit(code: int) -> None:
 
 def main() -> None:
     """Entry point: every failure becomes one line and a documented exit code (docs/training.md)."""
+    from resnetctl.signals import RECEIVED, raise_on_signals
+
     ui.show_library_warnings(err_console)
+    raise_on_signals()
     args = _take_verbose(sys.argv[1:])
     try:
         code = app(args=args, standalone_mode=False)  # Typer returns Exit codes here
+        if code == EXIT_INTERRUPTED:  # Typer's answer to a KeyboardInterrupt: exit 130, silently
+            raise KeyboardInterrupt
         if isinstance(code, int) and code:
             _exit(code)
     except ResnetctlError as exc:
@@ -693,8 +698,9 @@ def main() -> None:
             err_console.print_exception()
         ui.print_error(err_console, exc.message, exc.hint)
         _exit(exc.exit_code)
-    except KeyboardInterrupt:
-        ui.print_error(err_console, "interrupted")
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "signal_name", None) or RECEIVED["signal"] or "SIGINT"
+        ui.print_error(err_console, f"stopped by {name}; nothing half-written was kept")
         _exit(EXIT_INTERRUPTED)
     except Exception as exc:
         # usage errors; matched by shape, as Typer >= 0.29 vendors Click and older Typer uses Click's own

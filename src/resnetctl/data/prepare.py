@@ -117,7 +117,7 @@ def _write_split(
     # blocks of whole chunks, about 4 MiB: few enough for the decode workers' hand-offs not to show
     block = writer.chunk * max(1, (4 << 20) // (writer.chunk * size * size * 3))
     blocks = [np.arange(i, min(len(records), i + block)) for i in range(0, len(records), block)]
-    try:
+    try:  # closed in order here, on every path: a handle left open crashed the interpreter at exit
         if isinstance(records, ArrayRecords):
             for index in blocks:
                 images = records.images[index]
@@ -133,8 +133,10 @@ def _write_split(
                     skipped.extend(bad)
                     progress.advance(len(index))
                     _check(signals)
-    finally:
         writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     return writer, skipped
 
 

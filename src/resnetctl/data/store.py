@@ -6,6 +6,7 @@ written last and the folder renamed into place only when complete (see ``prepare
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -121,11 +122,33 @@ class SplitWriter:
         self.count = end
 
     def close(self) -> None:
-        for ds in (self.images, self.labels, self.names):
-            if ds is not None:
-                ds.resize(self.count, axis=0)
-        self.file.attrs["format_version"] = FORMAT_VERSION
-        self.file.close()
+        try:
+            for ds in (self.images, self.labels, self.names):
+                if ds is not None:
+                    ds.resize(self.count, axis=0)
+            self.file.attrs["format_version"] = FORMAT_VERSION
+        finally:
+            self.file.close()
+
+    def abort(self) -> None:
+        """Close a file that is being discarded after a failure, whatever the failure was.
+
+        On a full disk HDF5's closing writes fail too, the handle stays open, and the interpreter
+        later prints h5py ``__dealloc__`` tracebacks and can segfault at exit. The file's blocks
+        are freed first (it is truncated: it is thrown away anyway), so those few writes fit."""
+        import os
+
+        if not self.file.id.valid:
+            return
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, 0)
+        for _ in range(3):
+            try:
+                self.file.close()
+            except Exception:  # noqa: BLE001 - retried; the file is deleted by the caller either way
+                continue
+            if not self.file.id.valid:
+                return
 
     def mean_std(self) -> tuple[list[float], list[float]]:
         import numpy as np
