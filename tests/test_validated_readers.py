@@ -245,3 +245,27 @@ def test_names_markup_and_error_lines(tmp_path):
     with console.capture() as captured:
         ui.print_error(console, "No run 'a[/b' in /x[/y]", hint="see [bold]this[/]")
     assert captured.get() == "error: No run 'a[/b' in /x[/y]\n  see [bold]this[/]\n"
+
+
+def test_a_damaged_epoch_file_does_not_shadow_a_good_last_keras(tmp_path):
+    """resume dead-ended on a garbage checkpoints/epoch_0002.keras beside a good last.keras of epoch 2."""
+    import zipfile
+
+    run = _run(tmp_path)
+    run.checkpoint_dir.mkdir()
+    run.epoch_path(2).write_bytes(b"garbage")
+    run.epoch_path(1).write_bytes(b"")
+    with zipfile.ZipFile(run.last_path, "w") as z:
+        z.writestr("resnetctl.json", json.dumps({"format_version": 1, "id": "x", "epoch": 2}))
+    assert run.checkpoints() == {2: run.last_path}
+    with pytest.raises(RunError, match=r"No checkpoint of epoch 1 .* \(epochs with a checkpoint: 2\)"):
+        run.checkpoint(1)
+
+
+def test_duplicated_wnids_are_named(tmp_path):
+    from resnetctl.data.tiny_imagenet import read_tiny_imagenet
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "wnids.txt").write_text("n01\nn02\nn01\n")
+    with pytest.raises(DatasetError, match="wnids.txt lists n01 more than once"):  # was "no usable training image"
+        read_tiny_imagenet(tmp_path / "t")
