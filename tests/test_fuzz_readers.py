@@ -17,6 +17,7 @@ import zipfile
 
 import cv2
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
@@ -202,6 +203,7 @@ def test_run_files_with_any_content_read_or_are_refused(tmp_path_factory, key, v
         assert "\n" not in exc.message
 
 
+@pytest.mark.e2e  # three CLI subprocesses: kept out of the fast tier
 def test_mutated_archives_through_the_cli(tmp_path):
     """Three fixed mutations of a CIFAR tarball through ``resnetctl prepare``: exit 0 or one line, exit 1."""
     tar = _cifar_tar()

@@ -165,3 +165,33 @@ def test_a_full_disk_in_prepare_is_one_line_at_any_size(tmp_path, size):
         one_line_error(proc, 1, "Disk full while writing cifar10")
         assert "dealloc" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 2
         assert sorted(p.name for p in small.iterdir()) == [".cifar10.lock"]
+
+
+SWAPPED_CHECKPOINTS = """
+import sys, zipfile, keras, resnetctl
+from resnetctl.models import create_model_for
+resnetctl.register_keras_objects()
+good, uncompiled, other = sys.argv[1:4]
+meta = zipfile.ZipFile(good).read("resnetctl.json")
+keras.saving.load_model(good, compile=False).save(uncompiled)  # what `model.save` of an uncompiled model gives
+create_model_for("resnet20", input_size=16, num_classes=2).save(other)  # another run's architecture
+for path in (uncompiled, other):
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("resnetctl.json", meta)
+"""
+
+
+def test_a_checkpoint_that_is_not_the_runs_model_is_not_resumed(world, tmp_path):
+    runs = tmp_path / "runs"
+    data = world / "data"
+    run_cli("train", "resnet8", "--dataset", "pets", "--data-dir", data, "--runs-dir", runs, "--run", "r",
+            "--epochs", 3, "--checkpoint-every", 1, "--batch-size", 8)  # fmt: skip
+    epoch1 = runs / "r" / "checkpoints" / "epoch_0001.keras"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    script = [sys.executable, "-c", SWAPPED_CHECKPOINTS, epoch1, tmp_path / "u.keras", tmp_path / "o.keras"]
+    subprocess.run(script, check=True, env=env, capture_output=True)
+    for swapped, text in (("u.keras", "without its optimizer state"), ("o.keras", "holds a 'resnet20' model")):
+        os.replace(tmp_path / swapped, epoch1)
+        history = (runs / "r" / "history.csv").read_text()
+        one_line_error(run_cli("resume", "--run", runs / "r", "--epoch", 1, check=False), 1, text)
+        assert (runs / "r" / "history.csv").read_text() == history

@@ -24,7 +24,7 @@ from resnetctl.data.store import DatasetInfo, open_dataset, open_run_dataset
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
-from resnetctl.models import check_model_fits, create_model_for
+from resnetctl.models import check_model_fits, create_model_for, get_spec
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model, now, score
 from resnetctl.signals import stop_on_signals
 from resnetctl.training.callbacks import (
@@ -267,6 +267,11 @@ def resume(
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
+            if model.name != get_spec(config.model).name:  # another run's checkpoint copied in
+                raise RunError(
+                    f"{start_from} holds a {model.name!r} model, but run {rd.name} trains {config.model!r}",
+                    hint="put the run's own checkpoint back, or resume from another epoch (--epoch)",
+                )
             batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
             steps = len(batches)
             schedule = make_schedule(config, steps, constant_lr)
