@@ -111,13 +111,20 @@ def test_folder_walks_follow_links_list_special_files_and_end(tmp_path):
     deep = tmp_path / "deep"
     path = str(deep)
     os.mkdir(path)
-    for _ in range(1100):  # os.walk recursed once per level: RecursionError at about 1,000
-        path += "/d"
-        os.mkdir(path)
-    with open(path + "/x.jpg", "wb") as f:
-        f.write(b"x")
-    files, skipped = walk_folder(deep)
-    assert files == ["d/" * 1100 + "x.jpg"] and skipped == []
+    try:
+        for _ in range(1100):  # os.walk recursed once per level: RecursionError at about 1,000
+            path += "/d"
+            os.mkdir(path)
+        with open(path + "/x.jpg", "wb") as f:
+            f.write(b"x")
+        files, skipped = walk_folder(deep)
+        assert files == ["d/" * 1100 + "x.jpg"] and skipped == []
+    finally:  # bottom up: shutil.rmtree (pytest's cleanup of old temp folders) recurses per level
+        if os.path.exists(path + "/x.jpg"):
+            os.remove(path + "/x.jpg")
+        while path != str(tmp_path):
+            os.rmdir(path)
+            path = os.path.dirname(path)
 
 
 def test_a_zip_with_a_member_twice_is_refused(tmp_path):

@@ -327,7 +327,7 @@ def _recompile_with_state(model, config: TrainConfig, schedule, num_classes: int
     torch), which can't step another backend's variables; the state itself (iterations,
     momentum) is plain arrays, so a run moves between backends and device counts.
     """
-    if model.optimizer is None:  # saved uncompiled: there is no optimizer state to continue from
+    if getattr(model, "optimizer", None) is None:  # saved uncompiled: no optimizer state to continue from
         raise RunError(f"{source} holds a model without its optimizer state; a run can't continue from it")
     state = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
     compile_model(model, config, schedule, num_classes)
