@@ -94,7 +94,11 @@ def test_runs_figure_overlays_runs_train_solid_validation_dashed():
 def _fake_run(runs, name, history):
     folder = runs / name
     RunDir(folder).create()  # the tool's marker: a folder is a run only with it
-    (folder / "config.json").write_text(json.dumps({"model": "resnet8", "dataset": "shapes", "epochs": len(history)}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {"model": "resnet8", "dataset": "shapes", "epochs": len(history), "batch_size": 64, "augmentation": "none"}
+        )
+    )
     with open(folder / "history.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, list(history[0]))
         writer.writeheader()

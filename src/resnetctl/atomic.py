@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
+TEMP_SUFFIXES = r"(?:\.keras|\.png|\.old|\.tflite|\.onnx)?"  # what writers append for their libraries
 
 
 def temp_sibling(path: Path, suffix: str = "") -> Path:
@@ -48,11 +50,23 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         shutil.copyfile(src, tmp)
 
 
-def remove_stale_temps(folder: Path, name: str) -> None:
-    """Delete what an interrupted writer of ``folder/name`` left behind."""
+def temp_pattern(name: str | None = None) -> re.Pattern:
+    """The names :func:`temp_sibling` (and prepare's ``old-PID``) give ``name``'s temporaries,
+    exactly: ``.x.tmp-1.tmp-77`` is a temporary of ``x.tmp-1``, never of ``x``."""
+    stem = re.escape(name) if name is not None else r"[^/]+?"
+    return re.compile(rf"\.{stem}{re.escape(TEMP_MARK)}(?:old-)?\d+{TEMP_SUFFIXES}")
+
+
+def remove_stale_temps(folder: Path, name: str | None = None) -> None:
+    """Delete what an interrupted writer of ``folder/name`` (of any file in ``folder`` when
+    ``name`` is None) left behind. Call it only while holding the lock of what is cleaned: then
+    the writer of any such temporary is gone."""
+    pattern = temp_pattern(name)
     if folder.is_dir():
-        for leftover in folder.glob(f".{name}{TEMP_MARK}*"):
-            if leftover.is_dir():
+        for leftover in folder.iterdir():
+            if not pattern.fullmatch(leftover.name):
+                continue
+            if leftover.is_dir() and not leftover.is_symlink():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)

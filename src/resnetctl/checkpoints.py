@@ -65,6 +65,9 @@ def load_model(path: str | Path, compile: bool = True):
     path = Path(path)
     if not path.is_file():
         raise RunError(f"No model file at {path}")
+    if path.stat().st_size == 0 or not zipfile.is_zipfile(path):  # Keras says "File not found" for both
+        what = "empty (0 bytes)" if path.stat().st_size == 0 else "not a .keras file (not a zip archive)"
+        raise RunError(f"Cannot load {path}: it is {what}", hint="use another checkpoint (--epoch / --checkpoint)")
     try:
         with deep_graph_recursion():
             return keras.saving.load_model(path, compile=compile)

@@ -610,10 +610,15 @@ def _exit(code: int) -> None:
 
 def main() -> None:
     """Entry point: every failure becomes one line and a documented exit code (docs/training.md)."""
+    from resnetctl.signals import RECEIVED, raise_on_signals
+
     ui.show_library_warnings(err_console)
+    raise_on_signals()
     args = _take_verbose(sys.argv[1:])
     try:
         code = app(args=args, standalone_mode=False)  # Typer returns Exit codes here
+        if code == EXIT_INTERRUPTED:  # Typer's answer to a KeyboardInterrupt: exit 130, silently
+            raise KeyboardInterrupt
         if isinstance(code, int) and code:
             _exit(code)
     except Stopped as exc:  # a stop asked for (Ctrl+C, SIGTERM) is not an error; divergence is
@@ -624,8 +629,9 @@ def main() -> None:
             err_console.print_exception()
         ui.print_error(err_console, exc.message, exc.hint)
         _exit(exc.exit_code)
-    except KeyboardInterrupt:
-        ui.print_stopped(err_console, "interrupted (Ctrl+C)")
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "signal_name", None) or RECEIVED["signal"] or "SIGINT"
+        ui.print_stopped(err_console, f"stopped by {name}; nothing half-written was kept")
         _exit(EXIT_INTERRUPTED)
     except BrokenPipeError:  # `resnetctl summary | head`: the reader has all it wanted
         with contextlib.suppress(OSError):

@@ -22,6 +22,8 @@ class ResnetctlError(Exception):
     exit_code = EXIT_USER_ERROR
 
     def __init__(self, message: str, hint: str | None = None):
+        # one line, whatever a library's text held (tarfile lists each method it tried on a line)
+        message = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
         super().__init__(message, hint)
         self.message = message
         self.hint = hint

@@ -3,29 +3,59 @@
 The lock is ``flock`` on a hidden file beside the thing it guards (``.<name>.lock``), so the
 kernel releases it when the holder exits or is killed: a crash never leaves a stale lock. The
 holder writes its pid into the file, so a refused second writer can say who holds it.
+
+The lock is keyed on the real path (symlinks resolved), so two names of one run share one lock;
+the lock file is opened without following a symlink and must be a plain file of its own (not a
+hard link to someone's file): the pid written into it never lands in a file the user owns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from resnetctl.errors import Busy
+from resnetctl.errors import Busy, ResnetctlError
+
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 def lock_path(target: Path) -> Path:
-    return target.parent / f".{target.name}.lock"
+    real = Path(os.path.realpath(target))
+    return real.parent / f".{real.name}.lock"
+
+
+def _check_lock_file(fd: int, path: Path) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        raise ResnetctlError(
+            f"The lock file {path} is not a plain file of its own (a hard link or a special file); it was left as is",
+            hint="remove it if no resnetctl command is running there",
+        )
+
+
+def _open(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags | _OPEN_FLAGS, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+            raise ResnetctlError(
+                f"The lock file {path} is a symbolic link; resnetctl does not follow it (nothing was written)",
+                hint="remove the link if no resnetctl command is running there",
+            ) from None
+        raise
 
 
 def holder(target: Path) -> int | None:
     """The pid holding ``target``'s lock, or None when nobody does (checked, not guessed)."""
     path = lock_path(target)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+        fd = _open(path, os.O_RDONLY)
+    except (OSError, ResnetctlError):
         return None
     try:
         try:
@@ -48,8 +78,9 @@ def exclusive(target: Path, what: str):
 def exclusive_file(path: Path, label: str) -> Iterator[None]:
     """Hold the lock file ``path`` for the block (``label`` names what it guards in the error)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(path, os.O_RDWR | os.O_CREAT)
     try:
+        _check_lock_file(fd, path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

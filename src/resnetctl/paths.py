@@ -11,14 +11,14 @@ DATA_DIR_ENV = "RESNETCTL_DATA_DIR"
 RUNS_DIR_ENV = "RESNETCTL_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
 # a plain name: no separators, no leading dot (so never "." or ".."), no glob characters
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}$")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}")  # fullmatch: "$" would let "x\n" pass
 
 
 def check_name(name: str, what: str) -> str:
     """``name`` if it is a plain file name that stays inside its parent folder, else an error."""
     from resnetctl.errors import ResnetctlError
 
-    if not _PLAIN_NAME.match(name or ""):
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
         raise ResnetctlError(
             f"{what} name {name!r} is not a plain name",
             hint="use letters, digits and _ . + = @ - (no '/', no leading '.', at most 128 characters)",

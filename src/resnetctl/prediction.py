@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from resnetctl.data.archive import walk_folder
 from resnetctl.data.images import BadImage, is_image_file, read_file
 from resnetctl.data.records import FileRecords
 from resnetctl.errors import RunError
@@ -40,11 +41,15 @@ def find_images(arguments: list[str]) -> tuple[list[str], list[dict]]:
 
     for argument in map(str, arguments):
         if os.path.isdir(argument):
-            for root, dirs, names in os.walk(argument):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(names):
-                    if is_image_file(name):
-                        add(os.path.join(root, name))
+            found, special = walk_folder(argument, prune_hidden=True)
+            for name in found:
+                if is_image_file(name):
+                    add(os.path.join(argument, name))
+            problems += [
+                {"file": os.path.join(argument, s["file"]), "error": s["reason"]}
+                for s in special
+                if is_image_file(s["file"])
+            ]
         elif os.path.exists(argument):
             add(argument)  # a file named explicitly: its content decides, not its extension
         elif GLOB_CHARACTERS & set(argument):

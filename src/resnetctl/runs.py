@@ -10,6 +10,7 @@ and :func:`command`, the one place a printed command is built.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import glob
@@ -128,10 +129,15 @@ class RunDir:
 
     marker_path = property(lambda self: self.path / MARKER)
 
+    @contextlib.contextmanager
     def lock(self):
         """Held by train and resume while they write this run; readers never take it. Keyed on the
-        real path, so two names of one run (a symlink) share one lock."""
-        return locks.exclusive(self.path.resolve(), "Run")
+        real path, so two names of one run (a symlink) share one lock. Temporary files of a writer
+        that was killed are removed once it is held (only the holder writes here)."""
+        with locks.exclusive(self.path.resolve(), "Run"):
+            for folder in (self.path, self.checkpoint_dir):
+                atomic.remove_stale_temps(folder)
+            yield
 
     # ------------------------------------------------------------------ identity
     def is_run(self) -> bool:
@@ -172,6 +178,7 @@ class RunDir:
             raise RunError(f"{self.path} is not a readable resnetctl run ({exc})") from None
         if not isinstance(config, dict) or not isinstance(config.get("model"), str) or "epochs" not in config:
             raise RunError(f"{self.config_path} is not a resnetctl run config")
+        check_record(config, str(self.config_path))  # each field's type: one line, not a crash later
         return config
 
     def options(self):
@@ -220,11 +227,15 @@ class RunDir:
                 {k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if k and v not in ("", None)}
                 for r in rows
             ]
+            for row in history:  # the trainer never writes a non-finite value nor a row without its epoch
+                bad = [k for k, v in row.items() if not math.isfinite(v)]
+                if bad:
+                    raise ValueError(f"epoch {row.get('epoch')}: {', '.join(bad)} is not a finite value")
             epochs = [r.get("epoch") for r in history]
             if None in epochs or epochs != sorted(set(epochs)) or (epochs and epochs[0] < 1):
                 raise ValueError("its epochs are not 1, 2, 3, ... in order")
             return history
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as exc:
             raise RunError(f"{self.history_path} is damaged ({exc})") from None
 
     def write_history(self, rows: list[dict]) -> None:
@@ -465,6 +476,27 @@ class RunDir:
         atomic.write_json(staged.marker_path, {"format": RUN_FORMAT, "id": uuid.uuid4().hex, "created": now()})
         os.rename(tmp, child.path)
         return child
+
+
+def check_record(record: dict, where: str):
+    """A run's config.json: its options typed (:meth:`TrainConfig.from_dict`), resolved (batch
+    size and augmentation set by train), its schedule segments and dataset summary well formed."""
+    from resnetctl.training.config import TrainConfig, check_segments
+
+    config = TrainConfig.from_dict(record, source=where)
+    for key in ("batch_size", "augmentation"):
+        if getattr(config, key) is None:
+            raise RunError(f"{where}: `{key}` must be set in a run's config. Received: {key}=null")
+    check_segments(config.segments)
+    info = record.get("dataset_info")
+    if info is not None and not (
+        isinstance(info, dict)
+        and isinstance(info.get("classes", []), list)
+        and all(isinstance(c, str) for c in info.get("classes", []))
+        and isinstance(info.get("image_size", 0), int)
+    ):
+        raise RunError(f"{where}: `dataset_info` must be an object with `classes` (strings) and `image_size`")
+    return config
 
 
 def _epoch_in(path: Path) -> int | None:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from resnetctl.hooks import PrepareProgress, TrainingProgress
 from resnetctl.reports import describe_tta
@@ -36,6 +37,11 @@ def _table(*columns: str, title: str | None = None, console: Console | None = No
             column.no_wrap = True
             column.overflow = "ignore"
     return table
+
+
+def _plain(*values) -> list[Text]:
+    """Table cells shown as they are: a file, class or run name may hold ``[`` (rich markup)."""
+    return [Text(str(v)) for v in values]
 
 
 class WarningLines(logging.Handler):
@@ -121,15 +127,15 @@ def show_prepared(console: Console, info) -> None:
     splits = ", ".join(f"{k} {v}" for k, v in info.splits.items())
     layout = info.meta.get("layout")
     console.print(
-        f"[green]Prepared[/] {info.name} at {info.path}: {splits}; {info.num_classes} classes, {info.image_size}px"
-        + (f" (layout: {layout})" if layout else ""),
+        f"[green]Prepared[/] {escape(f'{info.name} at {info.path}')}: {splits}; {info.num_classes} classes, "
+        f"{info.image_size}px" + (f" (layout: {layout})" if layout else ""),
         highlight=False,
     )
     skipped = info.meta["skipped"]
     if skipped:
         console.print(f"[yellow]Skipped {len(skipped)} unusable image(s)[/] (listed in meta.json):")
         for s in skipped[:10]:
-            console.print(f"  {s['file']}: {s['reason']}", highlight=False)
+            console.print(f"  {s['file']}: {s['reason']}", highlight=False, markup=False)
 
 
 def show_datasets(console: Console, rows: list[dict]) -> None:
@@ -139,11 +145,13 @@ def show_datasets(console: Console, rows: list[dict]) -> None:
     table = _table("name", "splits", "size", "classes", "path", title="prepared datasets", console=console)
     for r in rows:
         table.add_row(
-            r["name"],
-            ", ".join(f"{k} {v}" for k, v in r["splits"].items()),
-            f"{r['image_size']}px",
-            str(r["classes"]),
-            r["path"],
+            *_plain(
+                r["name"],
+                ", ".join(f"{k} {v}" for k, v in r["splits"].items()),
+                f"{r['image_size']}px",
+                r["classes"],
+                r["path"],
+            )
         )
     console.print(table)
 
@@ -189,13 +197,14 @@ def show_dry_run(console: Console, config: dict, spec, profile, info) -> None:
     """``train --dry-run``: what would be trained, on what, and how, without training."""
     table = Table(show_header=False, title="train --dry-run: the resolved config")
     for key, value in config.items():
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(*_plain(key, "-" if value is None else value))
     console.print(table)
     show_model(console, spec, profile)
     splits = ", ".join(f"{name} {count:,}" for name, count in info.splits.items())
     console.print(
         f"dataset {info.name} at {info.path}: {info.image_size}px, {info.num_classes} classes; {splits}",
         highlight=False,
+        markup=False,
     )
     console.print("nothing was trained (--dry-run)", highlight=False)
 
@@ -345,7 +354,9 @@ def show_trained(console: Console, result) -> None:
     from resnetctl.runs import command
 
     if result.placement and not result.placement.chief:
-        console.print(f"[green]Done[/]: worker {result.placement.worker}; the chief worker wrote run {result.run.name}")
+        console.print(
+            f"[green]Done[/]: worker {result.placement.worker}; the chief worker wrote run {escape(result.run.name)}"
+        )
     elif result.history:
         console.print(
             f"[green]Done[/]: {escape(str(result.run.path))} at epoch {result.history[-1]['epoch']}",
@@ -366,6 +377,7 @@ def show_evaluation(console: Console, r: dict) -> None:
         f"{r['model']} ({r['checkpoint']}{epoch}) on {r['dataset']}/{r['split']} ({r['images']} images), "
         f"{describe_tta(r.get('tta'))}",
         highlight=False,
+        markup=False,
     )
     if r.get("rank_1") is not None:
         console.print(
@@ -384,7 +396,7 @@ def show_evaluation(console: Console, r: dict) -> None:
         if r.get("top_confusions"):
             conf = _table("true", "predicted", "images", title="top confusions", console=console)
             for c in r["top_confusions"]:
-                conf.add_row(c["true"], c["predicted"], str(c["images"]))
+                conf.add_row(*_plain(c["true"], c["predicted"], c["images"]))
             console.print(conf)
         for key, what in (
             ("confusion_png", "confusion matrix"),
@@ -394,7 +406,7 @@ def show_evaluation(console: Console, r: dict) -> None:
             if r.get(key):
                 console.print(f"{what}: {r[key]}", highlight=False)
     if r.get("predictions"):
-        console.print(f"predictions: {r['predictions']}", highlight=False)
+        console.print(f"predictions: {r['predictions']}", highlight=False, markup=False)
 
 
 def show_predictions(console: Console, results: list[dict], label: str) -> None:
@@ -403,18 +415,21 @@ def show_predictions(console: Console, results: list[dict], label: str) -> None:
     table = _table("file", *(f"#{i}" for i in range(1, k + 1)), title=f"predictions ({label})", console=console)
     for r in results:
         if "predictions" in r:
-            table.add_row(r["file"], *(f"{p['class']} {p['probability']:.3f}" for p in r["predictions"]))
+            table.add_row(*_plain(r["file"], *(f"{p['class']} {p['probability']:.3f}" for p in r["predictions"])))
         else:
-            table.add_row(r["file"], f"[yellow]skipped: {r['error']}[/]", *[""] * (k - 1))
+            table.add_row(Text(r["file"]), Text(f"skipped: {r['error']}", style="yellow"), *[""] * (k - 1))
     console.print(table)
 
 
 def show_export(console: Console, r: dict) -> None:
-    console.print(f"Exported {r['checkpoint']} as {r['format']}: {r['path']}", highlight=False)
-    console.print(f"  input {r['input']}; output {r['output']}; class names in {r['labels']}", highlight=False)
+    console.print(f"Exported {r['checkpoint']} as {r['format']}: {r['path']}", highlight=False, markup=False)
+    console.print(
+        f"  input {r['input']}; output {r['output']}; class names in {r['labels']}", highlight=False, markup=False
+    )
     console.print(
         f"  checked on {r['checked_images']} images of {r['checked_on']}: largest difference in "
         f"probability {r['max_abs_difference']:.2e}, top-1 agreement {r['top1_agreement']:.1%}",
+        markup=False,
         highlight=False,
     )
 

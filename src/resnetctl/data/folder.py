@@ -65,4 +65,4 @@ def read_folder(source: Path) -> SourceData:
             f"{source}: no images in class folder(s) {', '.join(empty)}", hint="remove the empty folders or add images"
         )
     kind = "split-folders" if prefixes["train"] else "class-folders"
-    return SourceData(kind=kind, classes=classes, splits=splits, ignored=ignored)
+    return SourceData(kind=kind, classes=classes, splits=splits, ignored=ignored, skipped=tree.skipped)

@@ -1,11 +1,34 @@
-"""Decoding user images into RGB uint8 squares, with bad files skipped, not fatal."""
+"""Decoding user images into RGB uint8 squares, with bad files skipped, not fatal.
+
+Memory stays bounded whatever a file claims: only regular files are opened (a FIFO would block
+``open`` forever, ``/dev/zero`` never ends), a file is read only up to a byte limit, and an
+image's width and height are read from its header and checked against a pixel limit before
+anything is decoded (a 69-byte PNG can claim 60000x60000). The limit is
+:data:`DEFAULT_MAX_PIXELS`, raised or lowered with ``RESNETCTL_MAX_IMAGE_PIXELS``; OpenCV gets
+the same limit for the formats whose header is not parsed here.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 
-import cv2
-import numpy as np
+MAX_PIXELS_ENV = "RESNETCTL_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: 300 MB decoded as 8-bit RGB, twice that at 16 bits
+BYTES_PER_PIXEL_BOUND = 8  # 16-bit RGBA, uncompressed: no image file within the pixel limit is larger
+
+
+def max_image_pixels() -> int:
+    """The pixel limit: ``$RESNETCTL_MAX_IMAGE_PIXELS`` when set to a positive integer, else the default."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_MAX_PIXELS
+
+
+# OpenCV reads its own limit (1 gigapixel by default) once; it must agree with ours
+os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_image_pixels())
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"})
 
@@ -19,6 +42,27 @@ _FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 class BadImage(Exception):
     """An image file that cannot be used; the reason ends up in meta.json's skipped list."""
+
+
+def max_file_bytes() -> int:
+    """No image file within the pixel limit is larger than this (it would be bigger than raw pixels)."""
+    return max(1 << 26, BYTES_PER_PIXEL_BOUND * max_image_pixels())
+
+
+def file_kind(mode: int) -> str | None:
+    """None for a regular file, else what it is (a FIFO, a device...): never to be opened."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def is_image_file(name: str) -> bool:
@@ -66,11 +110,76 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _reduced_flag(data: bytes, size: int) -> int | None:
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if data[:2] == b"BM" and len(data) >= 26:
+        if int.from_bytes(data[14:18], "little") == 12:  # OS/2 header: 16-bit sizes
+            return int.from_bytes(data[20:22], "little"), int.from_bytes(data[18:20], "little")
+        width = int.from_bytes(data[18:22], "little", signed=True)
+        height = int.from_bytes(data[22:26], "little", signed=True)
+        return abs(height), abs(width)
+    return None
+
+
+def _pnm_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 3 or data[0:1] != b"P" or data[1:2] not in b"123456":
+        return None
+    fields, text = [], data[2:4096].split(b"\n")
+    for line in text:
+        fields += line.split(b"#", 1)[0].split()
+        if len(fields) >= 2:
+            break
+    try:
+        return int(fields[1]), int(fields[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or len(data) < 30:
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(data[27:30], "little"), 1 + int.from_bytes(data[24:27], "little")
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + ((bits >> 14) & 0x3FFF), 1 + (bits & 0x3FFF)
+    if chunk == b"VP8 ":
+        return int.from_bytes(data[28:30], "little") & 0x3FFF, int.from_bytes(data[26:28], "little") & 0x3FFF
+    return None
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from the header of a JPEG, PNG, BMP, PNM or WebP; None for other formats
+    (TIFF, JPEG 2000: OpenCV checks those against the same limit itself)."""
+    if data[:2] == b"\xff\xd8":
+        return jpeg_size(data)
+    for parse in (_png_size, _bmp_size, _pnm_size, _webp_size):
+        if (dims := parse(data)) is not None:
+            return dims
+    return None
+
+
+def check_dimensions(data: bytes) -> tuple[int, int] | None:
+    """The header's (height, width), refused when over the pixel limit; None when unknown."""
+    dims = image_dimensions(data)
+    if dims is not None:
+        height, width = dims
+        limit = max_image_pixels()
+        if height * width > limit:
+            raise BadImage(f"{width}x{height} pixels is over the limit of {limit:,} ({MAX_PIXELS_ENV} raises it)")
+    return dims
+
+
+def _reduced_flag(data: bytes, dims: tuple[int, int] | None, size: int) -> int | None:
     """The imdecode flag that lets libjpeg scale a JPEG down by 8, 4 or 2 while decoding (as
     PIL's ``draft`` does), keeping the shorter side >= ``size``; None when no reduction fits."""
-    dims = jpeg_size(data) if data[:2] == b"\xff\xd8" else None
-    if not dims:
+    if not dims or data[:2] != b"\xff\xd8":
         return None
     shorter = min(dims)
     for factor, flag in _REDUCED_FLAGS:
@@ -85,33 +194,60 @@ def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
     Grey, RGBA, CMYK and 16-bit images become 8-bit RGB; the content decides the format, not
     the file extension. A JPEG at least twice ``size`` is scaled down by the decoder itself,
     several times faster than a full decode; the resize to ``size`` follows as for any image.
-    Raises :class:`BadImage` for empty, truncated or undecodable data.
+    Raises :class:`BadImage` for empty, truncated, undecodable or too large data (by its
+    header, before decoding: see :func:`check_dimensions`).
     """
     if not data:
         raise BadImage("empty file")
     if _looks_truncated(data):
         raise BadImage("truncated image")
-    reduced = _reduced_flag(data, size) if size else None
+    dims = check_dimensions(data)
+    if dims is not None and min(dims) < 1:
+        raise BadImage(f"{dims[1]}x{dims[0]} pixels: not an image")
+    reduced = _reduced_flag(data, dims, size) if size else None
     flag = reduced or _IMREAD_RGB or cv2.IMREAD_COLOR  # OpenCV has no reduced RGB mode
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    if image is None:
-        raise BadImage("not a decodable image")
-    if flag != _IMREAD_RGB:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return resize_center_crop(image, size) if size else image
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        if image is None:
+            raise BadImage("not a decodable image")
+        if flag != _IMREAD_RGB:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return resize_center_crop(image, size) if size else image
+    except cv2.error as exc:  # OpenCV's own limits and decoder failures
+        reason = (str(exc).strip().splitlines() or ["OpenCV error"])[-1].split("error: ")[-1][:200]
+        raise BadImage(f"not a decodable image ({reason})") from None
+    except MemoryError:
+        raise BadImage("too large to decode in the memory available") from None
 
 
 def read_file(path: str) -> bytes:
     """A whole file in as few system calls as Python allows (``Path.read_bytes`` costs 3x more
-    per small file, which shows when decoding 30,000 thumbnails a second)."""
-    fd = os.open(path, os.O_RDONLY)
+    per small file, which shows when decoding 30,000 thumbnails a second).
+
+    Only a regular file is opened (checked before ``open``, and again on the open descriptor,
+    which ``O_NONBLOCK`` keeps from blocking on a FIFO swapped in between); one larger than
+    :func:`max_file_bytes` is refused unread. Both are :class:`BadImage`."""
+    kind = file_kind(os.stat(path).st_mode)
+    if kind:
+        raise BadImage(f"{kind}, not an image file; not opened")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
+        info = os.fstat(fd)
+        kind = file_kind(info.st_mode)
+        if kind:
+            raise BadImage(f"{kind}, not an image file")
+        limit = max_file_bytes()
+        if info.st_size > limit:
+            raise BadImage(f"{info.st_size:,} bytes, over the {limit:,} an image within the pixel limit can take")
         data = os.read(fd, _READ_SIZE)
         if len(data) < _READ_SIZE:
             return data
-        parts = [data]
+        parts, total = [data], len(data)
         while part := os.read(fd, _READ_SIZE):
             parts.append(part)
+            total += len(part)
+            if total > limit:  # the file grew while read
+                raise BadImage(f"over {limit:,} bytes")
         return b"".join(parts)
     finally:
         os.close(fd)

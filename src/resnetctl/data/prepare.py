@@ -117,7 +117,7 @@ def _write_split(
     # blocks of whole chunks, about 4 MiB: few enough for the decode workers' hand-offs not to show
     block = writer.chunk * max(1, (4 << 20) // (writer.chunk * size * size * 3))
     blocks = [np.arange(i, min(len(records), i + block)) for i in range(0, len(records), block)]
-    try:
+    try:  # closed in order here, on every path: a handle left open crashed the interpreter at exit
         if isinstance(records, ArrayRecords):
             for index in blocks:
                 images = records.images[index]
@@ -133,8 +133,10 @@ def _write_split(
                     skipped.extend(bad)
                     progress.advance(len(index))
                     _check(signals)
-    finally:
         writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     return writer, skipped
 
 
@@ -154,11 +156,18 @@ def _check_target(target: Path, source: Path | None, force: bool) -> None:
                 f"The dataset would be written at {target}, which overlaps the source {source}",
                 hint="pick another --name or --data-dir",
             )
-    if (target / store.META).is_file():
+    if store.made_by_resnetctl(target):
         if not force:
             raise DatasetError(
                 f"Dataset {target.name!r} is already prepared at {target}",
                 hint="pass --force to replace it (the old one stays until the new one is complete)",
+            )
+        extra = store.foreign_files(target)
+        if extra:
+            raise DatasetError(
+                f"{target} also holds {len(extra)} file(s) that resnetctl did not write, e.g. {extra[0]}; "
+                "--force would delete them, so nothing was changed",
+                hint="move them out of the dataset folder first",
             )
     elif target.exists() or target.is_symlink():
         raise DatasetError(
@@ -214,6 +223,11 @@ def prepare_dataset(
         raise DatasetError(f"--labels {labels_path}: no such file")
     if source_path is not None and not source_path.exists():
         raise DatasetError(f"Source {source_path} does not exist")
+    if source_path is not None and not (source_path.is_dir() or source_path.is_file()):
+        from resnetctl.data.images import file_kind
+
+        kind_of = file_kind(source_path.stat().st_mode)
+        raise DatasetError(f"Source {source_path} is {kind_of}, not an archive or a folder; it was not opened")
     name = paths.check_name(name or (source_path.name if kind == "folder" else kind), "Dataset")
     root = paths.check_folder(paths.data_dir(data_dir), "Data dir")
     target = root / name
@@ -253,7 +267,7 @@ def prepare_dataset(
         tmp = atomic.temp_sibling(target)
         tmp.mkdir()
         try:
-            meta_splits, skipped, train_writer = {}, [], None
+            meta_splits, skipped, train_writer = {}, list(data.skipped), None
             for split, records in splits.items():
                 if split in ("train", "val"):  # consecutive images of mixed classes for streaming
                     records = records.subset(rng.permutation(len(records)))
@@ -299,6 +313,7 @@ def prepare_dataset(
                 "skipped": skipped,
                 "ignored_files": len(data.ignored),
             }
+            atomic.write_json(tmp / store.MARKER, {"made_by": "resnetctl", "format_version": store.FORMAT_VERSION})
             atomic.write_json(tmp / store.META, meta)
             if target.exists():
                 old = target.with_name(f".{name}{atomic.TEMP_MARK}old-{os.getpid()}")

@@ -52,6 +52,7 @@ class SourceData:
     class_ids: list[str] | None = None
     image_size: int | None = None  # None: images vary, --size decides
     ignored: list[str] = field(default_factory=list)  # stray non-image files
+    skipped: list[dict] = field(default_factory=list)  # special files never opened: {"file", "reason"}
 
 
 def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -6,8 +6,10 @@ written last and the folder renamed into place only when complete (see ``prepare
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,29 @@ log = logging.getLogger("resnetctl")
 FORMAT_VERSION = 1
 MAX_IMAGE_SIZE = 1024  # --size above this is a mistake, not a dataset
 META = "meta.json"
+MARKER = ".resnetctl-dataset"  # written by prepare: "made by resnetctl", a name no other tool uses
+SPLIT_FILES = ("train.h5", "val.h5", "test.h5", "unlabelled.h5")
+
+
+def made_by_resnetctl(folder: Path) -> bool:
+    """Ownership, before ``--force`` may replace a folder: our marker file, or (datasets made
+    before the marker) a meta.json with our format version and the ``resnetctl_version`` field
+    that only resnetctl writes. A meta.json of another tool is not enough."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    if (folder / MARKER).is_file() and not (folder / MARKER).is_symlink():
+        return True
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format_version") == FORMAT_VERSION and "resnetctl_version" in meta
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """What a dataset folder holds beyond what prepare writes (``--force`` would delete it)."""
+    ours = {META, MARKER, *SPLIT_FILES}
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours)
 
 
 def chunk_length(image_size: int) -> int:
@@ -98,11 +123,33 @@ class SplitWriter:
         self.count = end
 
     def close(self) -> None:
-        for ds in (self.images, self.labels, self.names):
-            if ds is not None:
-                ds.resize(self.count, axis=0)
-        self.file.attrs["format_version"] = FORMAT_VERSION
-        self.file.close()
+        try:
+            for ds in (self.images, self.labels, self.names):
+                if ds is not None:
+                    ds.resize(self.count, axis=0)
+            self.file.attrs["format_version"] = FORMAT_VERSION
+        finally:
+            self.file.close()
+
+    def abort(self) -> None:
+        """Close a file that is being discarded after a failure, whatever the failure was.
+
+        On a full disk HDF5's closing writes fail too, the handle stays open, and the interpreter
+        later prints h5py ``__dealloc__`` tracebacks and can segfault at exit. The file's blocks
+        are freed first (it is truncated: it is thrown away anyway), so those few writes fit."""
+        import os
+
+        if not self.file.id.valid:
+            return
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, 0)
+        for _ in range(3):
+            try:
+                self.file.close()
+            except Exception:  # noqa: BLE001 - retried; the file is deleted by the caller either way
+                continue
+            if not self.file.id.valid:
+                return
 
     def mean_std(self) -> tuple[list[float], list[float]]:
         import numpy as np
@@ -157,6 +204,44 @@ class DatasetInfo:
         return bool(self.meta["splits"][split].get("labelled", True))
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with a meta.json's fields (the field and what it holds), or None."""
+    size, classes, splits = meta.get("image_size"), meta.get("classes"), meta.get("splits")
+    if not (_is_int(size) and 8 <= size <= MAX_IMAGE_SIZE):
+        return f"`image_size` must be a whole number of pixels in 8..{MAX_IMAGE_SIZE}. Received: {size!r}"
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)):
+        return f"`classes` must be a list of 2 or more names (strings). Received: {str(classes)[:80]}"
+    if len(set(classes)) != len(classes):
+        return "`classes` names a class twice"
+    ids = meta.get("class_ids")
+    if ids is not None and not (
+        isinstance(ids, list) and len(ids) == len(classes) and all(isinstance(i, str) for i in ids)
+    ):
+        return "`class_ids` must be a list of strings, one per class"
+    for key, low in (("mean", 0), ("std", 1e-6)):  # in pixel units; a std of 0 would divide by zero
+        value = meta.get(key)
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) and low <= v <= 255 for v in value)):
+            return f"`{key}` must be 3 numbers in {low}..255, one per channel. Received: {str(value)[:80]}"
+    if not (isinstance(splits, dict) and "train" in splits):
+        return "`splits` must be an object with a `train` split"
+    for name, split in splits.items():
+        if not (isinstance(split, dict) and _is_int(split.get("count")) and split["count"] >= 1):
+            return f"`splits.{name}.count` must be a whole number >= 1"
+        if not isinstance(split.get("labelled", True), bool):
+            return f"`splits.{name}.labelled` must be true or false"
+    if not isinstance(meta.get("skipped", []), list):
+        return "`skipped` must be a list"
+    return None
+
+
 def _read_meta(path: Path) -> dict:
     """meta.json, checked for what the rest of the tool relies on."""
     try:
@@ -171,25 +256,9 @@ def _read_meta(path: Path) -> dict:
             f"{path} has dataset format {version}, this resnetctl reads {FORMAT_VERSION}",
             hint="prepare it again with --force",
         )
-    try:
-        size, classes, splits = int(meta["image_size"]), meta["classes"], meta["splits"]
-        ok = (
-            8 <= size <= MAX_IMAGE_SIZE
-            and isinstance(classes, list)
-            and len(classes) >= 2
-            and isinstance(splits, dict)
-            and "train" in splits
-            and all(int(s["count"]) >= 1 for s in splits.values())
-            and len(meta["mean"]) == 3
-            and len(meta["std"]) == 3
-        )
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise DatasetError(
-            f"{path / META} is inconsistent (image_size, classes, splits, mean or std)",
-            hint="prepare the dataset again with --force",
-        )
+    problem = _meta_problem(meta)
+    if problem:
+        raise DatasetError(f"{path / META}: {problem}", hint="prepare the dataset again with --force")
     return meta
 
 
@@ -311,14 +380,25 @@ def check_split(info: DatasetInfo, split: str) -> Path:
     path = info.split_path(split)
     try:
         with h5py.File(path, "r") as f:
-            shape, count = f["images"].shape, f["labels"].shape[0]
-    except (OSError, KeyError) as exc:
+            shape, count, dtype = f["images"].shape, f["labels"].shape[0], str(f["images"].dtype)
+            labels = f["labels"][...]  # 4 bytes an image: checked whole, against the class count
+    except (OSError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise DatasetError(f"Cannot read {path}: {exc}", hint="prepare it again with --force") from None
     want = (info.image_size, info.image_size, 3)
     if tuple(shape[1:]) != want or shape[0] != count or count != info.splits[split]:
         raise DatasetError(
             f"{path} holds {shape[0]} images of {tuple(shape[1:])}, but meta.json says {info.splits[split]} of {want}",
             hint="prepare it again with --force",
+        )
+    if dtype != "uint8" or labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise DatasetError(f"{path} holds {dtype} images and {labels.dtype} labels; resnetctl writes uint8 and int32")
+    low, high = (0, info.num_classes - 1) if info.is_labelled(split) else (-1, -1)
+    if labels.size and (labels.min() < low or labels.max() > high):
+        bad = labels.min() if labels.min() < low else labels.max()
+        what = f"classes 0..{high} of meta.json" if info.is_labelled(split) else "-1 (unlabelled)"
+        raise DatasetError(
+            f"{path} holds label {bad}, outside {what}",
+            hint="prepare it again with --force (meta.json and the split must come from one prepare)",
         )
     return path
 

@@ -32,6 +32,9 @@ def read_tiny_imagenet(source: Path) -> SourceData:
     wnids = [w.strip() for w in tree.read_text(f"{root}wnids.txt").splitlines() if w.strip()]
     if not wnids:
         raise DatasetError(f"{source}: wnids.txt lists no classes")
+    twice = sorted({w for w in wnids if wnids.count(w) > 1})
+    if twice:
+        raise DatasetError(f"{source}: wnids.txt lists {twice[0]} more than once", hint="each class once, one a line")
     index = {w: i for i, w in enumerate(wnids)}
     names = tree.names()
 
@@ -78,4 +81,5 @@ def read_tiny_imagenet(source: Path) -> SourceData:
         splits=splits,
         image_size=64,
         ignored=ignored,
+        skipped=tree.skipped,
     )

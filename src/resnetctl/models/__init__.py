@@ -33,6 +33,19 @@ def check_model_fits(model, source, num_classes: int | None, image_size: int | N
     record) is refused in one line; ``None`` leaves that side unchecked."""
     from resnetctl.errors import ModelError
 
+    inputs, outputs = len(getattr(model, "inputs", None) or [None]), len(getattr(model, "outputs", None) or [None])
+    if inputs != 1 or outputs != 1:
+        raise ModelError(
+            f"{source} has {inputs} inputs and {outputs} outputs; a classifier here takes one batch of images "
+            "and gives one vector of class probabilities",
+            hint="use a model trained by resnetctl",
+        )
+    if len(model.input_shape) != 4 or model.input_shape[-1] != 3 or len(model.output_shape) != 2:
+        raise ModelError(
+            f"{source} takes {model.input_shape} and gives {model.output_shape}; a classifier here takes "
+            "(batch, size, size, 3) RGB images and gives (batch, classes)",
+            hint="use a model trained by resnetctl",
+        )
     have = tuple(model.input_shape[1:])
     want = have if image_size is None else (image_size, image_size, 3)
     classes = int(model.output_shape[-1])

@@ -210,7 +210,7 @@ class TrainConfig:
         for f in fields(self):
             _check_declared(f, getattr(self, f.name))
         get_spec(self.model)
-        _check_segments(self.segments)
+        check_segments(self.segments)
         mixing_changed = (self.mix_prob, self.mix_switch_prob) != (DEFAULTS.mix_prob, DEFAULTS.mix_switch_prob)
         if mixing_changed and not (self.mixup or self.cutmix):
             raise RunError("--mix-prob and --mix-switch-prob apply only with --mixup and/or --cutmix")
@@ -283,36 +283,33 @@ _TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", 
 
 
 def _coerce(name: str, value, hint, source: str):
-    """``value`` as the field's type (ints accepted as floats, lists as tuples), or a RunError."""
+    """``value`` as the field's type (ints accepted as floats, lists as tuples), or a RunError
+    naming the source, the key and the value received."""
     base, optional = _kind(hint)
     if value is None:
         if optional:
             return None
-        raise RunError(f"`{name}` in {source} cannot be null; give a value or leave the key out")
-    origin = typing.get_origin(base)
-    if origin is tuple:
+        raise RunError(f"{source}: `{name}` cannot be null; give a value or leave the key out")
+    if typing.get_origin(base) is tuple:
         item = typing.get_args(base)[0]
-        if not isinstance(value, (list, tuple)):
-            raise RunError(f"`{name}` in {source} must be a list. Received: {name}={value!r}")
-        return tuple(_coerce(name, v, item, source) for v in value)
-    if base is dict:
-        if not isinstance(value, dict):
-            raise RunError(f"`{name}` in {source} must hold objects. Received: {value!r}")
-        return dict(value)
-    ok = (
-        isinstance(value, bool)
-        if base is bool
-        else isinstance(value, (int, float)) and not isinstance(value, bool)
-        if base is float
-        else isinstance(value, int) and not isinstance(value, bool)
-        if base is int
-        else isinstance(value, base)
-    )
-    if not ok:
-        raise RunError(
-            f"`{name}` in {source} must be {_TYPE_WORDS.get(base, base.__name__)}. Received: {name}={value!r}"
-        )
+        words = "whole numbers" if item is int else "objects"
+        if not isinstance(value, (list, tuple)) or not all(_is(item, v) for v in value):
+            raise RunError(f"{source}: `{name}` must be a list of {words}. Received: {name}={json.dumps(value)}")
+        return tuple(dict(v) if item is dict else v for v in value)
+    if not _is(base, value):
+        words = _TYPE_WORDS.get(base, base.__name__)
+        raise RunError(f"{source}: `{name}` must be {words}. Received: {name}={json.dumps(value)}")
     return float(value) if base is float else value
+
+
+def _is(kind, value) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def _check_declared(f, value) -> None:
@@ -348,7 +345,7 @@ def _range_text(low, above, below, high, noun: str) -> str:
     return noun + (lower or upper)[1] if (lower or upper) else noun.strip()
 
 
-def _check_segments(segments) -> None:
+def check_segments(segments) -> None:
     for s in segments:
         ok = (
             isinstance(s.get("from_epoch"), int)

@@ -23,7 +23,7 @@ from resnetctl.data.store import DatasetInfo
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
-from resnetctl.models import check_model_fits, create_model_for
+from resnetctl.models import check_model_fits, create_model_for, get_spec
 from resnetctl.runs import RunDir, best_row, checkpoint_info, command, link_or_copy, load_model, now, score
 from resnetctl.signals import stop_on_signals
 from resnetctl.training.callbacks import (
@@ -245,7 +245,11 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
-            _check_same_model(start_from, config)
+            if model.name != get_spec(config.model).name:  # another run's checkpoint copied in
+                raise RunError(
+                    f"{start_from} holds a {model.name!r} model, but run {rd.name} trains {config.model!r}",
+                    hint="put the run's own checkpoint back, or resume from another epoch (--epoch)",
+                )
             batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
             steps = len(batches)
             schedule = make_schedule(config, steps)
@@ -307,14 +311,6 @@ def record_segments(record: dict, before_epoch: int) -> tuple:
     return tuple(dict(s) for s in record.get("segments", []) if s.get("from_epoch", 0) < before_epoch)
 
 
-def _check_same_model(path, config: TrainConfig) -> None:
-    """A checkpoint replaced by another model's (same classes and size, another architecture)
-    must not be resumed as this run's model."""
-    recorded = checkpoint_info(path).get("model")
-    if recorded is not None and recorded != config.model:
-        raise RunError(f"{path} holds a {recorded}, but the run trains {config.model}", hint="resume another epoch")
-
-
 def _best_kept(run: RunDir, history: list[dict], epoch: int) -> float:
     """The score ``best.keras`` holds after going back to ``epoch`` (the epochs after it went to
     a branch); when it is gone, the best checkpoint kept becomes ``best.keras``."""
@@ -340,6 +336,8 @@ def _recompile_with_state(model, config: TrainConfig, schedule, num_classes: int
     torch), which can't step another backend's variables; the state itself (iterations,
     momentum) is plain arrays, so a run moves between backends and device counts.
     """
+    if getattr(model, "optimizer", None) is None:  # saved uncompiled: no optimizer state to continue from
+        raise RunError(f"{source} holds a model without its optimizer state; a run can't continue from it")
     state = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
     compile_model(model, config, schedule, num_classes)
     model.optimizer.build(model.trainable_variables)
