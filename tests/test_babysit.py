@@ -28,7 +28,10 @@ def printed_commands(*outputs: str) -> list[list[str]]:
         for line in text.splitlines():
             m = COMMAND.search(line.strip())
             if m:
-                found.append(shlex.split(m.group(1))[1:])
+                try:
+                    found.append(shlex.split(m.group(1))[1:])
+                except ValueError as exc:
+                    raise AssertionError(f"a printed command that a shell cannot parse ({exc}): {line!r}") from None
     return found
 
 
