@@ -61,8 +61,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, not
 StrategyOpt = Annotated[
     str,
     typer.Option(
-        help="auto | none | mirrored | multi-worker. auto: multi-worker when TF_CONFIG names several workers, "
-        "else every local GPU (mirrored) when there are several, else one device."
+        help="auto | none | mirrored | multi-worker. auto: multi-worker when TF_CONFIG names several workers "
+        "(JAX: KERAS_DISTRIBUTION_NUM_PROCESSES > 1), else every local GPU (mirrored) when there are several, "
+        "else one device."
     ),
 ]
 
@@ -374,6 +375,13 @@ def train(
             show_default="in memory when it fits",
         ),
     ] = None,
+    steps_per_execution: Annotated[
+        int | None,
+        typer.Option(
+            help="Optimizer steps per compiled call; progress, NaN and Ctrl+C checks run once per call.",
+            show_default="up to 16, keeping 20 progress updates an epoch",
+        ),
+    ] = None,
     strategy: StrategyOpt = "auto",
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
@@ -425,6 +433,7 @@ def train(
         tensorboard=tensorboard or None,
         in_memory=in_memory,
         zero_init_last=zero_init_last or None,
+        steps_per_execution=steps_per_execution,
     ).validate()
     check_strategy(strategy)
     info = open_dataset(config.dataset, config.data_dir)

@@ -37,6 +37,10 @@ class Reporter(keras.callbacks.Callback):
     per-batch read halved ResNet20's throughput, docs/benchmarks.md). Hooks may then run out of
     order: a lock serialises them and an older step never overwrites a newer one. A stop raised
     in a worker reaches ``fit`` at the next batch or at the epoch's end.
+
+    With ``steps_per_execution`` K, Keras calls the hooks once per K steps with the index of
+    the call's last step (past the epoch's end for a shorter last call): every check then
+    covers K steps (the loss is the epoch's running mean, so a NaN in any of them shows).
     """
 
     async_safe = True
@@ -67,6 +71,7 @@ class Reporter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._check(logs)
+        batch = min(batch, self.steps - 1)
         step = self.epoch * self.steps + batch
         with self.lock:
             if step <= self.shown:

@@ -69,6 +69,17 @@ def default_batch_size(train_images: int) -> int:
     return size
 
 
+MAX_STEPS_PER_EXECUTION = 16
+PROGRESS_UPDATES_PER_EPOCH = 20
+
+
+def default_steps_per_execution(steps_per_epoch: int) -> int:
+    """Optimizer steps per compiled call (Keras' ``steps_per_execution``): as many as leave an epoch
+    at least 20 progress updates (NaN/inf and signal checks run as often), at most 16; 1 for
+    epochs under 40 steps. Keras runs the last, shorter call of an epoch on the remainder."""
+    return max(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch // PROGRESS_UPDATES_PER_EPOCH))
+
+
 def default_augmentation(image_size: int) -> str:
     """Pad-and-crop + flip for small images (CIFAR, Tiny ImageNet), random-resized crop above."""
     return "crop-flip" if image_size <= 64 else "resized-crop-flip"
@@ -108,6 +119,9 @@ class TrainConfig:
     run: str | None = None
     tensorboard: bool = False
     in_memory: bool | None = None  # None: in memory when the train split fits comfortably
+    # optimizer steps per compiled call, >= 1; progress, NaN and Ctrl+C checks run once per call.
+    # None: default_steps_per_execution(steps per epoch)
+    steps_per_execution: int | None = None
 
     def warmup(self) -> float:
         """Warmup epochs; by default 2, or a tenth of a shorter run. Without warmup, lr 0.1 from the
@@ -124,6 +138,7 @@ class TrainConfig:
             ("epochs", self.epochs),
             ("batch_size", 1 if self.batch_size is None else self.batch_size),
             ("checkpoint_every", self.checkpoint_every),
+            ("steps_per_execution", 1 if self.steps_per_execution is None else self.steps_per_execution),
         ):
             if value < 1:
                 raise RunError(f"`{label}` must be >= 1. Received: {label}={value}")
@@ -165,12 +180,15 @@ class TrainConfig:
         return self
 
     def resolved(self, info) -> TrainConfig:
-        """The defaults that depend on the dataset (batch size, augmentation) filled in from its
-        ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
+        """The defaults that depend on the dataset (batch size, augmentation, steps per execution)
+        filled in from its ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
+        batch_size = default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size
+        steps = math.ceil(info.splits["train"] / batch_size)
         return replace(
             self,
-            batch_size=default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size,
+            batch_size=batch_size,
             augmentation=self.augmentation or default_augmentation(info.image_size),
+            steps_per_execution=self.steps_per_execution or default_steps_per_execution(steps),
         )
 
     def with_overrides(self, **overrides) -> TrainConfig:

@@ -107,6 +107,7 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
         loss=SparseCrossentropy(label_smoothing=config.label_smoothing, mix=mix),
         metrics=metrics,
         jit_compile="auto" if config.jit is None else config.jit,
+        steps_per_execution=config.steps_per_execution or 1,
     )
 
 
@@ -171,7 +172,9 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
                 )
             _clear(out)
         with placement.scope():
-            batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
+            batches = train_batches(
+                info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple, placement.shard
+            )
             model = create_model_for(
                 config.model,
                 info,
@@ -267,7 +270,9 @@ def resume(
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
-            batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
+            batches = train_batches(
+                info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple, placement.shard
+            )
             steps = len(batches)
             schedule = make_schedule(config, steps, constant_lr)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
@@ -383,7 +388,7 @@ def _fit(
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
-    validation = validation_batches(info, config.batch_size, placement.batch_multiple)
+    validation = validation_batches(info, config.batch_size, placement.batch_multiple, placement.shard)
     extra = [tensorboard_writer(run.tensorboard_dir)] if config.tensorboard else []
     fresh = initial_epoch == 0
     run.write_state("running", epoch=initial_epoch)
