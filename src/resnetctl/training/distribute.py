@@ -82,6 +82,13 @@ class Placement:
             return self.worker, self.workers
         return 0, 1
 
+    @property
+    def data_on_device(self) -> bool:
+        """In-memory splits live in the accelerator's memory (JAX on one device): batches are
+        gathered there, with no host-to-device copy per step. Data-parallel JAX places each batch
+        over the devices itself (``keras.distribution``), so it is fed from the host."""
+        return self.backend == "jax" and self.strategy == "none"
+
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size < self.replicas or batch_size % self.batch_multiple:
             raise RunError(

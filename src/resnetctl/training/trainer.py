@@ -172,9 +172,7 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
                 )
             _clear(out)
         with placement.scope():
-            batches = train_batches(
-                info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple, placement.shard
-            )
+            batches = _train_batches(info, config, placement)
             model = create_model_for(
                 config.model,
                 info,
@@ -207,6 +205,14 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
             )
             history = _fit(out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement)
     return TrainResult(run, history, placement)
+
+
+def _train_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
+    """The train split fed as the placement needs it (device count, process share, device memory)."""
+    p = placement
+    return train_batches(
+        info, config.batch_size, config.in_memory, config.seed, p.batch_multiple, p.shard, p.data_on_device
+    )
 
 
 def _clear(run: RunDir) -> None:
@@ -270,9 +276,7 @@ def resume(
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
-            batches = train_batches(
-                info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple, placement.shard
-            )
+            batches = _train_batches(info, config, placement)
             steps = len(batches)
             schedule = make_schedule(config, steps, constant_lr)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
@@ -388,7 +392,9 @@ def _fit(
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
-    validation = validation_batches(info, config.batch_size, placement.batch_multiple, placement.shard)
+    validation = validation_batches(
+        info, config.batch_size, placement.batch_multiple, placement.shard, placement.data_on_device
+    )
     extra = [tensorboard_writer(run.tensorboard_dir)] if config.tensorboard else []
     fresh = initial_epoch == 0
     run.write_state("running", epoch=initial_epoch)
