@@ -22,12 +22,14 @@ def _pyplot():
 def plot_monitor(rows: list[dict], path: Path, title: str) -> None:
     """Loss, accuracy (and top-5) and learning rate against whole epochs, from the whole history.
 
-    Markers make a one-epoch run readable; ticks are integer epochs."""
-    plt = _pyplot()
+    Markers make a one-epoch run readable; ticks are integer epochs. Uses a bare ``Figure``,
+    not pyplot's global state, so that training can draw it in a background thread."""
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
     marker = "o" if len(rows) <= 40 else None
     panels = (("loss", ("loss",)), ("accuracy", ("accuracy", "top5")), ("learning rate", ("lr",)))
     for ax, (panel, keys) in zip(axes, panels, strict=True):
@@ -49,7 +51,6 @@ def plot_monitor(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     with atomic.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90)
-    plt.close(fig)
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:

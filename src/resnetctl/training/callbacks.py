@@ -130,6 +130,11 @@ class RunRecorder(keras.callbacks.Callback):
     epochs and at the end, ``best.keras`` when :func:`resnetctl.runs.score` improves on
     ``best_score`` (the score of the existing ``best.keras``): one ``model.save``, then copies.
     With ``keep``, only the ``keep`` newest epoch files stay.
+
+    monitor.png is drawn in one background thread (about a second of matplotlib per epoch,
+    which on a GPU is a large share of a CIFAR epoch): one writer, the next epoch's plot waits
+    for the previous one, and a failed write surfaces at the next epoch's end or at the end of
+    training like a failure of the epoch's own writes.
     """
 
     async_safe = True  # its batch hook only reads the clock
@@ -158,6 +163,8 @@ class RunRecorder(keras.callbacks.Callback):
         self.keep = keep  # periodic checkpoints kept (None: all)
         self.started = 0.0
         self.train_seconds = 0.0
+        self.plotter = None  # the single background thread that draws monitor.png
+        self.plotting = None  # its last Future
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.train_seconds = time.perf_counter(), 0.0
@@ -196,8 +203,27 @@ class RunRecorder(keras.callbacks.Callback):
         self.rows.append(row)
         for writer in self.extra:
             writer(row)
-        plot_monitor(self.rows, self.run.monitor_path, title=self.run.name)
+        self._plot(list(self.rows))
         self.progress.epoch_end(row)
+
+    def _plot(self, rows: list[dict]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.wait_for_plot()  # one writer; its failure is this epoch's failure
+        if self.plotter is None:
+            self.plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnetctl-plot")
+        self.plotting = self.plotter.submit(plot_monitor, rows, self.run.monitor_path, self.run.name)
+
+    def wait_for_plot(self) -> None:
+        """Block until the last monitor.png is written; re-raise its failure."""
+        pending, self.plotting = self.plotting, None
+        if pending is not None:
+            pending.result()
+
+    def on_train_end(self, logs=None):
+        self.wait_for_plot()
+        if self.plotter is not None:
+            self.plotter.shutdown()
 
 
 def tensorboard_writer(log_dir):

@@ -107,7 +107,8 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
         loss=SparseCrossentropy(label_smoothing=config.label_smoothing, mix=mix),
         metrics=metrics,
         jit_compile="auto" if config.jit is None else config.jit,
-        steps_per_execution=config.steps_per_execution or 1,
+        # Keras' torch trainer runs one step per call only (and has no compiled loop to gain from)
+        steps_per_execution=1 if keras.backend.backend() == "torch" else config.steps_per_execution or 1,
     )
 
 
@@ -418,7 +419,7 @@ def _fit(
             EpochStart(batches),
             *([EMAWeights()] if config.ema else []),
             Reporter(progress, schedule, signals),
-            RunRecorder(
+            recorder := RunRecorder(
                 run,
                 history,
                 schedule,
@@ -479,5 +480,7 @@ def _fit(
             raise
         finally:
             progress.close()
+            with contextlib.suppress(Exception):  # a stop: the last plot lands before the lock goes
+                recorder.wait_for_plot()
     run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch)
     return history
