@@ -291,6 +291,22 @@ def _jax_multi_process(cluster: dict) -> Placement:
     )
 
 
+def steps_per_execution(requested: int) -> int:
+    """The ``steps_per_execution`` to compile with, inside the placement's scope: 1 where Keras'
+    multi-step call does not work. Torch's trainer refuses more than 1; TensorFlow's under a
+    ``tf.distribute`` strategy fails in its first call (a while_loop over the distributed
+    iterator: "You must feed a value for placeholder tensor", seen with two workers)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return 1
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            return 1
+    return requested
+
+
 def _single_device_only(requested: str, backend: str) -> Placement:
     if requested in ("mirrored", "multi-worker"):
         raise RunError(

@@ -27,6 +27,7 @@ from resnetctl.hooks import TrainingProgress
 from resnetctl.models import check_model_fits, create_model_for
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model, now, score
 from resnetctl.signals import stop_on_signals
+from resnetctl.training import distribute
 from resnetctl.training.callbacks import (
     EMAWeights,
     Reporter,
@@ -107,8 +108,7 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
         loss=SparseCrossentropy(label_smoothing=config.label_smoothing, mix=mix),
         metrics=metrics,
         jit_compile="auto" if config.jit is None else config.jit,
-        # Keras' torch trainer runs one step per call only (and has no compiled loop to gain from)
-        steps_per_execution=1 if keras.backend.backend() == "torch" else config.steps_per_execution or 1,
+        steps_per_execution=distribute.steps_per_execution(config.steps_per_execution or 1),
     )
 
 
