@@ -63,8 +63,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, not
 StrategyOpt = Annotated[
     str,
     typer.Option(
-        help="auto | none | mirrored | multi-worker. auto: multi-worker when TF_CONFIG names several workers, "
-        "else every local GPU (mirrored) when there are several, else one device."
+        help="auto | none | mirrored | multi-worker. auto: multi-worker when TF_CONFIG names several workers "
+        "(JAX: KERAS_DISTRIBUTION_NUM_PROCESSES > 1), else every local GPU (mirrored) when there are several, "
+        "else one device."
     ),
 ]
 

@@ -29,14 +29,16 @@ def plot_monitor(
     """Loss (log scale: epoch 1's large loss must not flatten the rest), accuracy (and top-5) and
     the learning rate against epochs, from the whole history. ``rate``: (epoch, lr) samples of
     every few steps, so warmup and drops show as they happened; ``marks``: epochs where a resume
-    or a rate change happened; the best epoch is marked on every panel."""
-    plt = _pyplot()
+    or a rate change happened; the best epoch is marked on every panel. Uses a bare ``Figure``,
+    not pyplot's global state, so that training can draw it in a background thread."""
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     from resnetctl.runs import best_row
 
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
     marker = "o" if len(rows) <= 40 else None
     panels = (("loss", ("loss",)), ("accuracy", ("accuracy", "top5")), ("learning rate", ("lr",)))
     best = best_row(rows)
@@ -71,7 +73,6 @@ def plot_monitor(
     fig.tight_layout()
     with atomic.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90)
-    plt.close(fig)
 
 
 def rate_samples(schedule, steps_per_epoch: int, last_epoch: int, per_epoch: int = 25) -> list[tuple[float, float]]:

@@ -11,6 +11,9 @@ model, on the accelerator, in both cases.
 
 Data-parallel JAX needs every batch to split evenly over the devices (``batch_multiple``): the
 few images of an uneven last batch are left out of that epoch (a different few each epoch).
+Across several JAX processes (``shard``), each process reads its own contiguous part of every
+global batch, and the global batches are those of one process: the run does not depend on how
+many processes share it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,46 @@ class _Arrays:
 
     def read(self, rows: np.ndarray):
         return self.x[rows], self.y[rows]
+
+
+class _DeviceArrays:
+    """Images and labels copied to the JAX device once; each epoch's order goes there once too
+    (a few hundred KB), and a batch is one compiled gather on the device: no host-to-device copy
+    of images per step. The order is the host's, so the batches are the same, bit for bit."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        import jax
+
+        self.x, self.y = jax.device_put(x), jax.device_put(y)
+        self.order = None
+
+        def gather(x, y, order, start, size):
+            rows = jax.lax.dynamic_slice_in_dim(order, start, size)
+            return x[rows], y[rows]
+
+        self._gather = jax.jit(gather, static_argnums=4)
+
+    def set_order(self, order: np.ndarray) -> None:
+        import jax
+
+        self.order = jax.device_put(order.astype(np.int32))
+
+    def read_span(self, start: int, stop: int):
+        return self._gather(self.x, self.y, self.order, start, stop - start)
+
+
+def fits_on_device(x: np.ndarray, fraction: float = 0.25) -> bool:
+    """JAX only: the arrays take under ``fraction`` of the first device's memory (where JAX reports
+    it; a CPU "device" shares the host's memory, which :func:`fits_in_memory` already checked)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return limit is None or x.nbytes < fraction * limit
+
+
+def _in_memory(x: np.ndarray, y: np.ndarray, on_device: bool):
+    return _DeviceArrays(x, y) if on_device and fits_on_device(x) else _Arrays(x, y)
 
 
 class _H5File:
@@ -82,6 +125,7 @@ class Batches(keras.utils.PyDataset):
         run: int = 1,
         batch_multiple: int = 1,
         workers: int = 1,
+        shard: tuple[int, int] = (0, 1),
     ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.source = source
@@ -94,9 +138,15 @@ class Batches(keras.utils.PyDataset):
         self.count = count - (count % batch_size) % batch_multiple
         if self.count < 1:
             raise DatasetError(f"A batch of {batch_size} does not fit {count} images over {batch_multiple} devices")
+        self.shard, self.shards = shard
         self.order = np.arange(count)
         self.epoch = None
+        self._order_changed()
         self.set_epoch(0)
+
+    def _order_changed(self) -> None:
+        if hasattr(self.source, "set_order"):
+            self.source.set_order(self.order)
 
     def __len__(self) -> int:
         return -(-self.count // self.batch_size)
@@ -113,9 +163,16 @@ class Batches(keras.utils.PyDataset):
             starts = runs * self.run
             self.order = np.concatenate([np.arange(s, min(s + self.run, self.total)) for s in starts])
         self.epoch = epoch
+        self._order_changed()
 
     def __getitem__(self, index):
-        rows = self.order[index * self.batch_size : min(self.count, (index + 1) * self.batch_size)]
+        start, stop = index * self.batch_size, min(self.count, (index + 1) * self.batch_size)
+        if hasattr(self.source, "read_span"):  # on the device (one process, never sharded)
+            return self.source.read_span(start, stop)
+        rows = self.order[start:stop]
+        if self.shards > 1:  # this process's part; batch_multiple makes every part the same size
+            part = len(rows) // self.shards
+            rows = rows[self.shard * part : (self.shard + 1) * part]
         return self.source.read(rows)
 
 
@@ -135,14 +192,22 @@ class EpochStart(keras.callbacks.Callback):
 
 
 def train_batches(
-    info: DatasetInfo, batch_size: int, in_memory: bool | None, seed: int, batch_multiple: int = 1
+    info: DatasetInfo,
+    batch_size: int,
+    in_memory: bool | None,
+    seed: int,
+    batch_multiple: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    on_device: bool = False,
 ) -> Batches:
-    """The train split as :class:`Batches`: in memory when it fits, else streamed from HDF5."""
+    """The train split as :class:`Batches`: in memory when it fits (``on_device``: in the JAX
+    device's memory when it fits there too), else streamed from HDF5."""
     if in_memory is None:
         in_memory = fits_in_memory(info, "train")
     count = info.splits["train"]
     if in_memory:
-        return Batches(_Arrays(*read_split(info, "train")), count, batch_size, seed=seed, batch_multiple=batch_multiple)
+        arrays = _in_memory(*read_split(info, "train"), on_device)
+        return Batches(arrays, count, batch_size, seed=seed, batch_multiple=batch_multiple, shard=shard)
     run = max(1, min(chunk_length(info.image_size), batch_size // 8))
     return Batches(
         _H5File(check_split(info, "train")),
@@ -152,12 +217,34 @@ def train_batches(
         run=run,
         batch_multiple=batch_multiple,
         workers=4,
+        shard=shard,
     )
 
 
-def validation_batches(info: DatasetInfo, batch_size: int, batch_multiple: int = 1) -> Batches | None:
-    """The val split in memory and in order, or ``None`` when the dataset has none."""
+# validation computes no gradients and keeps no activations for a backward pass: a larger batch
+# means fewer, fuller calls (the accelerator idles less between them), bounded for memory
+VALIDATION_BATCH_FACTOR = 4
+VALIDATION_BATCH_CAP = 1024
+
+
+def validation_batch_size(batch_size: int) -> int:
+    """Up to 4x the training batch and at most 1,024 images (never below the training batch);
+    a multiple of it, so it splits over the devices wherever the training batch does."""
+    cap = VALIDATION_BATCH_CAP // batch_size * batch_size
+    return max(batch_size, min(VALIDATION_BATCH_FACTOR * batch_size, cap))
+
+
+def validation_batches(
+    info: DatasetInfo,
+    batch_size: int,
+    batch_multiple: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    on_device: bool = False,
+) -> Batches | None:
+    """The val split in memory and in order, at :func:`validation_batch_size` of the training
+    ``batch_size``, or ``None`` when the dataset has none."""
     if "val" not in info.splits:
         return None
     x, y = read_split(info, "val")
-    return Batches(_Arrays(x, y), len(y), batch_size, shuffle=False, batch_multiple=batch_multiple)
+    size = validation_batch_size(batch_size)
+    return Batches(_in_memory(x, y, on_device), len(y), size, shuffle=False, batch_multiple=batch_multiple, shard=shard)

@@ -36,6 +36,10 @@ class Reporter(keras.callbacks.Callback):
     per-batch read halved ResNet20's throughput, docs/benchmarks.md). Hooks may then run out of
     order: a lock serialises them and an older step never overwrites a newer one. A stop raised
     in a worker reaches ``fit`` at the next batch or at the epoch's end.
+
+    With ``steps_per_execution`` K, Keras calls the hooks once per K steps with the index of
+    the call's last step (past the epoch's end for a shorter last call): every check then
+    covers K steps (the loss is the epoch's running mean, so a NaN in any of them shows).
     """
 
     async_safe = True
@@ -66,6 +70,7 @@ class Reporter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._check(logs)
+        batch = min(batch, self.steps - 1)
         step = self.epoch * self.steps + batch
         with self.lock:
             if step <= self.shown:
@@ -124,6 +129,11 @@ class RunRecorder(keras.callbacks.Callback):
     epochs and at the end, ``best.keras`` when :func:`resnetctl.runs.score` improves on
     ``best_score`` (the score of the existing ``best.keras``): one ``model.save``, then copies.
     With ``keep``, only the ``keep`` newest epoch files stay.
+
+    monitor.png is drawn in one background thread (about a second of matplotlib per epoch,
+    which on a GPU is a large share of a CIFAR epoch): one writer, the next epoch's plot waits
+    for the previous one, and a failed write surfaces at the next epoch's end or at the end of
+    training like a failure of the epoch's own writes.
     """
 
     async_safe = True  # its batch hook only reads the clock
@@ -158,6 +168,8 @@ class RunRecorder(keras.callbacks.Callback):
         self.train_seconds = 0.0
         self.model_name = model_name  # the registry name, recorded in each checkpoint
         self.marks = marks or []  # (epoch, text) of resumes and rate changes, drawn on monitor.png
+        self.plotter = None  # the single background thread that draws monitor.png
+        self.plotting = None  # its last Future
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.train_seconds = time.perf_counter(), 0.0
@@ -202,9 +214,29 @@ class RunRecorder(keras.callbacks.Callback):
         for writer in self.extra:
             writer(row)
         steps = self.params.get("steps") or 1
-        rate = rate_samples(self.schedule, steps, epoch + 1)
-        plot_monitor(self.rows, self.run.monitor_path, title=self.run.name, rate=rate, marks=self.marks)
+        self._plot(list(self.rows), rate_samples(self.schedule, steps, epoch + 1))
         self.progress.epoch_end(row)
+
+    def _plot(self, rows: list[dict], rate: list[tuple[float, float]]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.wait_for_plot()  # one writer; its failure is this epoch's failure
+        if self.plotter is None:
+            self.plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnetctl-plot")
+        self.plotting = self.plotter.submit(
+            plot_monitor, rows, self.run.monitor_path, self.run.name, rate=rate, marks=self.marks
+        )
+
+    def wait_for_plot(self) -> None:
+        """Block until the last monitor.png is written; re-raise its failure."""
+        pending, self.plotting = self.plotting, None
+        if pending is not None:
+            pending.result()
+
+    def on_train_end(self, logs=None):
+        self.wait_for_plot()
+        if self.plotter is not None:
+            self.plotter.shutdown()
 
 
 class StepLogger(keras.callbacks.Callback):

@@ -70,6 +70,17 @@ def default_batch_size(train_images: int) -> int:
     return size
 
 
+MAX_STEPS_PER_EXECUTION = 16
+PROGRESS_UPDATES_PER_EPOCH = 20
+
+
+def default_steps_per_execution(steps_per_epoch: int) -> int:
+    """Optimizer steps per compiled call (Keras' ``steps_per_execution``): as many as leave an epoch
+    at least 20 progress updates (NaN/inf and signal checks run as often), at most 16; 1 for
+    epochs under 40 steps. Keras runs the last, shorter call of an epoch on the remainder."""
+    return max(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch // PROGRESS_UPDATES_PER_EPOCH))
+
+
 def default_augmentation(image_size: int) -> str:
     """Pad-and-crop + flip for small images (CIFAR, Tiny ImageNet), random-resized crop above."""
     return "crop-flip" if image_size <= 64 else "resized-crop-flip"
@@ -185,6 +196,12 @@ class TrainConfig:
         False, "Log params, metrics and artifacts to MLflow (MLFLOW_TRACKING_URI; needs the mlflow extra)."
     )
     log_every: int = _opt(50, "Optimizer steps between the per-step scalars of --tensorboard and --mlflow.", minimum=1)
+    steps_per_execution: int | None = _opt(
+        None,
+        "Optimizer steps per compiled call; progress, NaN and Ctrl+C checks run once per call.",
+        minimum=1,
+        show_default="up to 16, keeping 20 progress updates an epoch",
+    )
     in_memory: bool | None = _opt(
         None,
         "Hold train in memory or stream it from HDF5.",
@@ -229,12 +246,15 @@ class TrainConfig:
         return self
 
     def resolved(self, info) -> TrainConfig:
-        """The defaults that depend on the dataset (batch size, augmentation) filled in from its
-        ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
+        """The defaults that depend on the dataset (batch size, augmentation, steps per execution)
+        filled in from its ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
+        batch_size = default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size
+        steps = math.ceil(info.splits["train"] / batch_size)
         return replace(
             self,
-            batch_size=default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size,
+            batch_size=batch_size,
             augmentation=self.augmentation or default_augmentation(info.image_size),
+            steps_per_execution=self.steps_per_execution or default_steps_per_execution(steps),
         )
 
     def with_overrides(self, **overrides) -> TrainConfig:

@@ -4,7 +4,9 @@ The one module that tells backends apart. We write no distribution of our own:
 
 - TensorFlow: ``tf.distribute.MirroredStrategy`` over the local GPUs (the logical CPU devices
   when there is no GPU) and ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG``.
-- JAX: ``keras.distribution.DataParallel`` over the local devices.
+- JAX: ``keras.distribution.DataParallel`` over the local devices, and over the devices of
+  several processes (hosts) after ``keras.distribution.initialize`` (``jax.distributed.initialize``)
+  configured by Keras' own ``KERAS_DISTRIBUTION_*`` variables (:data:`JAX_CLUSTER_VARIABLES`).
 - PyTorch: one device; Keras 3 has no data-parallel training for it.
 
 ``--batch-size`` is always the global batch, split over the replicas.
@@ -52,7 +54,10 @@ class Placement:
         else:
             kind = {
                 "tensorflow": {"mirrored": "MirroredStrategy", "multi-worker": "MultiWorkerMirroredStrategy"},
-                "jax": {"mirrored": "keras.distribution.DataParallel"},
+                "jax": {
+                    "mirrored": "keras.distribution.DataParallel",
+                    "multi-worker": "keras.distribution.DataParallel",
+                },
             }[self.backend][self.strategy]
             where = f", worker {self.worker} of {self.workers}" if self.workers > 1 else ""
             text = f"{self.replicas} replicas, {kind}{where} ({', '.join(_short(d) for d in self.devices)})"
@@ -66,6 +71,23 @@ class Placement:
             "workers": self.workers,
             "devices": self.devices,
         }
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(this process, processes) for input pipelines that feed a share of each global batch:
+        JAX across processes assembles the global batch from every process's local part
+        (``jax.make_array_from_process_local_data``). TensorFlow's strategies split the global
+        batch themselves, so there every process reads it whole: ``(0, 1)``."""
+        if self.backend == "jax" and self.workers > 1:
+            return self.worker, self.workers
+        return 0, 1
+
+    @property
+    def data_on_device(self) -> bool:
+        """In-memory splits live in the accelerator's memory (JAX on one device): batches are
+        gathered there, with no host-to-device copy per step. Data-parallel JAX places each batch
+        over the devices itself (``keras.distribution``), so it is fed from the host."""
+        return self.backend == "jax" and self.strategy == "none"
 
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size < self.replicas or batch_size % self.batch_multiple:
@@ -173,14 +195,58 @@ def _tensorflow(requested: str) -> Placement:
     )
 
 
+# Keras' own names for the cluster (keras.distribution.initialize reads them): the coordinator's
+# host:port (or every process's, comma-separated, the first being the coordinator), the number of
+# processes and this process's id (0 is the coordinator and the chief).
+JAX_CLUSTER_VARIABLES = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+
+
+def jax_cluster() -> dict | None:
+    """The JAX cluster from the environment (``None`` when no variable is set), checked."""
+    values = {name: os.environ.get(name, "").strip() for name in JAX_CLUSTER_VARIABLES}
+    if not any(values.values()):
+        return None
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise RunError(f"JAX multi-worker needs {', '.join(missing)} set as well", hint=f"see {DOCS}")
+    addresses, count, index = values.values()
+    try:
+        count, index = int(count), int(index)
+    except ValueError:
+        raise RunError(
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES={count!r} and KERAS_DISTRIBUTION_PROCESS_ID={index!r} "
+            "must be whole numbers",
+            hint=f"see {DOCS}",
+        ) from None
+    if count < 1 or not 0 <= index < count:
+        raise RunError(f"KERAS_DISTRIBUTION_PROCESS_ID={index} is not in 0..{count - 1}", hint=f"see {DOCS}")
+    jobs = addresses.split(",")
+    if len(jobs) > 1 and len(jobs) != count:
+        raise RunError(
+            f"KERAS_DISTRIBUTION_JOB_ADDRESSES names {len(jobs)} processes, "
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES says {count}",
+            hint="give the coordinator's host:port alone, or one per process",
+        )
+    return {"coordinator": jobs[0], "processes": count, "process": index}
+
+
 def _jax(requested: str) -> Placement:
+    cluster = jax_cluster()
+    if requested == "multi-worker" and cluster is None:
+        raise RunError(
+            "--strategy multi-worker on JAX needs " + ", ".join(JAX_CLUSTER_VARIABLES),
+            hint=f"see {DOCS} for the two-host example",
+        )
+    if cluster is not None and requested in ("auto", "multi-worker") and cluster["processes"] > 1:
+        return _jax_multi_process(cluster)
     import jax
 
-    if requested == "multi-worker" or jax.process_count() > 1:
-        raise RunError(
-            "resnetctl runs the JAX backend on one host",
-            hint="for several hosts use the TensorFlow backend: --strategy multi-worker with TF_CONFIG",
-        )
+    if jax.process_count() > 1:  # pragma: no cover - initialised by someone else
+        raise RunError("JAX runs several processes here: use --strategy multi-worker", hint=f"see {DOCS}")
     devices = keras.distribution.list_devices()
     if requested == "auto":
         requested = "mirrored" if len(devices) > 1 else "none"
@@ -188,6 +254,57 @@ def _jax(requested: str) -> Placement:
         return Placement("none", "jax", devices=devices[:1])
     distribution = keras.distribution.DataParallel(devices=devices)
     return Placement("mirrored", "jax", len(devices), devices, batch_multiple=len(devices), _scope=distribution.scope)
+
+
+def _jax_multi_process(cluster: dict) -> Placement:
+    """``keras.distribution.DataParallel`` over every device of every process. Each process feeds
+    its own share of every global batch (``Placement.shard``), so the dataset is not sharded by
+    Keras (``auto_shard_dataset=False``: Keras shards only ``tf.data`` pipelines)."""
+    import jax
+
+    if not jax.distributed.is_initialized():
+        try:
+            keras.distribution.initialize(
+                cluster["coordinator"], cluster["processes"], cluster["process"]
+            )  # jax.distributed.initialize, before any other JAX work
+        except (RuntimeError, ValueError) as exc:
+            raise RunError(
+                f"Cannot join the JAX cluster at {cluster['coordinator']} as process {cluster['process']} "
+                f"of {cluster['processes']}: {str(exc).splitlines()[0] if str(exc) else exc}",
+                hint=f"start every process within the timeout, with the same coordinator; see {DOCS}",
+            ) from None
+    devices = keras.distribution.list_devices()
+    local = jax.local_device_count()
+    if local * jax.process_count() != len(devices):  # pragma: no cover - uneven hosts
+        raise RunError("Every JAX process must have the same number of devices", hint=f"see {DOCS}")
+    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    return Placement(
+        "multi-worker",
+        "jax",
+        len(devices),
+        devices,
+        worker=jax.process_index(),
+        workers=jax.process_count(),
+        chief=jax.process_index() == 0,
+        batch_multiple=len(devices),
+        _scope=distribution.scope,
+    )
+
+
+def steps_per_execution(requested: int) -> int:
+    """The ``steps_per_execution`` to compile with, inside the placement's scope: 1 where Keras'
+    multi-step call does not work. Torch's trainer refuses more than 1; TensorFlow's under a
+    ``tf.distribute`` strategy fails in its first call (a while_loop over the distributed
+    iterator: "You must feed a value for placeholder tensor", seen with two workers)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return 1
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            return 1
+    return requested
 
 
 def _single_device_only(requested: str, backend: str) -> Placement:

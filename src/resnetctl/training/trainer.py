@@ -26,6 +26,7 @@ from resnetctl.hooks import TrainingProgress
 from resnetctl.models import check_model_fits, create_model_for, get_spec
 from resnetctl.runs import RunDir, best_row, checkpoint_info, command, link_or_copy, load_model, now, score
 from resnetctl.signals import stop_on_signals
+from resnetctl.training import distribute
 from resnetctl.training.callbacks import (
     EMAWeights,
     Reporter,
@@ -112,6 +113,7 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
         loss=SparseCrossentropy(label_smoothing=config.label_smoothing, mix=mix),
         metrics=metrics,
         jit_compile="auto" if config.jit is None else config.jit,
+        steps_per_execution=distribute.steps_per_execution(config.steps_per_execution or 1),
     )
 
 
@@ -163,7 +165,7 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
         if placement.chief and plan.restart:
             _clear(out)
         with placement.scope():
-            batches = train_batches(info, config.batch_size, plan.in_memory, config.seed, placement.batch_multiple)
+            batches = _train_batches(info, config, placement)
             model = create_model_for(
                 config.model,
                 info,
@@ -199,6 +201,14 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
                 out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement, created=created
             )
     return TrainResult(run, history, placement)
+
+
+def _train_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
+    """The train split fed as the placement needs it (device count, process share, device memory)."""
+    p = placement
+    return train_batches(
+        info, config.batch_size, config.in_memory, config.seed, p.batch_multiple, p.shard, p.data_on_device
+    )
 
 
 def _clear(run: RunDir) -> None:
@@ -250,7 +260,7 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                     f"{start_from} holds a {model.name!r} model, but run {rd.name} trains {config.model!r}",
                     hint="put the run's own checkpoint back, or resume from another epoch (--epoch)",
                 )
-            batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
+            batches = _train_batches(info, config, placement)
             steps = len(batches)
             schedule = make_schedule(config, steps)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
@@ -425,7 +435,9 @@ def _fit(
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
-    validation = validation_batches(info, config.batch_size, placement.batch_multiple)
+    validation = validation_batches(
+        info, config.batch_size, placement.batch_multiple, placement.shard, placement.data_on_device
+    )
     from resnetctl.plan import start_again_command
 
     trackers = tracking.open_trackers(config, tensorboard_dir or run.tensorboard_dir, placement.chief)
@@ -456,7 +468,7 @@ def _fit(
             EpochStart(batches),
             *([EMAWeights()] if config.ema else []),
             Reporter(progress, schedule, signals),
-            RunRecorder(
+            recorder := RunRecorder(
                 run,
                 history,
                 schedule,
@@ -515,5 +527,7 @@ def _fit(
             raise
         finally:
             progress.close()
+            with contextlib.suppress(Exception):  # a stop: the last plot lands before the lock goes
+                recorder.wait_for_plot()
     run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch)
     return history
