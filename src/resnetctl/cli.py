@@ -250,7 +250,15 @@ def _save_untrained(save: Path, model, info, input_size, num_classes, shortcut, 
 def train(
     model: Annotated[
         str | None,
-        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--config's"),
+        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--recipe's or --config's"),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="A published recipe by name: fills every setting; --config and flags override it "
+            "(`--recipe list` shows them).",
+            show_default="none",
+        ),
     ] = None,
     config_file: Annotated[
         Path | None,
@@ -374,6 +382,60 @@ def train(
             show_default="in memory when it fits",
         ),
     ] = None,
+    shortcut: Annotated[
+        str | None,
+        typer.Option(help="A | B | avgpool: the projection between stages.", show_default="the model's"),
+    ] = None,
+    plateau_monitor: Annotated[
+        str | None,
+        typer.Option(
+            help="plateau: the metric watched (loss, accuracy, val_loss, val_accuracy, ...).",
+            show_default=_default("plateau_monitor"),
+        ),
+    ] = None,
+    plateau_factor: Annotated[
+        float | None,
+        typer.Option(help="plateau: multiply the rate by this at each cut.", show_default="sqrt(0.1) = 0.3162"),
+    ] = None,
+    plateau_patience: Annotated[
+        int | None,
+        typer.Option(
+            help="plateau: epochs without improvement before a cut.", show_default=_default("plateau_patience")
+        ),
+    ] = None,
+    plateau_min_delta: Annotated[
+        float | None,
+        typer.Option(help="plateau: a smaller change is no improvement.", show_default=_default("plateau_min_delta")),
+    ] = None,
+    plateau_cooldown: Annotated[
+        int | None,
+        typer.Option(
+            help="plateau: epochs after a cut before counting again.", show_default=_default("plateau_cooldown")
+        ),
+    ] = None,
+    plateau_min_lr: Annotated[
+        float | None,
+        typer.Option(help="plateau: the rate is never cut below this.", show_default=_default("plateau_min_lr")),
+    ] = None,
+    early_stopping: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PATIENCE",
+            help="End the run (finished) PATIENCE epochs after the best epoch of --early-stopping-monitor.",
+            show_default="off",
+        ),
+    ] = None,
+    early_stopping_monitor: Annotated[
+        str | None,
+        typer.Option(help="The metric early stopping watches.", show_default=_default("early_stopping_monitor")),
+    ] = None,
+    early_stopping_min_delta: Annotated[
+        float | None,
+        typer.Option(
+            help="Early stopping: a smaller change is no improvement.",
+            show_default=_default("early_stopping_min_delta"),
+        ),
+    ] = None,
     strategy: StrategyOpt = "auto",
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
@@ -381,20 +443,16 @@ def train(
     from resnetctl.errors import RunError
     from resnetctl.paths import check_folder
     from resnetctl.paths import runs_dir as resolve_runs_dir
-    from resnetctl.training.config import TrainConfig, check_strategy, config_from_file
+    from resnetctl.training.config import check_strategy
+    from resnetctl.training.recipes import build_config, recipe_rows
 
+    if recipe == "list":
+        return ui.show_recipes(console, recipe_rows())
     try:
         parsed = tuple(int(m) for m in milestones.split(",") if m.strip()) if milestones else None
     except ValueError:
         raise RunError(f"--milestones must be epochs separated by commas. Received: {milestones!r}") from None
-    if config_file is not None:
-        base = config_from_file(config_file)
-    elif model is None:
-        raise RunError("Missing MODEL", hint="e.g. `resnetctl train resnet20`, or --config RUN/config.json")
-    else:
-        base = TrainConfig(model=model)
-    config = base.with_overrides(
-        model=model,
+    flags = dict(
         dataset=dataset,
         data_dir=str(data_dir) if data_dir else None,
         epochs=epochs,
@@ -425,7 +483,18 @@ def train(
         tensorboard=tensorboard or None,
         in_memory=in_memory,
         zero_init_last=zero_init_last or None,
-    ).validate()
+        shortcut=shortcut,
+        plateau_monitor=plateau_monitor,
+        plateau_factor=plateau_factor,
+        plateau_patience=plateau_patience,
+        plateau_min_delta=plateau_min_delta,
+        plateau_cooldown=plateau_cooldown,
+        plateau_min_lr=plateau_min_lr,
+        early_stopping=early_stopping,
+        early_stopping_monitor=early_stopping_monitor,
+        early_stopping_min_delta=early_stopping_min_delta,
+    )
+    config = build_config(model, recipe, config_file, flags)
     check_strategy(strategy)
     info = open_dataset(config.dataset, config.data_dir)
     check_folder(resolve_runs_dir(config.runs_dir), "Runs dir")
@@ -438,6 +507,8 @@ def train(
         from resnetctl.models.profile import profile_spec
 
         spec = get_spec(config.model)
+        if config.shortcut:
+            spec = spec.replace(shortcut=config.shortcut)
         return ui.show_dry_run(
             console, config.resolved(info).to_dict(), spec, profile_spec(spec, info.image_size, info.num_classes), info
         )

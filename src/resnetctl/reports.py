@@ -36,7 +36,7 @@ def _next_command(run: RunDir, state: str, done: int, epochs: int) -> str | None
         return None
     if done == 0:
         return f"resnetctl train MODEL --run {run.name} --runs-dir {where.parent} (no epoch finished)"
-    if done < epochs:
+    if done < epochs and state != "finished":  # a finished run short of its epochs was stopped early
         return f"resnetctl resume --run {where}"
     return f"resnetctl evaluate --run {where}"
 
@@ -61,6 +61,7 @@ def run_summary(run: RunDir) -> dict:
         "path": str(run.path),
         "state": state.get("state", "unknown"),
         "reason": state.get("reason"),
+        "stopped_early": {k: state[k] for k in ("stopped_epoch", "best_epoch") if k in state} or None,
         "model": config["model"],
         "dataset": config["dataset"],
         "recipe": {
@@ -77,6 +78,7 @@ def run_summary(run: RunDir) -> dict:
                 "precision",
             )
         },
+        "recipe_name": config.get("recipe"),
         "segments": config.get("segments", []),
         "epochs_done": done,
         "epochs": config["epochs"],

@@ -118,13 +118,43 @@ class EMAWeights(keras.callbacks.Callback):
         self._show(averaged=True)
 
 
+class PlateauCut(keras.callbacks.Callback):
+    """``--schedule plateau``: feeds the epoch's metric to the rule (``monitors.Plateau``) and
+    gives the schedule its new rate. Keep it before :class:`RunRecorder`, which saves the rule's
+    state after this epoch with the checkpoint."""
+
+    def __init__(self, rule, schedule):
+        super().__init__()
+        self.rule, self.schedule = rule, schedule
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.rule.update((logs or {}).get(self.rule.monitor)):
+            self.schedule.set_rate(epoch + 1, self.rule.lr)
+            if keras.backend.backend() == "jax":  # a jitted step read the rate as a constant: trace again
+                self.model.make_train_function(force=True)
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """``--early-stopping``: ends ``fit`` when the rule (``monitors.EarlyStopping``) says so.
+    Keep it before :class:`RunRecorder` (which writes the last epoch's file on a stop)."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.rule.update(epoch + 1, (logs or {}).get(self.rule.monitor)):
+            self.model.stop_training = True
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Writes history.csv, monitor.png and the checkpoints after each finished epoch.
 
     ``last.keras`` every epoch, ``checkpoints/epoch_NNNN.keras`` every ``checkpoint_every``
     epochs and at the end, ``best.keras`` when :func:`resnetctl.runs.score` improves on
     ``best_score`` (the score of the existing ``best.keras``): one ``model.save``, then copies.
-    With ``keep``, only the ``keep`` newest epoch files stay.
+    With ``keep``, only the ``keep`` newest epoch files stay. ``rules`` (name -> an object
+    with ``state()``: the plateau and early-stopping rules) go into each checkpoint's metadata.
     """
 
     async_safe = True  # its batch hook only reads the clock
@@ -140,8 +170,10 @@ class RunRecorder(keras.callbacks.Callback):
         progress: TrainingProgress,
         extra: list | None = None,
         keep: int | None = None,
+        rules: dict | None = None,
     ):
         super().__init__()
+        self.rules = rules or {}
         self.run = run
         self.rows = history
         self.schedule = schedule
@@ -175,9 +207,14 @@ class RunRecorder(keras.callbacks.Callback):
         }
         if not math.isfinite(row.get("loss", 0.0)):
             raise StopRequested("the loss became non-finite (NaN or inf)", epoch + 1, diverged=True)
-        info = {"epoch": epoch + 1, "metrics": {k: v for k, v in row.items() if k != "epoch"}}
+        info = {
+            "epoch": epoch + 1,
+            "metrics": {k: v for k, v in row.items() if k != "epoch"},
+            **{name: rule.state() for name, rule in self.rules.items()},
+        }
         save_checkpoint(self.model, self.run.last_path, info)
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
+        last = epoch + 1 == self.params.get("epochs") or self.model.stop_training
+        if (epoch + 1) % self.every == 0 or last:
             self.run.checkpoint_dir.mkdir(exist_ok=True)
             atomic.copy_file(self.run.last_path, self.run.epoch_path(epoch + 1))
             if self.keep:

@@ -16,7 +16,7 @@ from resnetctl.models.specs import AUGMENTATIONS
 
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SCHEDULES = ("poly", "step", "cosine", "constant")
+SCHEDULES = ("poly", "step", "cosine", "constant", "plateau")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
 
 
@@ -108,6 +108,18 @@ class TrainConfig:
     run: str | None = None
     tensorboard: bool = False
     in_memory: bool | None = None  # None: in memory when the train split fits comfortably
+    shortcut: str | None = None  # A | B | avgpool: the projection between stages; None: the model's own
+    # --schedule plateau (Keras' ReduceLROnPlateau; defaults of the Keras ResNet20 notebook):
+    plateau_monitor: str = "loss"  # the metric watched: loss | accuracy | top5 | val_loss | val_accuracy | val_top5
+    plateau_factor: float = math.sqrt(0.1)  # in (0, 1): the rate is multiplied by it at each cut
+    plateau_patience: int = 5  # >= 1: epochs without improvement before a cut
+    plateau_min_delta: float = 0.01  # >= 0: a smaller change is no improvement
+    plateau_cooldown: int = 0  # >= 0: epochs after a cut before counting again
+    plateau_min_lr: float = 1e-6  # >= 0: the rate is never cut below it
+    early_stopping: int | None = None  # >= 1: end the run this many epochs after the best one; None: off
+    early_stopping_monitor: str = "val_accuracy"  # a metric as for plateau_monitor
+    early_stopping_min_delta: float = 0.0  # >= 0: a smaller change is no improvement
+    recipe: str | None = None  # the named recipe (training/recipes.py) the settings started from
 
     def warmup(self) -> float:
         """Warmup epochs; by default 2, or a tenth of a shorter run. Without warmup, lr 0.1 from the
@@ -155,6 +167,12 @@ class TrainConfig:
         if not 0 <= self.momentum < 1:
             raise RunError(f"`momentum` must be in [0, 1). Received: {self.momentum}")
         check_schedule_args(self.schedule, self.lr, self.epochs, self.warmup(), self.power, self.milestones)
+        self._check_monitors()
+        if self.shortcut is not None:
+            from resnetctl.models.specs import SHORTCUTS
+
+            if self.shortcut not in SHORTCUTS:
+                raise RunError(f"Unknown shortcut {self.shortcut!r}", hint=f"use one of {', '.join(SHORTCUTS)}")
         if self.run is not None:
             paths.check_name(self.run, "Run")
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -164,9 +182,52 @@ class TrainConfig:
             )
         return self
 
+    def _check_monitors(self) -> None:
+        """The plateau and early-stopping settings; set for a rule that is off, they are refused."""
+        from resnetctl.training.monitors import check_monitor
+
+        plateau = {f: getattr(self, f) for f in PLATEAU_FIELDS}
+        if self.schedule != "plateau":
+            changed = [f for f, v in plateau.items() if v != getattr(DEFAULTS, f)]
+            if changed:
+                flags = ", ".join("--" + f.replace("_", "-") for f in changed)
+                raise RunError(f"{flags} apply only with --schedule plateau. Received: schedule={self.schedule!r}")
+        check_monitor("--plateau-monitor", self.plateau_monitor)
+        if not (math.isfinite(self.plateau_factor) and 0 < self.plateau_factor < 1):
+            raise RunError(f"`plateau_factor` must be in (0, 1). Received: plateau_factor={self.plateau_factor}")
+        for label in ("plateau_patience", "early_stopping"):
+            value = getattr(self, label)
+            if value is not None and value < 1:
+                raise RunError(f"`{label}` must be >= 1. Received: {label}={value}")
+        for label in ("plateau_min_delta", "plateau_cooldown", "plateau_min_lr", "early_stopping_min_delta"):
+            value = getattr(self, label)
+            if not (math.isfinite(value) and value >= 0):
+                raise RunError(f"`{label}` must be a finite number >= 0. Received: {label}={value}")
+        if self.early_stopping is None:
+            changed = [
+                f
+                for f in ("early_stopping_monitor", "early_stopping_min_delta")
+                if getattr(self, f) != getattr(DEFAULTS, f)
+            ]
+            if changed:
+                flags = ", ".join("--" + f.replace("_", "-") for f in changed)
+                raise RunError(f"{flags} apply only with --early-stopping PATIENCE")
+        check_monitor("--early-stopping-monitor", self.early_stopping_monitor)
+
+    def check_dataset(self, info) -> None:
+        """What needs the dataset: a ``val_*`` or ``top5`` metric to watch must be logged on it."""
+        from resnetctl.training.monitors import check_monitor
+
+        has_val = info.splits.get("val", 0) > 0
+        if self.schedule == "plateau":
+            check_monitor("--plateau-monitor", self.plateau_monitor, has_val, info.num_classes)
+        if self.early_stopping is not None:
+            check_monitor("--early-stopping-monitor", self.early_stopping_monitor, has_val, info.num_classes)
+
     def resolved(self, info) -> TrainConfig:
         """The defaults that depend on the dataset (batch size, augmentation) filled in from its
         ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
+        self.check_dataset(info)
         return replace(
             self,
             batch_size=default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size,
@@ -194,6 +255,7 @@ class TrainConfig:
 
 
 DEFAULTS = TrainConfig(model="")
+PLATEAU_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name.startswith("plateau_"))
 
 
 # what train adds to a run's config.json beside the options (config_from_file ignores them)
@@ -206,6 +268,16 @@ def config_from_file(path) -> TrainConfig:
     """The options of a run's ``config.json`` (or of any JSON object of its keys), to train that
     run again; its name is not taken (a new run gets a new one) and its lr changes by ``resume``
     are not replayed. An unknown key is an error, so a typo never passes silently."""
+    options = config_file_options(path)
+    try:
+        return TrainConfig.from_dict(options)
+    except TypeError as exc:
+        raise RunError(f"--config {path}: {exc}") from None
+
+
+def config_file_options(path) -> dict:
+    """The options a ``--config`` file sets (its keys only, nothing filled in): what
+    :func:`resnetctl.training.recipes.build_config` lays over a recipe."""
     from pathlib import Path
 
     path = Path(path)
@@ -221,8 +293,4 @@ def config_from_file(path) -> TrainConfig:
         raise RunError(
             f"Unknown keys in --config {path}: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(known))}"
         )
-    options = {k: v for k, v in record.items() if k in known and k != "run"}
-    try:
-        return TrainConfig.from_dict(options)
-    except TypeError as exc:
-        raise RunError(f"--config {path}: {exc}") from None
+    return {k: v for k, v in record.items() if k in known and k != "run"}

@@ -28,7 +28,9 @@ from resnetctl.models import check_model_fits, create_model_for
 from resnetctl.runs import RunDir, checkpoint_info, find_run, load_model, now, score
 from resnetctl.signals import stop_on_signals
 from resnetctl.training.callbacks import (
+    EarlyStop,
     EMAWeights,
+    PlateauCut,
     Reporter,
     RunRecorder,
     StopRequested,
@@ -38,7 +40,8 @@ from resnetctl.training.callbacks import (
 from resnetctl.training.config import TrainConfig
 from resnetctl.training.distribute import Placement, resolve
 from resnetctl.training.losses import SparseCrossentropy
-from resnetctl.training.schedules import EpochSchedule
+from resnetctl.training.monitors import EarlyStopping, Plateau
+from resnetctl.training.schedules import EpochSchedule, PlateauSchedule
 
 log = logging.getLogger("resnetctl")
 # files a run dir holds; a run that never finished an epoch is cleared of these before a restart
@@ -50,6 +53,7 @@ class TrainResult:
     run: RunDir
     history: list[dict]
     placement: Placement | None = None
+    stopped_early: dict | None = None  # reason, best_epoch, stopped_epoch when early stopping ended it
 
     @property
     def epochs_done(self) -> int:
@@ -77,12 +81,58 @@ def _set_up_backend(config: TrainConfig) -> None:
     keras.mixed_precision.set_dtype_policy(config.precision)
 
 
-def make_schedule(config: TrainConfig, steps_per_epoch: int, constant_lr: float | None = None):
+def make_schedule(config: TrainConfig, steps_per_epoch: int, constant_lr: float | None = None, rules=None):
+    """The optimizer's schedule; a plateau run's rate comes from its rule (``rules["plateau"]``)."""
+    if config.schedule == "plateau":
+        plateau = (rules or {}).get("plateau") or new_rules(config)["plateau"]
+        start = (rules or {}).get("start_epoch", 0)
+        return PlateauSchedule(config.lr, steps_per_epoch, config.epochs, config.warmup(), plateau.lr, start)
     if constant_lr is not None:
         return EpochSchedule("constant", constant_lr, steps_per_epoch, config.epochs)
     return EpochSchedule(
         config.schedule, config.lr, steps_per_epoch, config.epochs, config.warmup(), config.power, config.milestones
     )
+
+
+def new_rules(config: TrainConfig, lr: float | None = None) -> dict:
+    """The epoch-end rules of a run, fresh: the plateau cut (from ``lr``, default the run's) and
+    early stopping, each where the config turns it on."""
+    rules: dict = {}
+    if config.schedule == "plateau":
+        rules["plateau"] = Plateau(
+            lr=config.lr if lr is None else lr,
+            monitor=config.plateau_monitor,
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+            min_delta=config.plateau_min_delta,
+            cooldown=config.plateau_cooldown,
+            min_lr=config.plateau_min_lr,
+        )
+    if config.early_stopping is not None:
+        rules["early_stopping"] = EarlyStopping(
+            config.early_stopping, config.early_stopping_monitor, config.early_stopping_min_delta
+        )
+    return rules
+
+
+def _saved_rules(config: TrainConfig, info: dict, epoch: int, lr: float | None, epochs_given: bool, run) -> dict:
+    """The rules as checkpoint ``info`` saved them. ``resume --lr`` starts the plateau rule
+    afresh from that rate; a run early stopping ended continues only with ``--epochs`` (on
+    purpose), its best kept and its count started again."""
+    rules = new_rules(config, lr)
+    if "plateau" in rules and lr is None and info.get("plateau"):
+        rules["plateau"] = Plateau.from_state(info["plateau"])
+    if "early_stopping" in rules and info.get("early_stopping"):
+        rule = EarlyStopping.from_state(info["early_stopping"])
+        if rule.stopped_epoch is not None:
+            if not epochs_given:
+                raise RunError(
+                    f"Run {run.name} was ended by {rule.reason()} (at epoch {rule.stopped_epoch})",
+                    hint=f"train further on purpose: resnetctl resume --run {run.path.resolve()} --epochs TOTAL",
+                )
+            rule = rule.continued()
+        rules["early_stopping"] = rule
+    return {**rules, "start_epoch": epoch}
 
 
 def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> None:
@@ -183,9 +233,11 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
                 cutmix=config.cutmix,
                 mix_prob=config.mix_prob,
                 mix_switch_prob=config.mix_switch_prob,
+                shortcut=config.shortcut,
             )
             steps = len(batches)
-            schedule = make_schedule(config, steps)
+            rules = new_rules(config)
+            schedule = make_schedule(config, steps, rules=rules)
             init = _init_from(model, config)
             compile_model(model, config, schedule, info.num_classes)
             out.path.mkdir(parents=True, exist_ok=True)
@@ -202,8 +254,10 @@ def train(config: TrainConfig, progress: TrainingProgress | None = None, strateg
                     "placement": placement.to_dict(),
                 }
             )
-            history = _fit(out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement)
-    return TrainResult(run, history, placement)
+            history, stopped = _fit(
+                out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement, rules
+            )
+    return TrainResult(run, history, placement, stopped)
 
 
 def _clear(run: RunDir) -> None:
@@ -253,6 +307,7 @@ def resume(
             )
         epoch = max(checkpoints) if epoch is None else epoch
         start_from = rd.checkpoint(epoch)
+        rules = _saved_rules(config, checkpoint_info(start_from), epoch, lr, epochs is not None, rd)
         if epoch >= config.epochs:
             raise RunError(
                 f"Run {rd.name} has done epoch {epoch} of {config.epochs}",
@@ -269,7 +324,7 @@ def resume(
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
             batches = train_batches(info, config.batch_size, config.in_memory, config.seed, placement.batch_multiple)
             steps = len(batches)
-            schedule = make_schedule(config, steps, constant_lr)
+            schedule = make_schedule(config, steps, constant_lr, rules)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
             if config.ema:  # a checkpoint holds the average in the model (EMAWeights)
                 swap_ema(model)
@@ -287,8 +342,10 @@ def resume(
                 {"at": now(), "from_epoch": epoch, "lr": lr, "epochs": config.epochs, "placement": placement.to_dict()}
             )
             out.write_config(record)
-            history = _fit(out, model, config, info, batches, history, epoch, schedule, best, progress, placement)
-    return TrainResult(rd, history, placement)
+            history, stopped = _fit(
+                out, model, config, info, batches, history, epoch, schedule, best, progress, placement, rules
+            )
+    return TrainResult(rd, history, placement, stopped)
 
 
 def _roll_back(run: RunDir, checkpoints: dict, epoch: int, start_from: Path, history: list[dict]) -> float:
@@ -377,12 +434,15 @@ def _fit(
     best_score: float,
     progress: TrainingProgress | None,
     placement: Placement,
-) -> list[dict]:
-    """``model.fit`` with our callbacks; records the run's state; returns the history.
+    rules: dict | None = None,
+) -> tuple[list[dict], dict | None]:
+    """``model.fit`` with our callbacks; records the run's state; returns the history and, when
+    early stopping ended the run, why (reason, best and stopped epochs).
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
+    rules = {k: v for k, v in (rules or {}).items() if k in ("plateau", "early_stopping")}
     validation = validation_batches(info, config.batch_size, placement.batch_multiple)
     extra = [tensorboard_writer(run.tensorboard_dir)] if config.tensorboard else []
     fresh = initial_epoch == 0
@@ -407,6 +467,8 @@ def _fit(
             EpochStart(batches),
             *([EMAWeights()] if config.ema else []),
             Reporter(progress, schedule, signals),
+            *([PlateauCut(rules["plateau"], schedule)] if "plateau" in rules else []),
+            *([EarlyStop(rules["early_stopping"])] if "early_stopping" in rules else []),
             RunRecorder(
                 run,
                 history,
@@ -417,6 +479,7 @@ def _fit(
                 progress,
                 extra,
                 keep=config.keep_checkpoints,
+                rules=rules,
             ),
         ]
         try:
@@ -468,5 +531,9 @@ def _fit(
             raise
         finally:
             progress.close()
-    run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch)
-    return history
+    early = rules.get("early_stopping")
+    stopped = None
+    if early is not None and early.stopped_epoch is not None:
+        stopped = {"reason": early.reason(), "best_epoch": early.best_epoch, "stopped_epoch": early.stopped_epoch}
+    run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch, **(stopped or {}))
+    return history, stopped

@@ -1,0 +1,144 @@
+"""The two epoch-end rules that watch a metric: the plateau rate cut and early stopping.
+
+Pure Python (no Keras), with Keras' own semantics (``keras.callbacks.ReduceLROnPlateau`` and
+``EarlyStopping`` with ``mode="auto"``), but with their whole state in a dict: every checkpoint
+stores it (``resnetctl.json``), so ``resume`` continues the rule exactly where it was.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from resnetctl.errors import RunError
+
+MONITORS = ("loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5")
+
+
+def maximised(monitor: str) -> bool:
+    """Keras' ``mode="auto"``: accuracies go up, losses go down."""
+    return "acc" in monitor or "top" in monitor
+
+
+def check_monitor(option: str, monitor: str, has_val: bool | None = None, num_classes: int | None = None) -> None:
+    """A metric train logs; ``val_*`` needs a val split, ``top5`` more than 5 classes."""
+    if monitor not in MONITORS:
+        raise RunError(f"Unknown {option} {monitor!r}", hint=f"use one of {', '.join(MONITORS)}")
+    if has_val is False and monitor.startswith("val_"):
+        raise RunError(
+            f"{option} {monitor} needs a validation split, and this dataset has none",
+            hint="monitor loss or accuracy, or prepare the dataset with a val split (--val-split)",
+        )
+    if num_classes is not None and num_classes <= 5 and monitor.endswith("top5"):
+        raise RunError(f"{option} {monitor}: top-5 accuracy is only logged with more than 5 classes")
+
+
+def _f32(x: float) -> float:
+    """The rate as the optimizer holds it (float32), so Python and the device agree bit for bit."""
+    return float(np.float32(x))
+
+
+@dataclass
+class Plateau:
+    """ReduceLROnPlateau: after ``patience`` epochs without an improvement of more than
+    ``min_delta`` in ``monitor``, multiply the rate by ``factor`` (not below ``min_lr``), then
+    wait ``cooldown`` epochs before counting again."""
+
+    lr: float
+    monitor: str = "loss"
+    factor: float = math.sqrt(0.1)
+    patience: int = 5
+    min_delta: float = 0.01
+    cooldown: int = 0
+    min_lr: float = 1e-6
+    best: float | None = None  # None: nothing seen yet (Keras' +-inf)
+    wait: int = 0
+    cooldown_counter: int = 0
+    reductions: int = 0
+
+    def __post_init__(self):
+        self.lr = _f32(self.lr)
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        delta = abs(self.min_delta)  # Keras' form: (value -+ delta) against best
+        return value - delta > self.best if maximised(self.monitor) else value + delta < self.best
+
+    def update(self, value: float | None) -> bool:
+        """One epoch's value of ``monitor``; True when the rate was just cut."""
+        if value is None or not math.isfinite(value):
+            return False
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best, self.wait = float(value), 0
+            return False
+        if self.cooldown_counter > 0:
+            return False
+        self.wait += 1
+        if self.wait < self.patience or not self.lr > _f32(self.min_lr):
+            return False
+        self.lr = _f32(max(self.lr * self.factor, self.min_lr))
+        self.reductions += 1
+        self.cooldown_counter, self.wait = self.cooldown, 0
+        return True
+
+    def state(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict) -> Plateau:
+        return cls(**state)
+
+
+@dataclass
+class EarlyStopping:
+    """EarlyStopping: stop once ``monitor`` has not improved by more than ``min_delta`` for
+    ``patience`` epochs, i.e. ``patience`` epochs after the best one."""
+
+    patience: int
+    monitor: str = "val_accuracy"
+    min_delta: float = 0.0
+    best: float | None = None
+    best_epoch: int | None = None  # 1-based
+    wait: int = 0
+    stopped_epoch: int | None = None  # 1-based; set when the rule ended the run
+
+    def update(self, epoch: int, value: float | None) -> bool:
+        """``epoch`` (1-based) ended with ``value``; True when the run must stop now."""
+        if value is None or not math.isfinite(value):
+            return False
+        self.wait += 1
+        delta = abs(self.min_delta)
+        better = self.best is None or (
+            value - delta > self.best if maximised(self.monitor) else value + delta < self.best
+        )
+        if better:
+            self.best, self.best_epoch, self.wait = float(value), epoch, 0
+            return False
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+    def reason(self) -> str:
+        return (
+            f"early stopping: {self.monitor} did not improve by more than {self.min_delta:g} for "
+            f"{self.patience} epochs after epoch {self.best_epoch}"
+        )
+
+    def continued(self) -> EarlyStopping:
+        """``resume --epochs`` of a run this rule stopped: the best is kept, the count starts
+        again, so the run gets ``patience`` more epochs to beat it."""
+        return EarlyStopping(self.patience, self.monitor, self.min_delta, self.best, self.best_epoch, 0, None)
+
+    def state(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict) -> EarlyStopping:
+        return cls(**state)
