@@ -35,6 +35,17 @@ def check_monitor(option: str, monitor: str, has_val: bool | None = None, num_cl
         raise RunError(f"{option} {monitor}: top-5 accuracy is only logged with more than 5 classes")
 
 
+def beats(value: float, best: float | None, min_delta: float, monitor: str) -> bool:
+    """Keras' ``_is_improvement``: ``value`` moved past ``best`` by more than ``min_delta``,
+    compared in float32 as Keras' ``ops.less``/``ops.greater`` do."""
+    if best is None:
+        return True
+    delta = abs(min_delta)
+    if maximised(monitor):
+        return bool(np.float32(value - delta) > np.float32(best))
+    return bool(np.float32(value + delta) < np.float32(best))
+
+
 def _f32(x: float) -> float:
     """The rate as the optimizer holds it (float32), so Python and the device agree bit for bit."""
     return float(np.float32(x))
@@ -61,12 +72,6 @@ class Plateau:
     def __post_init__(self):
         self.lr = _f32(self.lr)
 
-    def _improved(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        delta = abs(self.min_delta)  # Keras' form: (value -+ delta) against best
-        return value - delta > self.best if maximised(self.monitor) else value + delta < self.best
-
     def update(self, value: float | None) -> bool:
         """One epoch's value of ``monitor``; True when the rate was just cut."""
         if value is None or not math.isfinite(value):
@@ -74,7 +79,7 @@ class Plateau:
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
-        if self._improved(value):
+        if beats(value, self.best, self.min_delta, self.monitor):
             self.best, self.wait = float(value), 0
             return False
         if self.cooldown_counter > 0:
@@ -113,11 +118,7 @@ class EarlyStopping:
         if value is None or not math.isfinite(value):
             return False
         self.wait += 1
-        delta = abs(self.min_delta)
-        better = self.best is None or (
-            value - delta > self.best if maximised(self.monitor) else value + delta < self.best
-        )
-        if better:
+        if beats(value, self.best, self.min_delta, self.monitor):
             self.best, self.best_epoch, self.wait = float(value), epoch, 0
             return False
         if self.wait >= self.patience:
