@@ -62,7 +62,9 @@ def test_the_plateau_rule_cuts_exactly_where_keras_reduce_lr_on_plateau_does(set
     assert again == ours
 
 
-@pytest.mark.parametrize("monitor,values", [("loss", LOSSES), ("val_accuracy", [0.1, 0.3, 0.35, 0.351, 0.34, 0.36, 0.362, 0.35, 0.364, 0.4])])
+@pytest.mark.parametrize(
+    "monitor,values", [("loss", LOSSES), ("val_accuracy", [0.1, 0.3, 0.35, 0.351, 0.34, 0.36, 0.362, 0.35, 0.364, 0.4])]
+)
 def test_early_stopping_stops_where_keras_early_stopping_does(monitor, values):
     ours = EarlyStopping(patience=3, monitor=monitor, min_delta=0.005)
     # what Keras' "auto" makes of a compiled model's loss and accuracy metric
@@ -83,7 +85,12 @@ def test_early_stopping_stops_where_keras_early_stopping_does(monitor, values):
     assert stopped == ours.best_epoch + 3
     assert f"after epoch {ours.best_epoch}" in ours.reason()
     resumed = ours.continued()  # resume --epochs: best kept, count started again
-    assert (resumed.best, resumed.best_epoch, resumed.wait, resumed.stopped_epoch) == (ours.best, ours.best_epoch, 0, None)
+    assert (resumed.best, resumed.best_epoch, resumed.wait, resumed.stopped_epoch) == (
+        ours.best,
+        ours.best_epoch,
+        0,
+        None,
+    )
 
 
 def test_the_plateau_schedule_is_the_held_rate_times_warmup_on_device_and_in_python():
@@ -119,7 +126,13 @@ def test_recipes_layer_under_a_config_file_and_flags(tmp_path):
 
     # He et al.: 64k iterations at batch 128 on 45k images = 182 epochs, /10 at 32k and 48k = epochs 91, 136
     he = build_config("resnet110", "he2015-cifar", flags={"dataset": "cifar10"}, open_info=open_info)
-    assert (he.model, he.epochs, he.milestones, he.batch_size, he.weight_decay) == ("resnet110", 182, (91, 136), 128, 1e-4)
+    assert (he.model, he.epochs, he.milestones, he.batch_size, he.weight_decay) == (
+        "resnet110",
+        182,
+        (91, 136),
+        128,
+        1e-4,
+    )
     assert get_recipe("he2015-cifar").reported_for("resnet110").startswith("93.57%")
     # a flag beats the recipe; the milestones stay at the paper's shares of the run
     short = build_config(None, "he2015-cifar", flags={"epochs": 100, "batch_size": 64}, open_info=open_info)
