@@ -65,9 +65,10 @@ def test_a_plateau_run_cuts_at_the_right_epochs_and_resumes_exactly(backend, cif
 
     # TensorBoard shows the lr column, cut for cut
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
 
     events = EventAccumulator(str(run.tensorboard_dir), size_guidance={"tensors": 0}).Reload()
-    shown = [float(e.tensor_proto.float_val[0]) for e in events.Tensors("lr")]
+    shown = [float(make_ndarray(e.tensor_proto)) for e in events.Tensors("lr")]
     assert shown == pytest.approx(lr, rel=1e-6)
 
     weights, states = _weights(run.last_path), _rule_state(run.last_path)
