@@ -204,3 +204,27 @@ def test_a_recipe_run_records_its_name_and_values(cifar_small, data_dir, runs):
     with zipfile.ZipFile(runs / "notebook" / "last.keras") as z:
         assert "shortcut_pool" in z.read("config.json").decode()
     assert checkpoint_info(runs / "notebook" / "last.keras")["early_stopping"]["best_epoch"] == 1
+
+
+def test_a_plateau_cut_reaches_every_replica_under_mirrored_strategy(cifar_small, data_dir, runs):
+    """lr 0.1 and a min_delta no loss can beat: a cut at the end of every epoch from the second.
+    Resumed from epoch 2 (the schedule built afresh at the cut rate), epoch 3 agrees with the run
+    that went on to rounding: had a replica kept the old rate (0.1 against 0.0316) in the run
+    that went on, its epoch 3 would be far from the resumed one."""
+    from tests.test_distributed import run_two_cpus
+
+    common = ["--data-dir", data_dir, "--runs-dir", runs]
+    plateau = ["--schedule", "plateau", "--plateau-patience", 1, "--plateau-min-delta", 10, "--warmup-epochs", 0]
+    out = run_two_cpus(
+        "train", "resnet8", "--dataset", "cifar-small", *common, "--run", "mirrored-plateau", "--epochs", 3,
+        "--batch-size", 100, "--checkpoint-every", 1, "--strategy", "mirrored", *plateau,
+    ).stdout  # fmt: skip
+    assert "2 replicas, MirroredStrategy" in out
+    run = RunDir(runs / "mirrored-plateau")
+    straight = run.history()
+    assert [r["lr"] for r in straight] == pytest.approx([0.1, 0.1, 0.1 * CUT], rel=1e-6)
+    run_two_cpus("resume", "--run", "mirrored-plateau", "--epoch", 2, "--strategy", "mirrored", *common)
+    resumed = run.history()
+    assert resumed[2]["lr"] == straight[2]["lr"]
+    for key in ("loss", "accuracy", "val_loss"):
+        assert resumed[2][key] == pytest.approx(straight[2][key], rel=1e-3), key
