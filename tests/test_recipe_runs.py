@@ -228,3 +228,22 @@ def test_a_plateau_cut_reaches_every_replica_under_mirrored_strategy(cifar_small
     assert resumed[2]["lr"] == straight[2]["lr"]
     for key in ("loss", "accuracy", "val_loss"):
         assert resumed[2][key] == pytest.approx(straight[2][key], rel=1e-3), key
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["--recipe", "nope"], "Unknown recipe 'nope'"),
+        (["--plateau-patience", 3], "--plateau-patience apply only with --schedule plateau"),
+        (["--schedule", "plateau", "--plateau-monitor", "val_acc"], "Unknown --plateau-monitor 'val_acc'"),
+        (["--early-stopping", 0], "`early_stopping` must be >= 1"),
+        (["--recipe", "he2015-cifar", "--dataset", "nowhere"], "No prepared dataset 'nowhere'"),
+    ],
+)
+def test_recipe_and_rule_mistakes_are_answered_before_keras_is_imported(args, text, tmp_path):
+    from tests.test_cli import PROBE
+
+    env = {"RESNETCTL_DATA_DIR": str(tmp_path), "RESNETCTL_RUNS_DIR": str(tmp_path)}
+    proc = run_cli("train", "resnet20", *args, "-v", launcher=("-c", PROBE), check=False, env_extra=env)
+    assert proc.returncode == 1 and text in proc.stderr, proc.stderr
+    assert "NO-KERAS" in proc.stderr
