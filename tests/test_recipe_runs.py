@@ -187,6 +187,9 @@ def test_recipe_list_and_an_unknown_name(tmp_path):
     proc = run_cli("train", "--recipe", "resnet-best", "--dataset", "cifar10", check=False)
     one_line_error(proc, 1, "Unknown recipe 'resnet-best'")
     assert all(name in proc.stderr for name in RECIPES) and len(proc.stderr.strip().splitlines()) <= 2
+    help_text = " ".join(run_cli("train", "-h").stdout.split())  # the notebook's defaults, shown
+    for shown in ("--schedule", "plateau.", "(sqrt(0.1) = 0.3162)", "--plateau-min-lr", "(1e-06)", "(val_accuracy)"):
+        assert shown in help_text, shown
 
 
 def test_a_recipe_run_records_its_name_and_values(cifar_small, data_dir, runs):
