@@ -26,6 +26,8 @@ def printed_commands(*outputs: str) -> list[list[str]]:
     found = []
     for text in outputs:
         for line in text.splitlines():
+            if line.strip().startswith('"'):  # a JSON field holding a command, already tested as text
+                continue
             m = COMMAND.search(line.strip())
             if m:
                 try:

@@ -287,7 +287,15 @@ def _train_option(f) -> inspect.Parameter:
 def _train(
     model: Annotated[
         str | None,
-        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--config's"),
+        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--recipe's or --config's"),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="A published recipe by name: fills every setting; --config and flags override it "
+            "(`--recipe list` shows them).",
+            show_default="none",
+        ),
     ] = None,
     config_file: Annotated[
         Path | None,
@@ -310,7 +318,11 @@ def _train(
     from resnetctl.plan import plan_train
     from resnetctl.training.config import config_from_flags
 
-    plan = plan_train(config_from_flags(model, config_file, options), strategy)
+    if recipe == "list":
+        from resnetctl.training.recipes import recipe_rows
+
+        return ui.show_recipes(console, recipe_rows())
+    plan = plan_train(config_from_flags(model, config_file, options, recipe), strategy)
     if dry_run:
         from resnetctl.models import get_spec
         from resnetctl.models.profile import profile_spec

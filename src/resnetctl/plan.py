@@ -120,6 +120,7 @@ class ResumePlan:
     fork: str | None
     branches: bool  # epochs after ``epoch`` exist and will be kept as a branch
     segment: dict | None
+    rules: dict  # the plateau and early-stopping rules as the checkpoint left them
 
 
 def plan_resume(
@@ -170,8 +171,12 @@ def plan_resume(
             raise RunError(f"--fork {fork}: {target.path} already exists", hint="pick another name")
     else:
         target = rd
+    from resnetctl.checkpoints import checkpoint_info
+    from resnetctl.training.monitors import saved_rules
+
+    rules = saved_rules(config, checkpoint_info(rd.checkpoint(epoch)), epoch, lr, epochs is not None, rd)
     later = any(e > epoch for e in checkpoints) or any(r["epoch"] > epoch for r in rd.history())
-    return ResumePlan(target, rd, config, record, epoch, info, strategy, fork, later and fork is None, segment)
+    return ResumePlan(target, rd, config, record, epoch, info, strategy, fork, later and fork is None, segment, rules)
 
 
 @dataclass(frozen=True)

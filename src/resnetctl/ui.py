@@ -195,7 +195,8 @@ def show_model(console: Console, spec, profile, saved=None) -> None:
 
 def show_dry_run(console: Console, config: dict, spec, profile, info) -> None:
     """``train --dry-run``: what would be trained, on what, and how, without training."""
-    table = Table(show_header=False, title="train --dry-run: the resolved config")
+    recipe = f" (recipe {config['recipe']})" if config.get("recipe") else ""
+    table = Table(show_header=False, title=f"train --dry-run: the resolved config{recipe}")
     for key, value in config.items():
         table.add_row(*_plain(key, "-" if value is None else value))
     console.print(table)
@@ -207,6 +208,16 @@ def show_dry_run(console: Console, config: dict, spec, profile, info) -> None:
         markup=False,
     )
     console.print("nothing was trained (--dry-run)", highlight=False)
+
+
+def show_recipes(console: Console, rows: list[dict]) -> None:
+    table = _table("recipe", "model", "schedule", "epochs", "reported", "source", title="recipes", console=console)
+    for r in rows:
+        table.add_row(r["name"], r["model"], r["schedule"], str(r["epochs"]), r["reported"] or "-", r["source"])
+    console.print(table)
+    console.print(
+        "use: resnetctl train [MODEL] --recipe NAME --dataset DATASET [flags that override it]", highlight=False
+    )
 
 
 # --------------------------------------------------------------------------- train
@@ -358,6 +369,12 @@ def show_trained(console: Console, result) -> None:
             f"[green]Done[/]: worker {result.placement.worker}; the chief worker wrote run {escape(result.run.name)}"
         )
     elif result.history:
+        if result.stopped_early:
+            console.print(
+                f"Stopped early at epoch {result.stopped_early['stopped_epoch']}: {result.stopped_early['reason']} "
+                f"(best epoch {result.stopped_early['best_epoch']})",
+                highlight=False,
+            )
         console.print(
             f"[green]Done[/]: {escape(str(result.run.path))} at epoch {result.history[-1]['epoch']}",
             highlight=False,
@@ -456,6 +473,12 @@ def _lineage_text(s: dict) -> str:
     return text + (f"; branches: {', '.join(down)}" if down else "")
 
 
+def _stopped_early_text(stopped: dict | None) -> str:
+    if not stopped:
+        return ""
+    return f" (stopped early at epoch {stopped.get('stopped_epoch')}; best epoch {stopped.get('best_epoch')})"
+
+
 def show_run(console: Console, s: dict) -> None:
     table = Table(show_header=False, title=f"run {escape(s['run'])}")
     best = f"{s['curve']} {s['best_score']:.4f} at epoch {s['best_epoch']}" if s["best_epoch"] else "-"
@@ -464,10 +487,14 @@ def show_run(console: Console, s: dict) -> None:
         ("state", state),
         ("model", s["model"]),
         ("dataset", s["dataset"]),
-        ("recipe", ", ".join(f"{k}={v}" for k, v in s["recipe"].items())),
+        (
+            "recipe",
+            (f"{s['recipe_name']}: " if s.get("recipe_name") else "")
+            + ", ".join(f"{k}={v}" for k, v in s["recipe"].items()),
+        ),
         ("schedule changes", ", ".join(_segment_text(g) for g in s["segments"]) or "-"),
         ("lineage", _lineage_text(s)),
-        ("epochs", f"{s['epochs_done']} of {s['epochs']}"),
+        ("epochs", f"{s['epochs_done']} of {s['epochs']}" + _stopped_early_text(s.get("stopped_early"))),
         ("best", best),
         ("curve", s["sparkline"] or "-"),
         ("evaluation", _evaluation_text(s["latest_evaluation"])),

@@ -122,13 +122,43 @@ class EMAWeights(keras.callbacks.Callback):
         self._show(averaged=True)
 
 
+class PlateauCut(keras.callbacks.Callback):
+    """``--schedule plateau``: feeds the epoch's metric to the rule (``monitors.Plateau``) and
+    gives the schedule its new rate. Keep it before :class:`RunRecorder`, which saves the rule's
+    state after this epoch with the checkpoint."""
+
+    def __init__(self, rule, schedule):
+        super().__init__()
+        self.rule, self.schedule = rule, schedule
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.rule.update((logs or {}).get(self.rule.monitor)):
+            self.schedule.set_rate(epoch + 1, self.rule.lr)
+            if keras.backend.backend() == "jax":  # a jitted step read the rate as a constant: trace again
+                self.model.make_train_function(force=True)
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """``--early-stopping``: ends ``fit`` when the rule (``monitors.EarlyStopping``) says so.
+    Keep it before :class:`RunRecorder` (which writes the last epoch's file on a stop)."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.rule.update(epoch + 1, (logs or {}).get(self.rule.monitor)):
+            self.model.stop_training = True
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Writes history.csv, monitor.png and the checkpoints after each finished epoch.
 
     ``last.keras`` every epoch, ``checkpoints/epoch_NNNN.keras`` every ``checkpoint_every``
     epochs and at the end, ``best.keras`` when :func:`resnetctl.runs.score` improves on
     ``best_score`` (the score of the existing ``best.keras``): one ``model.save``, then copies.
-    With ``keep``, only the ``keep`` newest epoch files stay.
+    With ``keep``, only the ``keep`` newest epoch files stay. ``rules`` (name -> an object
+    with ``state()``: the plateau and early-stopping rules) go into each checkpoint's metadata.
 
     monitor.png is drawn in one background thread (about a second of matplotlib per epoch,
     which on a GPU is a large share of a CIFAR epoch): one writer, the next epoch's plot waits
@@ -152,8 +182,10 @@ class RunRecorder(keras.callbacks.Callback):
         recent: int = 3,
         model_name: str | None = None,
         marks: list[tuple[int, str]] | None = None,
+        rules: dict | None = None,
     ):
         super().__init__()
+        self.rules = rules or {}
         self.run = run
         self.rows = history
         self.schedule = schedule
@@ -196,6 +228,7 @@ class RunRecorder(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "model": self.model_name,
             "metrics": {k: v for k, v in row.items() if k != "epoch"},
+            **{name: rule.state() for name, rule in self.rules.items()},
         }
         save_checkpoint(self.model, self.run.last_path, info)
         # right after its checkpoint: a row always has one, and the row is in memory only once on
@@ -206,7 +239,7 @@ class RunRecorder(keras.callbacks.Callback):
         # until last.keras is replaced); the newest few and every N-th are kept
         self.run.checkpoint_dir.mkdir(exist_ok=True)
         link_or_copy(self.run.last_path, self.run.epoch_path(epoch + 1))
-        final = epoch + 1 == self.params.get("epochs")
+        final = epoch + 1 == self.params.get("epochs") or self.model.stop_training
         self.run.prune_epoch_files(self.every, max(self.recent, 1 if final else 0), self.keep)
         if score(row) > self.best:
             link_or_copy(self.run.last_path, self.run.best_path)
@@ -214,10 +247,13 @@ class RunRecorder(keras.callbacks.Callback):
         for writer in self.extra:
             writer(row)
         steps = self.params.get("steps") or 1
-        self._plot(list(self.rows), rate_samples(self.schedule, steps, epoch + 1))
+        # a schedule that is a function of the step alone can be drawn per step; a plateau's rate
+        # depends on its history, and its lr column (the rate of each epoch) shows every cut
+        replayable = getattr(self.schedule, "replayable", True)
+        self._plot(list(self.rows), rate_samples(self.schedule, steps, epoch + 1) if replayable else None)
         self.progress.epoch_end(row)
 
-    def _plot(self, rows: list[dict], rate: list[tuple[float, float]]) -> None:
+    def _plot(self, rows: list[dict], rate: list[tuple[float, float]] | None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.wait_for_plot()  # one writer; its failure is this epoch's failure

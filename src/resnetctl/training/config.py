@@ -13,11 +13,11 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from resnetctl.errors import RunError
-from resnetctl.models.specs import AUGMENTATIONS
+from resnetctl.models.specs import AUGMENTATIONS, SHORTCUTS
 
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SCHEDULES = ("poly", "step", "cosine", "constant")
+SCHEDULES = ("poly", "step", "cosine", "constant", "plateau")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
 
 
@@ -202,6 +202,26 @@ class TrainConfig:
         minimum=1,
         show_default="up to 16, keeping 20 progress updates an epoch",
     )
+    shortcut: str | None = _opt(
+        None, "The projection between stages: A | B | avgpool.", choices=SHORTCUTS, show_default="the model's own"
+    )
+    plateau_monitor: str = _opt("loss", "plateau: the metric watched (loss, accuracy, val_loss, val_accuracy, ...).")
+    plateau_factor: float = _opt(
+        math.sqrt(0.1), "plateau: the rate is multiplied by this at each cut.", above=0, below=1
+    )
+    plateau_patience: int = _opt(5, "plateau: epochs without improvement before a cut.", minimum=1)
+    plateau_min_delta: float = _opt(0.01, "plateau: a smaller change is no improvement.", minimum=0)
+    plateau_cooldown: int = _opt(0, "plateau: epochs after a cut before counting again.", minimum=0)
+    plateau_min_lr: float = _opt(1e-6, "plateau: the rate is never cut below this.", minimum=0)
+    early_stopping: int | None = _opt(
+        None,
+        "End the run this many epochs after its best one (EarlyStopping's patience).",
+        minimum=1,
+        show_default="off",
+    )
+    early_stopping_monitor: str = _opt("val_accuracy", "early stopping: the metric watched.")
+    early_stopping_min_delta: float = _opt(0.0, "early stopping: a smaller change is no improvement.", minimum=0)
+    recipe: str | None = _opt(None, "The named recipe the settings started from (train --recipe).", cli=False)
     in_memory: bool | None = _opt(
         None,
         "Hold train in memory or stream it from HDF5.",
@@ -232,6 +252,7 @@ class TrainConfig:
         if mixing_changed and not (self.mixup or self.cutmix):
             raise RunError("--mix-prob and --mix-switch-prob apply only with --mixup and/or --cutmix")
         check_schedule_args(self.schedule, self.lr, self.epochs, self.warmup(), self.power, self.milestones)
+        self._check_monitors()
         if self.run is not None:
             paths.check_name(self.run, "Run")
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -245,9 +266,42 @@ class TrainConfig:
             check_mlflow()
         return self
 
+    def _check_monitors(self) -> None:
+        """The plateau and early-stopping settings; set for a rule that is off, they are refused."""
+        from resnetctl.training.monitors import check_monitor
+
+        plateau = {f: getattr(self, f) for f in PLATEAU_FIELDS}
+        if self.schedule != "plateau":
+            changed = [f for f, v in plateau.items() if v != getattr(DEFAULTS, f)]
+            if changed:
+                flags = ", ".join("--" + f.replace("_", "-") for f in changed)
+                raise RunError(f"{flags} apply only with --schedule plateau. Received: schedule={self.schedule!r}")
+        check_monitor("--plateau-monitor", self.plateau_monitor)  # (ranges: the fields' declarations)
+        if self.early_stopping is None:
+            changed = [
+                f
+                for f in ("early_stopping_monitor", "early_stopping_min_delta")
+                if getattr(self, f) != getattr(DEFAULTS, f)
+            ]
+            if changed:
+                flags = ", ".join("--" + f.replace("_", "-") for f in changed)
+                raise RunError(f"{flags} apply only with --early-stopping PATIENCE")
+        check_monitor("--early-stopping-monitor", self.early_stopping_monitor)
+
+    def check_dataset(self, info) -> None:
+        """What needs the dataset: a ``val_*`` or ``top5`` metric to watch must be logged on it."""
+        from resnetctl.training.monitors import check_monitor
+
+        has_val = info.splits.get("val", 0) > 0
+        if self.schedule == "plateau":
+            check_monitor("--plateau-monitor", self.plateau_monitor, has_val, info.num_classes)
+        if self.early_stopping is not None:
+            check_monitor("--early-stopping-monitor", self.early_stopping_monitor, has_val, info.num_classes)
+
     def resolved(self, info) -> TrainConfig:
         """The defaults that depend on the dataset (batch size, augmentation, steps per execution)
         filled in from its ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
+        self.check_dataset(info)
         batch_size = default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size
         steps = math.ceil(info.splits["train"] / batch_size)
         return replace(
@@ -276,9 +330,7 @@ class TrainConfig:
     def from_dict(cls, d: dict, source: str = "the config") -> TrainConfig:
         """The options of ``d`` (other keys ignored), each checked for its declared type, so a
         ``"0.1"`` or a ``null`` where a number belongs is one clear error, not a crash later."""
-        d = {k: v for k, v in d.items() if k in _FIELDS}
-        if "ema" in d and d["ema"] is None:  # older runs wrote null for off
-            d["ema"] = 0.0
+        d = _upgrade({k: v for k, v in d.items() if k in _FIELDS})
         for name, value in d.items():
             d[name] = _coerce(name, value, _HINTS[name], source)
         if not isinstance(d.get("model"), str):
@@ -289,6 +341,14 @@ class TrainConfig:
 DEFAULTS = TrainConfig(model="")
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
+PLATEAU_FIELDS = tuple(name for name in _FIELDS if name.startswith("plateau_"))
+
+
+def _upgrade(options: dict) -> dict:
+    """Options as older versions wrote them, read as today's: ``"ema": null`` meant off."""
+    if "ema" in options and options["ema"] is None:
+        options = {**options, "ema": 0.0}
+    return options
 
 
 def _kind(hint) -> tuple[type, bool]:
@@ -384,6 +444,12 @@ def config_from_file(path) -> TrainConfig:
     """The options of a run's ``config.json`` (or of any JSON object of its keys), to train that
     run again: its schedule changes by ``resume`` (``segments``) are replayed, its name is not taken
     (a new run gets a new one). An unknown key is an error, so a typo never passes silently."""
+    return TrainConfig.from_dict(config_file_options(path), source=f"--config {path}")
+
+
+def config_file_options(path) -> dict:
+    """The options a ``--config`` file sets (its keys only, each of its declared type, nothing
+    filled in): what :func:`resnetctl.training.recipes.build_config` lays over a recipe."""
     from pathlib import Path
 
     from resnetctl.runs import RECORD_KEYS
@@ -400,8 +466,9 @@ def config_from_file(path) -> TrainConfig:
         raise RunError(
             f"Unknown keys in --config {path}: {', '.join(unknown)}", hint=f"known: {', '.join(sorted(_FIELDS))}"
         )
-    options = {k: v for k, v in record.items() if k in _FIELDS and k != "run"}
-    return TrainConfig.from_dict(options, source=f"--config {path}")
+    options = _upgrade({k: v for k, v in record.items() if k in _FIELDS and k != "run"})
+    where = f"--config {path}"
+    return {k: _coerce(k, v, _HINTS[k], where) for k, v in options.items()}
 
 
 def cli_options() -> list:
@@ -414,9 +481,14 @@ def option_kind(f) -> tuple[type, bool]:
     return _kind(_HINTS[f.name])
 
 
-def config_from_flags(model: str | None, config_file=None, flags: dict | None = None) -> TrainConfig:
-    """defaults < ``--config`` FILE < flags: the one merge ``train`` does. Flags not given are
-    ``None``; a list option (``--milestones 82,123``) comes as text and is parsed here."""
+def config_from_flags(
+    model: str | None, config_file=None, flags: dict | None = None, recipe: str | None = None
+) -> TrainConfig:
+    """``train``'s settings from its command line: a list option (``--milestones 82,123``) comes as
+    text and is parsed here, then :func:`resnetctl.training.recipes.build_config` merges
+    defaults < ``--recipe`` < ``--config`` file < flags (``None``: not given)."""
+    from resnetctl.training.recipes import build_config
+
     flags = dict(flags or {})
     for name, value in list(flags.items()):
         if isinstance(value, str) and typing.get_origin(_kind(_HINTS[name])[0]) is tuple:
@@ -426,10 +498,4 @@ def config_from_flags(model: str | None, config_file=None, flags: dict | None = 
                 raise RunError(
                     f"--{name.replace('_', '-')} must be whole numbers separated by commas. Received: {value!r}"
                 ) from None
-    if config_file is not None:
-        base = config_from_file(config_file)
-    elif model is None:
-        raise RunError("Missing MODEL", hint="e.g. resnetctl train resnet20, or --config RUN/config.json")
-    else:
-        base = TrainConfig(model=model)
-    return base.with_overrides(model=model, **flags)
+    return build_config(model, recipe, config_file, flags)

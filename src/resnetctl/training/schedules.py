@@ -18,6 +18,11 @@ from resnetctl.training.config import SCHEDULES as KINDS  # noqa: F401
 from resnetctl.training.config import check_schedule_args
 
 
+def warmup_factor(epoch, warmup_epochs: float, steps_per_epoch: int, xp):
+    """The linear warmup's multiplier at (fractional) ``epoch`` (> 0 warmup epochs): 1 from then on."""
+    return xp.minimum(1.0, (epoch + 1.0 / steps_per_epoch) / warmup_epochs)
+
+
 @keras.saving.register_keras_serializable(package="resnetctl")
 class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """poly | step | cosine | constant over ``epochs``, with an optional linear warmup, then the
@@ -60,7 +65,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         """The schedule, once, for ``xp`` = ``keras.ops`` (in the graph) or NumPy (for display)."""
         lr = self._formula(epoch, float(self.epochs), xp)
         if self.warmup_epochs > 0:
-            lr = lr * xp.minimum(1.0, (epoch + 1.0 / self.steps_per_epoch) / self.warmup_epochs)
+            lr = lr * warmup_factor(epoch, self.warmup_epochs, self.steps_per_epoch, xp)
         for start, constant, horizon in self.pieces:
             piece = constant * xp.ones_like(epoch) if constant is not None else self._formula(epoch, float(horizon), xp)
             lr = xp.where(epoch >= float(start), piece, lr)
@@ -101,4 +106,69 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "milestones": list(self.milestones),
             "gamma": self.gamma,
             "segments": self.segments,
+        }
+
+
+@keras.saving.register_keras_serializable(package="resnetctl")
+class PlateauSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``--schedule plateau``: the rate the plateau rule holds, times the linear warmup.
+
+    The rate lives in a non-trainable ``keras.Variable`` that :meth:`set_rate` assigns at an
+    epoch's end (the rule is :class:`resnetctl.training.monitors.Plateau`), so the optimizer
+    still evaluates the schedule per step (warmup). Created under the placement's scope, the
+    variable is mirrored: a cross-replica assign gives every replica the same rate. The rule's
+    state goes into every checkpoint's ``resnetctl.json``; ``resume`` builds this schedule from it.
+    """
+
+    replayable = False  # its rate depends on the metrics seen, not on the step alone
+
+    def __init__(
+        self,
+        base_lr: float,
+        steps_per_epoch: int,
+        epochs: int,
+        warmup_epochs: float = 0.0,
+        lr: float | None = None,
+        start_epoch: int = 0,
+    ):
+        check_schedule_args("plateau", base_lr, epochs, warmup_epochs)
+        self.base_lr = float(base_lr)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+        self.warmup_epochs = float(warmup_epochs)
+        lr = self.base_lr if lr is None else float(lr)
+        self.changes = [(int(start_epoch), lr)]  # (first 0-based epoch, rate): what at_step reads
+        self.rate = keras.Variable(lr, dtype="float32", trainable=False, name="plateau_lr")
+
+    def set_rate(self, from_epoch: int, lr: float) -> None:
+        """The rate of the epochs from ``from_epoch`` (0-based) on."""
+        self.changes.append((int(from_epoch), float(lr)))
+        self.rate.assign(lr)
+
+    def __call__(self, step):
+        lr = ops.cast(self.rate, "float32")
+        if self.warmup_epochs > 0:
+            epoch = ops.cast(step, "float32") / float(self.steps_per_epoch)
+            lr = lr * warmup_factor(epoch, self.warmup_epochs, self.steps_per_epoch, ops)
+        return lr
+
+    def at_step(self, step: int) -> float:
+        rate = np.float32(
+            next((r for e, r in reversed(self.changes) if step >= e * self.steps_per_epoch), self.changes[0][1])
+        )
+        if self.warmup_epochs > 0:
+            epoch = np.float32(step) / np.float32(self.steps_per_epoch)
+            rate = rate * warmup_factor(epoch, self.warmup_epochs, self.steps_per_epoch, np)
+        return float(rate)
+
+    def at_epoch_end(self, epoch: int) -> float:
+        return self.at_step((epoch + 1) * self.steps_per_epoch - 1)
+
+    def get_config(self):
+        return {
+            "base_lr": self.base_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs": self.epochs,
+            "warmup_epochs": self.warmup_epochs,
+            "lr": self.changes[-1][1],
         }

@@ -28,7 +28,9 @@ from resnetctl.runs import RunDir, best_row, checkpoint_info, command, link_or_c
 from resnetctl.signals import stop_on_signals
 from resnetctl.training import distribute
 from resnetctl.training.callbacks import (
+    EarlyStop,
     EMAWeights,
+    PlateauCut,
     Reporter,
     RunRecorder,
     StepLogger,
@@ -38,7 +40,8 @@ from resnetctl.training.callbacks import (
 from resnetctl.training.config import TrainConfig
 from resnetctl.training.distribute import Placement, resolve
 from resnetctl.training.losses import SparseCrossentropy
-from resnetctl.training.schedules import EpochSchedule
+from resnetctl.training.monitors import new_rules
+from resnetctl.training.schedules import EpochSchedule, PlateauSchedule
 
 log = logging.getLogger("resnetctl")
 # files a run dir holds; a run that never finished an epoch is cleared of these before a restart
@@ -50,6 +53,7 @@ class TrainResult:
     run: RunDir
     history: list[dict]
     placement: Placement | None = None
+    stopped_early: dict | None = None  # reason, best_epoch, stopped_epoch when early stopping ended it
 
     @property
     def epochs_done(self) -> int:
@@ -77,8 +81,13 @@ def _set_up_backend(config: TrainConfig) -> None:
     keras.mixed_precision.set_dtype_policy(config.precision)
 
 
-def make_schedule(config: TrainConfig, steps_per_epoch: int):
-    """The run's schedule, with the changes ``resume`` made (``config.segments``)."""
+def make_schedule(config: TrainConfig, steps_per_epoch: int, rules=None):
+    """The run's schedule, with the changes ``resume`` made (``config.segments``); a plateau run's
+    rate comes from its rule (``rules["plateau"]``)."""
+    if config.schedule == "plateau":
+        plateau = (rules or {}).get("plateau") or new_rules(config)["plateau"]
+        start = (rules or {}).get("start_epoch", 0)
+        return PlateauSchedule(config.lr, steps_per_epoch, config.epochs, config.warmup(), plateau.lr, start)
     return EpochSchedule(
         config.schedule,
         config.lr,
@@ -177,9 +186,11 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
                 cutmix=config.cutmix,
                 mix_prob=config.mix_prob,
                 mix_switch_prob=config.mix_switch_prob,
+                shortcut=config.shortcut,
             )
             steps = len(batches)
-            schedule = make_schedule(config, steps)
+            rules = new_rules(config)
+            schedule = make_schedule(config, steps, rules=rules)
             init = _init_from(model, config)
             compile_model(model, config, schedule, info.num_classes)
             created = not out.path.exists()
@@ -197,10 +208,22 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
                     "placement": placement.to_dict(),
                 }
             )
-            history = _fit(
-                out, model, config, info, batches, [], 0, schedule, -math.inf, progress, placement, created=created
+            history, stopped = _fit(
+                out,
+                model,
+                config,
+                info,
+                batches,
+                [],
+                0,
+                schedule,
+                -math.inf,
+                progress,
+                placement,
+                rules,
+                created=created,
             )
-    return TrainResult(run, history, placement)
+    return TrainResult(run, history, placement, stopped)
 
 
 def _train_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
@@ -262,13 +285,17 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 )
             batches = _train_batches(info, config, placement)
             steps = len(batches)
-            schedule = make_schedule(config, steps)
+            schedule = make_schedule(config, steps, plan.rules)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
             if config.ema:  # a checkpoint holds the average in the model (EMAWeights)
                 swap_ema(model)
             history = [r for r in rd.history() if r["epoch"] <= plan.epoch]
             best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
-            previous = make_schedule(replace(config, segments=record_segments(record, plan.epoch + 1)), steps)
+            previous = (
+                make_schedule(replace(config, segments=record_segments(record, plan.epoch + 1)), steps)
+                if config.schedule != "plateau"  # a plateau's rate is its rule's: nothing was planned
+                else schedule
+            )
             record.update(
                 segments=[dict(s) for s in config.segments],
                 versions=library_versions(),
@@ -299,7 +326,7 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 "branch": str(branch.path) if branch else None,
                 "fork_of": plan.source.name if plan.fork else None,
             }
-            history = _fit(
+            history, stopped = _fit(
                 out,
                 model,
                 config,
@@ -311,9 +338,10 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 best,
                 progress,
                 placement,
+                plan.rules,
                 resumed=resumed,
             )
-    return TrainResult(rd, history, placement)
+    return TrainResult(rd, history, placement, stopped)
 
 
 def record_segments(record: dict, before_epoch: int) -> tuple:
@@ -425,16 +453,19 @@ def _fit(
     best_score: float,
     progress: TrainingProgress | None,
     placement: Placement,
+    rules: dict | None = None,
     created: bool = False,
     resumed: dict | None = None,
     tensorboard_dir: Path | None = None,
-) -> list[dict]:
-    """``model.fit`` with our callbacks; records the run's state; returns the history.
+) -> tuple[list[dict], dict | None]:
+    """``model.fit`` with our callbacks; records the run's state; returns the history and, when
+    early stopping ended the run, why (reason, best and stopped epochs).
     ``tensorboard_dir``: where ``--tensorboard`` writes (default ``<run>/tensorboard``).
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
+    rules = {k: v for k, v in (rules or {}).items() if k in ("plateau", "early_stopping")}
     validation = validation_batches(
         info, config.batch_size, placement.batch_multiple, placement.shard, placement.data_on_device
     )
@@ -468,6 +499,8 @@ def _fit(
             EpochStart(batches),
             *([EMAWeights()] if config.ema else []),
             Reporter(progress, schedule, signals),
+            *([PlateauCut(rules["plateau"], schedule)] if "plateau" in rules else []),
+            *([EarlyStop(rules["early_stopping"])] if "early_stopping" in rules else []),
             recorder := RunRecorder(
                 run,
                 history,
@@ -481,6 +514,7 @@ def _fit(
                 recent=config.keep_recent,
                 model_name=config.model,
                 marks=_marks(run),
+                rules=rules,
             ),
             *([StepLogger(trackers, schedule, config.log_every)] if trackers else []),
         ]
@@ -529,5 +563,9 @@ def _fit(
             progress.close()
             with contextlib.suppress(Exception):  # a stop: the last plot lands before the lock goes
                 recorder.wait_for_plot()
-    run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch)
-    return history
+    early = rules.get("early_stopping")
+    stopped = None
+    if early is not None and early.stopped_epoch is not None:
+        stopped = {"reason": early.reason(), "best_epoch": early.best_epoch, "stopped_epoch": early.stopped_epoch}
+    run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch, **(stopped or {}))
+    return history, stopped
