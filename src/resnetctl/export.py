@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnetctl.errors import RunError
+from resnetctl.errors import RunError, is_disk_full
 from resnetctl.outputs import Output, claim, write_text, written
 
 FORMATS = ("keras", "saved-model", "tflite", "onnx")
@@ -224,6 +224,13 @@ def export(source, request: ExportRequest, images: np.ndarray) -> dict:
             raise RunError(
                 f"{fmt} export on the {_backend()} backend needs a package that is missing ({exc})",
                 hint="pip install 'resnetctl[export]', or export with KERAS_BACKEND=tensorflow",
+            ) from None
+        except Exception as exc:  # h5py and the converters report a full disk in their own words
+            if not is_disk_full(exc) and "requested and" not in str(exc):
+                raise
+            raise RunError(
+                f"Disk full while writing the {fmt} export beside {request.out.path}; nothing was published",
+                hint="free some space and export again",
             ) from None
         got = np.asarray(run_artifact(fmt, tmp, images), np.float64)
         difference = float(np.max(np.abs(got - reference)))
