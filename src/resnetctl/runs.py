@@ -165,10 +165,23 @@ class RunDir:
         return self
 
     def create(self) -> None:
-        """Make the folder a run: create it (it must not exist, or be a run of ours) and mark it."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Make the folder a run: a new folder appears with its marker already in it (made under a
+        temporary name and renamed), so no other process ever sees it unmarked; an existing run of
+        ours is marked if it was made before the marker existed."""
+        marker = {"format": RUN_FORMAT, "id": uuid.uuid4().hex, "created": now()}
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.name}{atomic.TEMP_MARK}{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            atomic.write_json(tmp / MARKER, marker)
+            try:
+                os.rename(tmp, self.path)
+                return
+            except OSError:  # it appeared meanwhile: use it as it is
+                shutil.rmtree(tmp, ignore_errors=True)
         if not self.marker_path.is_file():
-            atomic.write_json(self.marker_path, {"format": RUN_FORMAT, "id": uuid.uuid4().hex, "created": now()})
+            atomic.write_json(self.marker_path, marker)
 
     # ------------------------------------------------------------------ config and state
     def config(self) -> dict:
