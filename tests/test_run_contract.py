@@ -410,3 +410,67 @@ def test_the_cli_refuses_to_overwrite_before_any_work(tmp_path, args, text):
     error = refused(*(a.format(d=tmp_path) for a in args), "--data-dir", tmp_path / "data")
     assert text in error.message
     assert tree(tmp_path) == before
+
+
+# ------------------------------------------------------------------ found by a fresh review
+def _resumable(tmp_path, segments):
+    data = tmp_path / "data"
+    folder = _fake_dataset(data, "shapes")
+    run, _ = fake_run(tmp_path, dataset=folder)
+    record = run.config()
+    record.update(segments=segments, data_dir=str(data))
+    run.write_config(record)
+    return run
+
+
+def test_a_resume_stopped_before_its_first_epoch_keeps_its_change(tmp_path):
+    """`resume --epochs 6` stopped in its first epoch: the printed `resume --run` must go on to 6."""
+    from resnetctl.plan import plan_resume
+
+    run = _resumable(tmp_path, [{"from_epoch": 4, "lr": None, "epochs": 6}])
+    plan = plan_resume(str(run.path))
+    assert plan.epoch == 4 and plan.config.total_epochs() == 6 and plan.segment is None
+
+
+def test_going_back_drops_the_change_made_on_the_abandoned_line(tmp_path):
+    from resnetctl.plan import plan_resume
+
+    run = _resumable(tmp_path, [{"from_epoch": 2, "lr": 0.01, "epochs": None}])
+    assert plan_resume(str(run.path), epoch=2).config.segments == ()
+    assert plan_resume(str(run.path), epoch=2, lr=0.05).config.segments == (
+        {"from_epoch": 2, "lr": 0.05, "epochs": None},
+    )
+
+
+def test_the_resume_line_survives_a_finished_poly_schedule():
+    """A finished poly schedule planned a rate of 0: `resume --epochs N` divided by it (exit 70)."""
+    import io
+
+    from rich.console import Console
+
+    from resnetctl.ui import TrainingDisplay
+
+    out = io.StringIO()
+    display = TrainingDisplay(Console(file=out, width=80))
+    plan = {"model": "resnet8", "dataset": "d", "placement": "one device", "path": "p", "epochs": 8, "steps": 5}
+    display.start({**plan, "resumed": {"from_epoch": 4, "lr": 0.05, "planned_lr": 0.0, "branch": None}})
+    assert "the schedule before this resume had 0 here" in out.getvalue()
+
+
+def test_a_closed_pipe_ends_quietly_with_0(tmp_path):
+    import subprocess
+
+    from tests.helpers import cli_command
+
+    proc = subprocess.Popen(cli_command("build", "--list"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written: `| head` at its extreme
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Traceback" not in err and b"error" not in err, err
+
+
+def test_the_dry_run_shows_the_architecture_that_will_train(tmp_path):
+    data = tmp_path / "data"
+    _fake_dataset(data, "cifar10")
+    result = invoke("train", "resnet20", "--recipe", "keras-resnet20", "--dry-run", "--data-dir", data)
+    assert result.exit_code == 0, result.output
+    assert "shortcut avgpool" in result.output and "shortcut A)" not in result.output

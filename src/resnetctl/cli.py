@@ -7,6 +7,7 @@ happen inside the commands, so ``--help`` and errors are instant.
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import json
 import os
@@ -324,10 +325,9 @@ def _train(
         return ui.show_recipes(console, recipe_rows())
     plan = plan_train(config_from_flags(model, config_file, options, recipe), strategy)
     if dry_run:
-        from resnetctl.models import get_spec
         from resnetctl.models.profile import profile_spec
 
-        spec = get_spec(plan.config.model)
+        spec = plan.spec()
         info = plan.dataset
         return ui.show_dry_run(
             console, plan.describe(), spec, profile_spec(spec, info.image_size, info.num_classes), info
@@ -621,6 +621,13 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
+def _closed_pipe() -> None:
+    """End quietly with 0: what was printed reached a reader that stopped reading (``| head``)."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    os._exit(0)
+
+
 def main() -> None:
     """Entry point: every failure becomes one line and a documented exit code (docs/training.md)."""
     from resnetctl.signals import RECEIVED, raise_on_signals
@@ -647,9 +654,11 @@ def main() -> None:
         ui.print_stopped(err_console, f"stopped by {name}; nothing half-written was kept")
         _exit(EXIT_INTERRUPTED)
     except BrokenPipeError:  # `resnetctl summary | head`: the reader has all it wanted
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        _exit(0)
+        _closed_pipe()
+    except SystemExit as exc:  # Typer turns a closed pipe into exit 1 itself
+        if isinstance(exc.__context__, OSError) and exc.__context__.errno == errno.EPIPE:
+            _closed_pipe()
+        raise
     except Exception as exc:
         # usage errors; matched by shape, as Typer >= 0.29 vendors Click and older Typer uses Click's own
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):

@@ -42,6 +42,13 @@ class TrainPlan:
     def steps_per_epoch(self) -> int:
         return math.ceil(self.dataset.splits["train"] / self.config.batch_size)
 
+    def spec(self):
+        """The architecture that will be trained (the model's spec with the run's shortcut)."""
+        from resnetctl.models.specs import get_spec
+
+        spec = get_spec(self.config.model)
+        return spec.replace(shortcut=self.config.shortcut) if self.config.shortcut else spec
+
     def describe(self) -> dict:
         """Every setting as it will be used (what ``--dry-run`` shows and config.json records)."""
         c = self.config
@@ -94,6 +101,11 @@ def plan_train(config: TrainConfig, strategy: str = "auto") -> TrainPlan:
             raise RunError(
                 f"{run.path} exists and is not a resnetctl run; it was left untouched",
                 hint="pick another --run name",
+            )
+        if run.state().get("state") == "running":
+            raise RunError(
+                f"Run {run.path} is training now",
+                hint=f"watch it with: {command('summary', run.path.resolve(), '--follow')}; or pick another --run name",
             )
         if run.history() or run.checkpoints():
             raise RunError(
@@ -151,13 +163,16 @@ def plan_resume(
         )
     epoch = max(checkpoints) if epoch is None else epoch
     rd.checkpoint(epoch)  # an epoch without a checkpoint: the error lists those that have one
+    later = any(e > epoch for e in checkpoints) or any(r["epoch"] > epoch for r in rd.history())
+    # a change made at this very epoch belongs to the line being continued, unless epochs after it
+    # exist (then it was that later line's, which goes to a branch): a resume stopped before its
+    # first epoch ended keeps its --lr/--epochs when resumed again
+    prior = tuple(s for s in config.segments if s["from_epoch"] < epoch or (s["from_epoch"] == epoch and not later))
     segment = None
-    if lr is not None or (epochs is not None and epochs != config.total_epochs()):
+    if lr is not None or (epochs is not None and epochs != replace(config, segments=prior).total_epochs()):
         segment = {"from_epoch": epoch, "lr": lr, "epochs": epochs}
-        kept = tuple(s for s in config.segments if s["from_epoch"] < epoch)
-        config = replace(config, segments=(*kept, segment))
-    else:
-        config = replace(config, segments=tuple(s for s in config.segments if s["from_epoch"] < epoch))
+        prior = (*(s for s in prior if s["from_epoch"] < epoch), segment)
+    config = replace(config, segments=prior)
     total = config.total_epochs()
     if epoch >= total:
         raise RunError(
@@ -175,7 +190,6 @@ def plan_resume(
     from resnetctl.training.monitors import saved_rules
 
     rules = saved_rules(config, checkpoint_info(rd.checkpoint(epoch)), epoch, lr, epochs is not None, rd)
-    later = any(e > epoch for e in checkpoints) or any(r["epoch"] > epoch for r in rd.history())
     return ResumePlan(target, rd, config, record, epoch, info, strategy, fork, later and fork is None, segment, rules)
 
 
@@ -236,10 +250,13 @@ def running_note(run: RunDir | None) -> str | None:
     """A reader's note when the run it reads is being trained right now."""
     if run is None:
         return None
-    state = run.state()
-    if state.get("state") == "running":
-        return f"run {run.name} is still training (epoch {state.get('epoch', '?')} done when it was read)"
-    return None
+    if run.state().get("state") != "running":
+        return None
+    try:
+        done = run.history()[-1]["epoch"] if run.history() else 0
+    except RunError:
+        done = "?"
+    return f"run {run.name} is still training ({done} epochs done when it was read)"
 
 
 TTA_MODES = ("flip",)

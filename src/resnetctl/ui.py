@@ -306,7 +306,8 @@ class TrainingDisplay(TrainingProgress):
             line = f"forked from run {r['fork_of']} at epoch {r['from_epoch']}, lr {r['lr']:.3g}"
         planned = r.get("planned_lr")
         if planned is not None and abs(planned - r["lr"]) > 1e-9 * max(abs(planned), 1e-12):
-            line += f"; the schedule before this resume had {planned:.3g} here (x{r['lr'] / planned:.3g})"
+            ratio = f" (x{r['lr'] / planned:.3g})" if planned else ""  # a finished poly schedule planned 0
+            line += f"; the schedule before this resume had {planned:.3g} here{ratio}"
         self.console.print(f"[bold]{escape(line)}[/]", highlight=False, soft_wrap=True)
         if r.get("branch"):
             self.console.print(
