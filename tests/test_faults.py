@@ -321,7 +321,7 @@ def test_junk_in_the_runs_and_data_dirs_is_skipped(small, tmp_path, data_dir):
     (runs / "stray.txt").write_text("x")
     proc = run_cli("summary", "--runs-dir", runs, "--json")
     assert [r["run"] for r in json.loads(proc.stdout)] == ["good"]
-    assert "warning:" in proc.stderr and "damaged" in proc.stderr and "junk" not in proc.stderr
+    assert "warning:" in proc.stderr and "runs/damaged" in proc.stderr and "runs/junk" not in proc.stderr
     run_cli("evaluate", "--runs-dir", runs, "--data-dir", data_dir)  # the latest *readable* run
     good = RunDir(runs / "good")
     good.best_path.write_bytes(b"corrupt")  # only best.keras is damaged: resume still works

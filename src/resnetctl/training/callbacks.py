@@ -12,6 +12,7 @@ import time
 
 import keras
 
+from resnetctl import atomic
 from resnetctl.hooks import TrainingProgress
 from resnetctl.plots import plot_monitor, rate_samples
 from resnetctl.runs import RunDir, link_or_copy, save_checkpoint, score
@@ -241,8 +242,8 @@ class RunRecorder(keras.callbacks.Callback):
         link_or_copy(self.run.last_path, self.run.epoch_path(epoch + 1))
         final = epoch + 1 == self.params.get("epochs") or self.model.stop_training
         self.run.prune_epoch_files(self.every, max(self.recent, 1 if final else 0), self.keep)
-        if score(row) > self.best:
-            link_or_copy(self.run.last_path, self.run.best_path)
+        if score(row) > self.best:  # a copy, not a link: a best.keras damaged in place leaves the epoch files whole
+            atomic.copy_file(self.run.last_path, self.run.best_path)
             self.best = score(row)
         for writer in self.extra:
             writer(row)

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import keras
 
-from resnetctl import __version__, tracking
+from resnetctl import __version__, atomic, tracking
 from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
 from resnetctl.data.store import DatasetInfo
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
 from resnetctl.models import check_model_fits, create_model_for, get_spec
-from resnetctl.runs import RunDir, best_row, checkpoint_info, command, link_or_copy, load_model, now, score
+from resnetctl.runs import RunDir, best_row, checkpoint_info, command, load_model, now, score
 from resnetctl.signals import stop_on_signals
 from resnetctl.training import distribute
 from resnetctl.training.callbacks import (
@@ -362,7 +362,7 @@ def _best_kept(run: RunDir, history: list[dict], epoch: int) -> float:
     chosen = best_row([by_epoch[e] for e in sorted(kept) if e in by_epoch])
     if chosen is None:
         return -math.inf
-    link_or_copy(kept[chosen["epoch"]], run.best_path)
+    atomic.copy_file(kept[chosen["epoch"]], run.best_path)  # a copy, as RunRecorder makes it
     log.warning("best.keras is now epoch %d, the best checkpoint kept up to epoch %d", chosen["epoch"], epoch)
     return score(chosen)
 
