@@ -102,9 +102,10 @@ def plan_train(config: TrainConfig, strategy: str = "auto") -> TrainPlan:
                 f"{run.path} exists and is not a resnetctl run; it was left untouched",
                 hint="pick another --run name",
             )
-        if run.state().get("state") == "running":
+        state = run.state()
+        if state.get("state") == "running":
             raise RunError(
-                f"Run {run.path} is training now",
+                f"Run {run.path} is training now (in use by pid {state.get('pid')})",
                 hint=f"watch it with: {command('summary', run.path.resolve(), '--follow')}; or pick another --run name",
             )
         if run.history() or run.checkpoints():
