@@ -261,26 +261,16 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
     config, info = plan.config, plan.dataset
     placement = resolve(plan.strategy)
     placement.check_batch_size(config.batch_size)
-    branch = None
-    if placement.chief and (plan.branches or plan.fork is not None):
-        with plan.source.lock():  # the source changes (a branch) or is copied (a fork) as one step
-            if plan.fork is not None:
-                plan.source.fork(plan.epoch, plan.fork)
-            else:
-                branch = plan.source.branch_off(plan.epoch)
     rd = plan.run
     with _RunWriter(rd, placement) as out:
-        start_from = rd.checkpoint(plan.epoch)
-        record = rd.config()
-        if branch is not None:  # the old line's MLflow run went with the branch; this line gets its own
-            record.pop(tracking.MLFLOW_KEY, None)
+        start_from = plan.source.checkpoint(plan.epoch)
         _set_up_backend(config)
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
             if model.name != get_spec(config.model).name:  # another run's checkpoint copied in
                 raise RunError(
-                    f"{start_from} holds a {model.name!r} model, but run {rd.name} trains {config.model!r}",
+                    f"{start_from} holds a {model.name!r} model, but run {plan.source.name} trains {config.model!r}",
                     hint="put the run's own checkpoint back, or resume from another epoch (--epoch)",
                 )
             batches = _train_batches(info, config, placement)
@@ -289,7 +279,17 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
             if config.ema:  # a checkpoint holds the average in the model (EMAWeights)
                 swap_ema(model)
-            history = [r for r in rd.history() if r["epoch"] <= plan.epoch]
+            # everything is checked: only now does the source change (a branch) or get copied (a fork)
+            branch = None
+            if placement.chief and plan.fork is not None:
+                with plan.source.lock():
+                    plan.source.fork(plan.epoch, plan.fork)
+            elif placement.chief and plan.branches:  # this process holds the run's lock already
+                branch = plan.source.branch_off(plan.epoch)
+            record = (rd if placement.chief else plan.source).config()
+            if branch is not None:  # the old line's MLflow run went with the branch; this line gets its own
+                record.pop(tracking.MLFLOW_KEY, None)
+            history = [r for r in (rd if placement.chief else plan.source).history() if r["epoch"] <= plan.epoch]
             best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
             previous = (
                 make_schedule(replace(config, segments=record_segments(record, plan.epoch + 1)), steps)
