@@ -106,7 +106,11 @@ def test_early_stopping_ends_the_run_and_resume_epochs_continues_it(cifar_small,
     shown = run_cli("summary", "early", "--runs-dir", runs).stdout
     assert "stopped early at epoch 3" in shown and "early stopping" in shown
 
-    one_line_error(run_cli("resume", "--run", "early", *common, check=False), 1, "--epochs TOTAL")
+    one_line_error(
+        run_cli("resume", "--run", "early", *common, check=False),
+        1,
+        "train further on purpose, e.g.: resnetctl resume --run",
+    )
     run_cli("resume", "--run", "early", "--epochs", 10, *common)  # on purpose: 2 more epochs to beat epoch 1
     assert [r["epoch"] for r in run.history()] == [1, 2, 3, 4, 5]
     state = json.loads(run.state_path.read_text())
