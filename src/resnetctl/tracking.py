@@ -79,6 +79,9 @@ def hyperparameters(record: dict) -> dict:
 
     names = [f.name for f in fields(TrainConfig)] + ["steps_per_epoch", "effective_warmup_epochs"]
     params = {k: _plain(record[k]) for k in names if k in record and k not in ("data_dir", "runs_dir")}
+    totals = [s.get("epochs") for s in record.get("segments") or [] if isinstance(s, dict) and s.get("epochs")]
+    if totals:  # the epochs it trains to: a resume --epochs is a segment (config.json keeps what train asked)
+        params["epochs"] = _plain(totals[-1])
     info = record.get("dataset_info") or {}
     for key in ("image_size", "num_classes"):
         if key in info:

@@ -458,8 +458,8 @@ def _evaluation_text(ev: dict | None) -> str:
     epoch = f" epoch {ev['epoch']}" if ev.get("epoch") is not None else ""
     tta = f", TTA {ev['tta']}" if ev.get("tta") else ", no TTA"
     stale = " [stale: checkpoint changed since]" if ev.get("stale") else ""
-    when = f", {ev['evaluated']}" if ev.get("evaluated") else ""
-    return f"{ev['split']} rank-1 {ev['rank_1']:.4f} ({ev['checkpoint']}{epoch}{tta}{when}){stale}"
+    when = f" at {ev['evaluated']}" if ev.get("evaluated") else ""
+    return f"{ev['split']} rank-1 {ev['rank_1']:.4f} ({ev['checkpoint']}{epoch}{tta}){when}{stale}"
 
 
 def _segment_text(g: dict) -> str:
