@@ -92,7 +92,7 @@ def test_babysitting_a_run(cifar_small, data_dir, runs):
 def test_a_run_can_be_read_while_it_trains_and_the_stop_hint_works(cifar_small, data_dir, runs):
     args = ["train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs]
     proc = subprocess.Popen(
-        cli_command(*args, "--run", "live", "--epochs", 3, "--batch-size", 64),
+        cli_command(*args, "--run", "live", "--epochs", 8, "--batch-size", 64),  # the signal lands mid-run
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -118,7 +118,7 @@ def test_a_run_can_be_read_while_it_trains_and_the_stop_hint_works(cifar_small, 
     (hint,) = printed_commands(err)
     assert hint[0] == "resume"
     resumed = run_cli(*hint)
-    assert "Done" in resumed.stdout and run.history()[-1]["epoch"] == 3
+    assert "Done" in resumed.stdout and run.history()[-1]["epoch"] == 8
 
 
 def test_a_foreign_folder_at_run_is_untouched_on_a_full_disk(tmp_path):

@@ -207,7 +207,11 @@ class TrainConfig:
     )
     plateau_monitor: str = _opt("loss", "plateau: the metric watched (loss, accuracy, val_loss, val_accuracy, ...).")
     plateau_factor: float = _opt(
-        math.sqrt(0.1), "plateau: the rate is multiplied by this at each cut.", above=0, below=1
+        math.sqrt(0.1),
+        "plateau: the rate is multiplied by this at each cut.",
+        above=0,
+        below=1,
+        show_default="sqrt(0.1) = 0.3162",
     )
     plateau_patience: int = _opt(5, "plateau: epochs without improvement before a cut.", minimum=1)
     plateau_min_delta: float = _opt(0.01, "plateau: a smaller change is no improvement.", minimum=0)
