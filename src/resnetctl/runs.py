@@ -420,7 +420,7 @@ class RunDir:
         history = self.history()
         later_rows = [r for r in history if r["epoch"] > epoch]
         later_files = [(e, p) for e, p in self.epoch_files() if e > epoch]
-        ends = {p: _epoch_in(p) for p in (self.last_path, self.best_path) if p.is_file()}
+        ends = {p: epoch_in(p) for p in (self.last_path, self.best_path) if p.is_file()}
         if not later_rows and not later_files and not any(e is not None and e > epoch for e in ends.values()):
             return None
         branch = RunDir(self.path.with_name(_free_name(self.path.parent, f"{self.name[:120]}.b")))
@@ -512,7 +512,8 @@ def check_record(record: dict, where: str):
     return config
 
 
-def _epoch_in(path: Path) -> int | None:
+def epoch_in(path: Path) -> int | None:
+    """The epoch a checkpoint file holds, or None when it is unreadable."""
     try:
         epoch = checkpoint_info(path).get("epoch")
         return epoch if isinstance(epoch, int) else None

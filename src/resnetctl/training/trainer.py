@@ -24,7 +24,7 @@ from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
 from resnetctl.models import check_model_fits, create_model_for, get_spec
-from resnetctl.runs import RunDir, best_row, checkpoint_info, command, load_model, now, score
+from resnetctl.runs import RunDir, best_row, checkpoint_info, command, epoch_in, load_model, now, score
 from resnetctl.signals import stop_on_signals
 from resnetctl.training import distribute
 from resnetctl.training.callbacks import (
@@ -354,7 +354,8 @@ def _best_kept(run: RunDir, history: list[dict], epoch: int) -> float:
     a branch); when it is gone, the best checkpoint kept becomes ``best.keras``."""
     by_epoch = {r["epoch"]: r for r in history}
     if run.best_path.is_file():
-        e = _epoch_of(run.best_path, epoch + 1)
+        e = epoch_in(run.best_path)
+        e = epoch + 1 if e is None else e  # unreadable: treated as from the abandoned line
         if e <= epoch:
             return score(by_epoch[e]) if e in by_epoch else -math.inf
         run.best_path.unlink()
@@ -387,13 +388,6 @@ def _recompile_with_state(model, config: TrainConfig, schedule, num_classes: int
         )
     for variable, value in zip(fresh, state, strict=True):
         variable.assign(value)
-
-
-def _epoch_of(path, unreadable: int) -> int:
-    try:
-        return int(checkpoint_info(path)["epoch"])
-    except RunError:
-        return unreadable
 
 
 class _RunWriter:
