@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 
 from resnetctl import atomic
+from resnetctl.checkpoints import CheckpointTwin, host_copy
 from resnetctl.hooks import TrainingProgress
 from resnetctl.plots import plot_monitor, rate_samples
 from resnetctl.runs import RunDir, link_or_copy, save_checkpoint, score
@@ -153,18 +155,22 @@ class EarlyStop(keras.callbacks.Callback):
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Writes history.csv, monitor.png and the checkpoints after each finished epoch.
+    """Writes the checkpoints, history.csv and monitor.png after each finished epoch.
 
     ``last.keras`` every epoch, ``checkpoints/epoch_NNNN.keras`` every ``checkpoint_every``
     epochs and at the end, ``best.keras`` when :func:`resnetctl.runs.score` improves on
-    ``best_score`` (the score of the existing ``best.keras``): one ``model.save``, then copies.
+    ``best_score`` (the score of the existing ``best.keras``): one save, then links and copies.
     With ``keep``, only the ``keep`` newest epoch files stay. ``rules`` (name -> an object
     with ``state()``: the plateau and early-stopping rules) go into each checkpoint's metadata.
 
-    monitor.png is drawn in one background thread (about a second of matplotlib per epoch,
-    which on a GPU is a large share of a CIFAR epoch): one writer, the next epoch's plot waits
-    for the previous one, and a failed write surfaces at the next epoch's end or at the end of
-    training like a failure of the epoch's own writes.
+    The writes run on one background thread, in order, so the next epoch trains while they
+    happen (on a GPU a CIFAR epoch takes 2-4 s; a ResNet56 save and the plot about a second
+    each). The training thread only copies the state to host memory; a
+    :class:`~resnetctl.checkpoints.CheckpointTwin`, loaded from the first epoch's checkpoint
+    (written in the foreground), saves it. The contract stays: each file is atomic, a row
+    reaches history.csv (and ``history``) only after its checkpoint, one epoch's writes are
+    pending at most, and their failure is raised at the next epoch's end or by :meth:`settle`
+    as a failure of the epoch's own writes.
     """
 
     async_safe = True  # its batch hook only reads the clock
@@ -188,7 +194,8 @@ class RunRecorder(keras.callbacks.Callback):
         super().__init__()
         self.rules = rules or {}
         self.run = run
-        self.rows = history
+        self.rows = history  # the rows on disk (appended by the writer, after history.csv)
+        self.submitted = list(history)  # the rows handed to the writer
         self.schedule = schedule
         self.images = images
         self.every = checkpoint_every
@@ -201,8 +208,9 @@ class RunRecorder(keras.callbacks.Callback):
         self.train_seconds = 0.0
         self.model_name = model_name  # the registry name, recorded in each checkpoint
         self.marks = marks or []  # (epoch, text) of resumes and rate changes, drawn on monitor.png
-        self.plotter = None  # the single background thread that draws monitor.png
-        self.plotting = None  # its last Future
+        self.writer = None  # the single background thread that writes
+        self.pending = None  # the Future of the last epoch's writes
+        self.twin = None  # the CheckpointTwin (False: it could not be made; saves stay in the foreground)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.train_seconds = time.perf_counter(), 0.0
@@ -231,49 +239,73 @@ class RunRecorder(keras.callbacks.Callback):
             "metrics": {k: v for k, v in row.items() if k != "epoch"},
             **{name: rule.state() for name, rule in self.rules.items()},
         }
-        save_checkpoint(self.model, self.run.last_path, info)
-        # right after its checkpoint: a row always has one, and the row is in memory only once on
-        # disk, so a write that fails later (a full disk) never loses or invents a row
-        self.run.write_history([*self.rows, row])
-        self.rows.append(row)
-        # the epoch's file is a second name of last.keras (a hard link: no copy, no extra space
-        # until last.keras is replaced); the newest few and every N-th are kept
-        self.run.checkpoint_dir.mkdir(exist_ok=True)
-        link_or_copy(self.run.last_path, self.run.epoch_path(epoch + 1))
+        self.settle()  # one epoch's writes pending at most; their failure is this epoch's
+        state = None
+        if self.twin:
+            state = host_copy(self.model)
+        else:
+            save_checkpoint(self.model, self.run.last_path, info)
+        best = score(row) > self.best
+        self.best = max(self.best, score(row))
         final = epoch + 1 == self.params.get("epochs") or self.model.stop_training
-        self.run.prune_epoch_files(self.every, max(self.recent, 1 if final else 0), self.keep)
-        if score(row) > self.best:  # a copy, not a link: a best.keras damaged in place leaves the epoch files whole
-            atomic.copy_file(self.run.last_path, self.run.best_path)
-            self.best = score(row)
-        for writer in self.extra:
-            writer(row)
+        self.submitted.append(row)
         steps = self.params.get("steps") or 1
         # a schedule that is a function of the step alone can be drawn per step; a plateau's rate
         # depends on its history, and its lr column (the rate of each epoch) shows every cut
         replayable = getattr(self.schedule, "replayable", True)
-        self._plot(list(self.rows), rate_samples(self.schedule, steps, epoch + 1) if replayable else None)
+        rate = rate_samples(self.schedule, steps, epoch + 1) if replayable else None
+        if self.writer is None:
+            self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnetctl-writes")
+        self.pending = self.writer.submit(self._write_epoch, state, info, row, list(self.submitted), best, final, rate)
+        for writer in self.extra:
+            writer(row)
         self.progress.epoch_end(row)
 
-    def _plot(self, rows: list[dict], rate: list[tuple[float, float]] | None) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+    def _write_epoch(self, state, info, row, rows, best, final, rate) -> None:
+        """The epoch's files, in the order that keeps the run consistent at every moment."""
+        if state is not None:
+            self.twin.save(state, self.run.last_path, info)
+        # right after its checkpoint: a row always has one, and the row is in memory only once on
+        # disk, so a write that fails later (a full disk) never loses or invents a row
+        self.run.write_history(rows)
+        self.rows.append(row)
+        # the epoch's file is a second name of last.keras (a hard link: no copy, no extra space
+        # until last.keras is replaced); the newest few and every N-th are kept
+        self.run.checkpoint_dir.mkdir(exist_ok=True)
+        link_or_copy(self.run.last_path, self.run.epoch_path(row["epoch"]))
+        self.run.prune_epoch_files(self.every, max(self.recent, 1 if final else 0), self.keep)
+        if best:  # a copy, not a link: a best.keras damaged in place leaves the epoch files whole
+            atomic.copy_file(self.run.last_path, self.run.best_path)
+        plot_monitor(rows, self.run.monitor_path, self.run.name, rate=rate, marks=self.marks)
+        if self.twin is None:  # after the first checkpoint of this call, later ones are saved from here
+            try:
+                self.twin = CheckpointTwin(self.run.last_path, self.model)
+            except Exception:  # noqa: BLE001 (an exotic model: the saves stay in the foreground)
+                self.twin = False
 
-        self.wait_for_plot()  # one writer; its failure is this epoch's failure
-        if self.plotter is None:
-            self.plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnetctl-plot")
-        self.plotting = self.plotter.submit(
-            plot_monitor, rows, self.run.monitor_path, self.run.name, rate=rate, marks=self.marks
-        )
-
-    def wait_for_plot(self) -> None:
-        """Block until the last monitor.png is written; re-raise its failure."""
-        pending, self.plotting = self.plotting, None
+    def settle(self) -> None:
+        """Block until the pending writes are on disk; re-raise their failure."""
+        pending, self.pending = self.pending, None
         if pending is not None:
             pending.result()
 
+    def close(self) -> BaseException | None:
+        """Settle and stop the writer thread; returns the writes' failure instead of raising it
+        (for a run that is ending for another reason)."""
+        try:
+            self.settle()
+        except BaseException as exc:  # noqa: BLE001
+            return exc
+        finally:
+            if self.writer is not None:
+                self.writer.shutdown()
+                self.writer = None
+        return None
+
     def on_train_end(self, logs=None):
-        self.wait_for_plot()
-        if self.plotter is not None:
-            self.plotter.shutdown()
+        failure = self.close()
+        if failure is not None:
+            raise failure
 
 
 class StepLogger(keras.callbacks.Callback):

@@ -514,15 +514,22 @@ def _fit(
         ]
         try:
             with tracking.session(trackers, run, initial_epoch):
-                model.fit(
-                    batches,
-                    epochs=epochs,
-                    initial_epoch=initial_epoch,
-                    shuffle=False,
-                    validation_data=validation,
-                    callbacks=callbacks,
-                    verbose=0,
-                )
+                try:
+                    model.fit(
+                        batches,
+                        epochs=epochs,
+                        initial_epoch=initial_epoch,
+                        shuffle=False,
+                        validation_data=validation,
+                        callbacks=callbacks,
+                        verbose=0,
+                    )
+                except BaseException:
+                    # the last epoch's writes finish before anything is said about what was kept;
+                    # a write that failed outranks the reason the loop ended
+                    if (failure := recorder.close()) is not None:
+                        raise failure from None
+                    raise
         except StopRequested as stop:
             done = history[-1]["epoch"] if history else initial_epoch
             kept = _kept(run, done)
@@ -555,8 +562,7 @@ def _fit(
             raise
         finally:
             progress.close()
-            with contextlib.suppress(Exception):  # a stop: the last plot lands before the lock goes
-                recorder.wait_for_plot()
+            recorder.close()  # no-op unless an error came before fit: the writes end before the lock goes
     early = rules.get("early_stopping")
     stopped = None
     if early is not None and early.stopped_epoch is not None:
