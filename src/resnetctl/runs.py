@@ -480,7 +480,7 @@ class RunDir:
         record.update(
             run=name, parent={"run": self.name, "path": str(self.path.resolve()), "epoch": epoch, "kind": "fork"}
         )
-        record["segments"] = [s for s in record.get("segments", []) if s.get("from_epoch", 0) < epoch]
+        record["segments"] = list(self.options().segments_before(epoch))
         record.pop("mlflow_run", None)
         staged.write_config(record)
         staged.write_history([r for r in self.history() if r["epoch"] <= epoch])
