@@ -405,8 +405,26 @@ def _reading(source) -> None:
         ui.print_note(err_console, f"{note}; using {source.label} ({source.model_path.name})")
 
 
+def _model_source(ctx: typer.Context, **needs):
+    """The model evaluate, predict and export read, from the options they share (``--run``,
+    ``--runs-dir``, ``--checkpoint``, ``--model``, ``--dataset``, ``--data-dir``) as parsed."""
+    from resnetctl.plan import resolve_model
+
+    p = ctx.params
+    return resolve_model(
+        p["run"],
+        runs_dir=p["runs_dir"],
+        checkpoint=p["checkpoint"],
+        model_path=p["model"],
+        dataset=p["dataset"],
+        data_dir=p["data_dir"],
+        **needs,
+    )
+
+
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     run: RunOpt = None,
     runs_dir: RunsDir = None,
     checkpoint: CheckpointOpt = "best",
@@ -423,17 +441,9 @@ def evaluate(
     as_json: JsonOpt = False,
 ):
     """Rank-1 and rank-K accuracy, loss, per-class accuracy and the confusion matrix."""
-    from resnetctl.plan import plan_evaluate, resolve_model
+    from resnetctl.plan import plan_evaluate
 
-    source = resolve_model(
-        run,
-        runs_dir=runs_dir,
-        checkpoint=checkpoint,
-        model_path=model,
-        dataset=dataset,
-        data_dir=data_dir,
-        need_dataset=True,
-    )
+    source = _model_source(ctx, need_dataset=True)
     request = plan_evaluate(source, split, topk, tta, predict, force)
     _reading(source)
     _import_backend_quietly()
@@ -445,6 +455,7 @@ def evaluate(
 
 @app.command()
 def predict(
+    ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.")],
     run: RunOpt = None,
     runs_dir: RunsDir = None,
@@ -465,13 +476,10 @@ def predict(
 
     from resnetctl.errors import RunError
     from resnetctl.outputs import claim
-    from resnetctl.plan import resolve_model
     from resnetctl.prediction import classify, find_images, load, write_csv
 
     csv_output = claim(csv_path, "--csv", force=force) if csv_path is not None else None
-    source = resolve_model(
-        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
-    )
+    source = _model_source(ctx)
     files, problems = find_images(paths)
     _reading(source)
     _import_backend_quietly()
@@ -495,6 +503,7 @@ def predict(
 
 @app.command("export")
 def export_model(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="File to write (a folder for saved-model).")],
     fmt: Annotated[str, typer.Option("--format", help="keras | saved-model | tflite | onnx.")] = "keras",
     run: RunOpt = None,
@@ -510,18 +519,9 @@ def export_model(
 ):
     """Export for deployment (uint8 RGB in, probabilities out, labels beside), checked by its own runtime."""
     from resnetctl.export import check_request
-    from resnetctl.plan import resolve_model
 
     request = check_request(fmt, out, force)
-    source = resolve_model(
-        run,
-        runs_dir=runs_dir,
-        checkpoint=checkpoint,
-        model_path=model,
-        dataset=dataset,
-        data_dir=data_dir,
-        need_classes=True,
-    )
+    source = _model_source(ctx, need_classes=True)
     _reading(source)
     _import_backend_quietly()
     from resnetctl.export import check_images, export
