@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
+from resnetctl.runs import RunDir
 from resnetctl.training.config import TrainConfig
 
 
@@ -47,6 +49,29 @@ def test_every_recipe_resolves_to_the_values_it_always_had():
     """Pinned in readback_recipes.json (written before the recipes became shared data); a recipe
     changed on purpose is rewritten there with ``python -m tests.test_readback``."""
     assert json.loads(json.dumps(_resolved_recipes())) == json.loads(RESOLVED_RECIPES.read_text())
+
+
+def test_a_run_parses_its_config_once_and_sees_it_change(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "r")
+    run.create()
+    options = TrainConfig(model="resnet8", dataset="shapes", epochs=4, batch_size=64, augmentation="crop-flip")
+    run.write_config(options.to_dict())
+    parses = []
+    loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda text, **kw: parses.append(1) or loads(text, **kw))
+
+    first = run.config()
+    first["epochs"] = 99  # each caller's own copy
+    assert run.config()["epochs"] == 4 and run.options() == options and len(parses) == 1
+
+    run.write_config({**first, "epochs": 6})  # resume rewrites it (a rename)
+    assert run.config()["epochs"] == 6 and run.options().epochs == 6 and len(parses) == 2
+
+    stat = run.config_path.stat()  # edited in place to the same size, even within one clock tick
+    run.config_path.write_text(run.config_path.read_text().replace('"epochs": 6', '"epochs": 7'))
+    os.utime(run.config_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert run.config_path.stat().st_size == stat.st_size
+    assert run.options().epochs == 7 and len(parses) == 3
 
 
 if __name__ == "__main__":
