@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
+import numpy as np
+import pytest
+
+from resnetctl.outputs import claim
 from resnetctl.runs import RunDir
 from resnetctl.training.config import TrainConfig
+from tests.helpers import cli_command, invoke, run_cli
+
+_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+_PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": _ENV}
 
 
 def test_segments_before_an_epoch_and_at_it():
@@ -72,6 +82,59 @@ def test_a_run_parses_its_config_once_and_sees_it_change(tmp_path, monkeypatch):
     os.utime(run.config_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert run.config_path.stat().st_size == stat.st_size
     assert run.options().epochs == 7 and len(parses) == 3
+
+
+# ------------------------------------------------------------------ "-" is stdout
+def test_dash_names_stdout_only_where_a_command_allows_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert claim("-", "--csv", stdout=True).stdout
+    assert claim("-", "--out").path == tmp_path / "-"  # elsewhere "-" is a file name as any other
+    result = invoke("predict", "photo.jpg", "--csv", "-", "--json")
+    assert "--csv - and --json would both write to stdout" in result.exception.message
+
+
+@pytest.fixture(scope="module")
+def pets(tmp_path_factory):
+    """A 16-image folder dataset (4 test images) and an untrained resnet8 for it."""
+    root = tmp_path_factory.mktemp("dash")
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / "pets" / cls).mkdir(parents=True)
+        for i in range(8):
+            cv2.imwrite(str(root / "pets" / cls / f"{i}.png"), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    data = root / "data"
+    prepare = ("prepare", "folder", "--source", root / "pets", "--data-dir", data, "--size", 16)
+    run_cli(*prepare, "--val-split", 0, "--test-split", 0.25)
+    run_cli("build", "resnet8", "--dataset", "pets", "--data-dir", data, "--save", root / "m.keras")
+    return root, ("--model", root / "m.keras", "--dataset", "pets", "--data-dir", data)
+
+
+@pytest.mark.e2e
+def test_predict_csv_dash_writes_the_csv_alone_to_stdout(pets):
+    root, model = pets
+    run_cli("predict", "pets", *model, "--csv", "file.csv", cwd=root)
+    piped = run_cli("predict", "pets", *model, "--csv", "-", cwd=root)
+    assert piped.stdout == (root / "file.csv").read_text()  # exactly the CSV, nothing else
+    assert "predictions (m)" in piped.stderr and not (root / "-").exists()
+
+    # a reader that stops reading (| head -1): a quiet exit 0
+    proc = subprocess.Popen(cli_command("predict", "pets", *model, "--csv", "-"), cwd=root, **_PIPES)
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0 and "Traceback" not in proc.stderr.read()
+    head = subprocess.run(
+        ["bash", "-c", 'set -o pipefail; "$@" | head -1', "-", *cli_command("predict", "pets", *model, "--csv", "-")],
+        cwd=root, capture_output=True, text=True, timeout=300, env=_ENV,
+    )  # fmt: skip
+    assert head.returncode == 0 and head.stdout == piped.stdout.splitlines(keepends=True)[0], head.stderr
+
+
+@pytest.mark.e2e
+def test_evaluate_predict_dash_writes_the_predictions_alone_to_stdout(pets):
+    root, model = pets
+    run_cli("evaluate", *model, "--predict", "file.txt", cwd=root)
+    piped = run_cli("evaluate", *model, "--predict", "-", cwd=root)
+    assert piped.stdout == (root / "file.txt").read_text() and len(piped.stdout.splitlines()) == 4
+    assert "rank-1" in piped.stderr and not (root / "-").exists()
 
 
 if __name__ == "__main__":

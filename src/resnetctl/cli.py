@@ -405,6 +405,19 @@ def _reading(source) -> None:
         ui.print_note(err_console, f"{note}; using {source.label} ({source.model_path.name})")
 
 
+def _console_beside(output, as_json: bool):
+    """Where a command renders: stderr when its ``output`` is stdout (``-``), so stdout holds
+    that output alone (``| head`` gets pure CSV); ``--json`` can't share stdout with it."""
+    if output is None or not output.stdout:
+        return console
+    if as_json:
+        raise ResnetctlError(
+            f"{output.what} - and --json would both write to stdout",
+            hint=f"give {output.what} a file name, or leave out --json",
+        )
+    return err_console
+
+
 def _model_source(ctx: typer.Context, **needs):
     """The model evaluate, predict and export read, from the options they share (``--run``,
     ``--runs-dir``, ``--checkpoint``, ``--model``, ``--dataset``, ``--data-dir``) as parsed."""
@@ -435,7 +448,11 @@ def evaluate(
     topk: Annotated[int | None, typer.Option(help="K of rank-K accuracy.", show_default="min(5, classes)")] = None,
     tta: Annotated[str | None, typer.Option(help="Test-time augmentation: flip.")] = None,
     predict: Annotated[
-        Path | None, typer.Option(help="Write top-K predictions per image (Tiny ImageNet challenge format).")
+        Path | None,
+        typer.Option(
+            help="Write top-K predictions per image (Tiny ImageNet challenge format); - writes them to stdout "
+            "(the report then goes to stderr)."
+        ),
     ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -445,12 +462,13 @@ def evaluate(
 
     source = _model_source(ctx, need_dataset=True)
     request = plan_evaluate(source, split, topk, tta, predict, force)
+    out = _console_beside(request.predictions, as_json)
     _reading(source)
     _import_backend_quietly()
     from resnetctl.evaluation import evaluate as run_evaluation
 
     r = run_evaluation(request)
-    return _print_json(r) if as_json else ui.show_evaluation(console, r)
+    return _print_json(r) if as_json else ui.show_evaluation(out, r)
 
 
 @app.command()
@@ -467,7 +485,13 @@ def predict(
     data_dir: DataDir = None,
     topk: Annotated[int | None, typer.Option(help="Classes shown per image.", show_default="min(5, classes)")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.", min=1)] = 64,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write a CSV row per image to FILE.")] = None,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Also write a CSV row per image to FILE; - writes it to stdout (the table then goes to stderr).",
+        ),
+    ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -478,7 +502,8 @@ def predict(
     from resnetctl.outputs import claim
     from resnetctl.prediction import classify, find_images, load, write_csv
 
-    csv_output = claim(csv_path, "--csv", force=force) if csv_path is not None else None
+    csv_output = claim(csv_path, "--csv", force=force, stdout=True) if csv_path is not None else None
+    out = _console_beside(csv_output, as_json)
     source = _model_source(ctx)
     files, problems = find_images(paths)
     _reading(source)
@@ -491,7 +516,7 @@ def predict(
     if as_json:
         _print_json(results)
     else:
-        ui.show_predictions(console, results, source.label)
+        ui.show_predictions(out, results, source.label)
     skipped = len(results) - len(classified)
     if skipped:
         logging.getLogger("resnetctl").warning(

@@ -295,5 +295,5 @@ def plan_evaluate(
         raise RunError(
             f"Split {split!r} has no labels to score", hint="write its predictions with --predict FILE instead"
         )
-    output = claim(predict, "--predict", force=force) if predict is not None else None
+    output = claim(predict, "--predict", force=force, stdout=True) if predict is not None else None
     return EvaluationPlan(source, split, k, tta, output)
