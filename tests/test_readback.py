@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,6 +36,19 @@ def test_segments_before_an_epoch_and_at_it():
     assert config.segments_before(7) == segments
     config.segments_before(7)[0]["lr"] = 1.0  # copies: the config's own segments stay as they were
     assert config.segments[0]["lr"] == 0.01
+
+
+def test_a_fork_keeps_the_schedule_changes_made_before_its_epoch(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.create()
+    segments = [{"from_epoch": 2, "lr": 0.01, "epochs": None}, {"from_epoch": 3, "lr": None, "epochs": 8}]
+    options = TrainConfig(model="resnet8", dataset="shapes", epochs=4, batch_size=64, augmentation="crop-flip")
+    run.write_config({**options.to_dict(), "segments": segments})
+    run.checkpoint_dir.mkdir()
+    with zipfile.ZipFile(run.epoch_path(3), "w") as z:  # the checkpoint format, without a model
+        z.writestr("resnetctl.json", json.dumps({"format_version": 1, "id": "x", "epoch": 3, "model": "resnet8"}))
+    child = run.fork(3, "f")
+    assert child.config()["segments"] == segments[:1] and run.config()["segments"] == segments
 
 
 RESOLVED_RECIPES = Path(__file__).with_name("readback_recipes.json")
