@@ -405,8 +405,39 @@ def _reading(source) -> None:
         ui.print_note(err_console, f"{note}; using {source.label} ({source.model_path.name})")
 
 
+def _console_beside(output, as_json: bool):
+    """Where a command renders: stderr when its ``output`` is stdout (``-``), so stdout holds
+    that output alone (``| head`` gets pure CSV); ``--json`` can't share stdout with it."""
+    if output is None or not output.stdout:
+        return console
+    if as_json:
+        raise ResnetctlError(
+            f"{output.what} - and --json would both write to stdout",
+            hint=f"give {output.what} a file name, or leave out --json",
+        )
+    return err_console
+
+
+def _model_source(ctx: typer.Context, **needs):
+    """The model evaluate, predict and export read, from the options they share (``--run``,
+    ``--runs-dir``, ``--checkpoint``, ``--model``, ``--dataset``, ``--data-dir``) as parsed."""
+    from resnetctl.plan import resolve_model
+
+    p = ctx.params
+    return resolve_model(
+        p["run"],
+        runs_dir=p["runs_dir"],
+        checkpoint=p["checkpoint"],
+        model_path=p["model"],
+        dataset=p["dataset"],
+        data_dir=p["data_dir"],
+        **needs,
+    )
+
+
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     run: RunOpt = None,
     runs_dir: RunsDir = None,
     checkpoint: CheckpointOpt = "best",
@@ -417,34 +448,32 @@ def evaluate(
     topk: Annotated[int | None, typer.Option(help="K of rank-K accuracy.", show_default="min(5, classes)")] = None,
     tta: Annotated[str | None, typer.Option(help="Test-time augmentation: flip.")] = None,
     predict: Annotated[
-        Path | None, typer.Option(help="Write top-K predictions per image (Tiny ImageNet challenge format).")
+        Path | None,
+        typer.Option(
+            help="Write top-K predictions per image (Tiny ImageNet challenge format); - writes them to stdout "
+            "(the report then goes to stderr)."
+        ),
     ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ):
     """Rank-1 and rank-K accuracy, loss, per-class accuracy and the confusion matrix."""
-    from resnetctl.plan import plan_evaluate, resolve_model
+    from resnetctl.plan import plan_evaluate
 
-    source = resolve_model(
-        run,
-        runs_dir=runs_dir,
-        checkpoint=checkpoint,
-        model_path=model,
-        dataset=dataset,
-        data_dir=data_dir,
-        need_dataset=True,
-    )
+    source = _model_source(ctx, need_dataset=True)
     request = plan_evaluate(source, split, topk, tta, predict, force)
+    out = _console_beside(request.predictions, as_json)
     _reading(source)
     _import_backend_quietly()
     from resnetctl.evaluation import evaluate as run_evaluation
 
     r = run_evaluation(request)
-    return _print_json(r) if as_json else ui.show_evaluation(console, r)
+    return _print_json(r) if as_json else ui.show_evaluation(out, r)
 
 
 @app.command()
 def predict(
+    ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.")],
     run: RunOpt = None,
     runs_dir: RunsDir = None,
@@ -456,7 +485,13 @@ def predict(
     data_dir: DataDir = None,
     topk: Annotated[int | None, typer.Option(help="Classes shown per image.", show_default="min(5, classes)")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.", min=1)] = 64,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write a CSV row per image to FILE.")] = None,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Also write a CSV row per image to FILE; - writes it to stdout (the table then goes to stderr).",
+        ),
+    ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -465,13 +500,11 @@ def predict(
 
     from resnetctl.errors import RunError
     from resnetctl.outputs import claim
-    from resnetctl.plan import resolve_model
     from resnetctl.prediction import classify, find_images, load, write_csv
 
-    csv_output = claim(csv_path, "--csv", force=force) if csv_path is not None else None
-    source = resolve_model(
-        run, runs_dir=runs_dir, checkpoint=checkpoint, model_path=model, dataset=dataset, data_dir=data_dir
-    )
+    csv_output = claim(csv_path, "--csv", force=force, stdout=True) if csv_path is not None else None
+    out = _console_beside(csv_output, as_json)
+    source = _model_source(ctx)
     files, problems = find_images(paths)
     _reading(source)
     _import_backend_quietly()
@@ -483,7 +516,7 @@ def predict(
     if as_json:
         _print_json(results)
     else:
-        ui.show_predictions(console, results, source.label)
+        ui.show_predictions(out, results, source.label)
     skipped = len(results) - len(classified)
     if skipped:
         logging.getLogger("resnetctl").warning(
@@ -495,6 +528,7 @@ def predict(
 
 @app.command("export")
 def export_model(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="File to write (a folder for saved-model).")],
     fmt: Annotated[str, typer.Option("--format", help="keras | saved-model | tflite | onnx.")] = "keras",
     run: RunOpt = None,
@@ -510,18 +544,9 @@ def export_model(
 ):
     """Export for deployment (uint8 RGB in, probabilities out, labels beside), checked by its own runtime."""
     from resnetctl.export import check_request
-    from resnetctl.plan import resolve_model
 
     request = check_request(fmt, out, force)
-    source = resolve_model(
-        run,
-        runs_dir=runs_dir,
-        checkpoint=checkpoint,
-        model_path=model,
-        dataset=dataset,
-        data_dir=data_dir,
-        need_classes=True,
-    )
+    source = _model_source(ctx, need_classes=True)
     _reading(source)
     _import_backend_quietly()
     from resnetctl.export import check_images, export

@@ -7,7 +7,8 @@ through or replaced (``--csv /dev/stdout`` must not replace the system's ``/dev/
 folder is never replaced by a file. Written under a short hidden temporary name in the same
 folder and renamed into place (:func:`written`), so a reader never sees half a file and a long
 valid name never fails for its temporary's sake. One process writes an output at a time: a
-second writer of the same real path is refused.
+second writer of the same real path is refused. Where a command allows it (``predict --csv``,
+``evaluate --predict``), ``-`` names stdout, the Unix way, not a file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from resnetctl import locks
 from resnetctl.errors import ResnetctlError
 
 TEMP_PREFIX = ".resnetctl-"
+STDOUT = "-"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Output:
     what: str  # the option that named it, for messages
     force: bool
     folder: bool = False  # a folder output (a SavedModel)
+    stdout: bool = False  # named "-": written to stdout, no file
 
 
 def _kind(mode: int) -> str | None:
@@ -51,9 +55,13 @@ def claim(
     force: bool = False,
     folder: bool = False,
     replaceable: Callable[[Path], bool] | None = None,
+    stdout: bool = False,
 ) -> Output:
     """``path`` checked as an output, before any work. ``replaceable`` says whether an existing
-    thing there is one that ``--force`` may replace (e.g. only an earlier export folder)."""
+    thing there is one that ``--force`` may replace (e.g. only an earlier export folder);
+    ``stdout``: whether ``-`` may name stdout (a text output)."""
+    if stdout and str(path) == STDOUT:
+        return Output(Path(STDOUT), what, force, stdout=True)
     given = Path(path).expanduser()
     where = Path(os.path.abspath(given))
     if not where.parent.is_dir():
@@ -141,5 +149,9 @@ def publish(tmp: Path, target: Path) -> None:
 
 
 def write_text(output: Output, text: str) -> None:
+    if output.stdout:  # flushed here, so a reader that stopped reading (| head) is seen at once
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     with written(output) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -168,11 +168,11 @@ def plan_resume(
     # a change made at this very epoch belongs to the line being continued, unless epochs after it
     # exist (then it was that later line's, which goes to a branch): a resume stopped before its
     # first epoch ended keeps its --lr/--epochs when resumed again
-    prior = tuple(s for s in config.segments if s["from_epoch"] < epoch or (s["from_epoch"] == epoch and not later))
+    prior = config.segments_before(epoch, inclusive=not later)
     segment = None
     if lr is not None or (epochs is not None and epochs != replace(config, segments=prior).total_epochs()):
         segment = {"from_epoch": epoch, "lr": lr, "epochs": epochs}
-        prior = (*(s for s in prior if s["from_epoch"] < epoch), segment)
+        prior = (*config.segments_before(epoch), segment)
     config = replace(config, segments=prior)
     total = config.total_epochs()
     if epoch >= total:
@@ -295,5 +295,5 @@ def plan_evaluate(
         raise RunError(
             f"Split {split!r} has no labels to score", hint="write its predictions with --predict FILE instead"
         )
-    output = claim(predict, "--predict", force=force) if predict is not None else None
+    output = claim(predict, "--predict", force=force, stdout=True) if predict is not None else None
     return EvaluationPlan(source, split, k, tta, output)

@@ -11,6 +11,7 @@ and :func:`command`, the one place a printed command is built.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import datetime as dt
 import glob
@@ -25,7 +26,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnetctl import atomic, locks, paths
@@ -110,6 +111,7 @@ def now() -> str:
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    _parsed: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see config()
 
     @property
     def name(self) -> str:
@@ -185,20 +187,30 @@ class RunDir:
 
     # ------------------------------------------------------------------ config and state
     def config(self) -> dict:
+        """``config.json``, checked; the caller's own copy to change."""
+        return copy.deepcopy(self._read_config()[0])
+
+    def options(self):
+        """The run's train options (:class:`TrainConfig`), each checked for its type."""
+        return copy.deepcopy(self._read_config()[1])
+
+    def _read_config(self) -> tuple:
+        """(the record, its options), parsed and checked once while the file stays the same
+        (inode, mtime and size; writers replace it by a rename), so the many readers of one
+        ``summary`` don't parse it again and again, and a run resumed meanwhile is seen anew."""
         try:
+            st = self.config_path.stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._parsed.get("key") == key:
+                return self._parsed["value"]
             config = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RunError(f"{self.path} is not a readable resnetctl run ({exc})") from None
         if not isinstance(config, dict) or not isinstance(config.get("model"), str) or "epochs" not in config:
             raise RunError(f"{self.config_path} is not a resnetctl run config")
-        check_record(config, str(self.config_path))  # each field's type: one line, not a crash later
-        return config
-
-    def options(self):
-        """The run's train options (:class:`TrainConfig`), each checked for its type."""
-        from resnetctl.training.config import TrainConfig
-
-        return TrainConfig.from_dict(self.config(), source=str(self.config_path))
+        options = check_record(config, str(self.config_path))  # each field's type: one line, not a crash later
+        self._parsed.update(key=key, value=(config, options))
+        return config, options
 
     def total_epochs(self) -> int:
         return self.options().total_epochs()
@@ -480,7 +492,7 @@ class RunDir:
         record.update(
             run=name, parent={"run": self.name, "path": str(self.path.resolve()), "epoch": epoch, "kind": "fork"}
         )
-        record["segments"] = [s for s in record.get("segments", []) if s.get("from_epoch", 0) < epoch]
+        record["segments"] = list(self.options().segments_before(epoch))
         record.pop("mlflow_run", None)
         staged.write_config(record)
         staged.write_history([r for r in self.history() if r["epoch"] <= epoch])

@@ -242,6 +242,13 @@ class TrainConfig:
         """The epoch the run trains to: ``epochs``, or what the latest ``resume --epochs`` set."""
         return next((int(s["epochs"]) for s in reversed(self.segments) if s.get("epochs")), self.epochs)
 
+    def segments_before(self, epoch: int, *, inclusive: bool = False) -> tuple[dict, ...]:
+        """The schedule changes made before ``epoch`` (``inclusive``: or at it, so they shape the
+        epochs after it): what a line going on from ``epoch`` keeps of this run's ``segments``."""
+        return tuple(
+            dict(s) for s in self.segments if s["from_epoch"] < epoch or (inclusive and s["from_epoch"] == epoch)
+        )
+
     def validate(self) -> TrainConfig:
         """Every option checked without Keras (types, ranges and choices from each field's declaration,
         then what involves several fields); returns self so calls chain."""

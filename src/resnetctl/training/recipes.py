@@ -47,24 +47,42 @@ class Recipe:
         return {"epochs": max(epochs, milestones[-1] + 1), "milestones": tuple(milestones)}
 
 
-_NO_EXTRAS = {"label_smoothing": 0.0, "warmup_epochs": 0.0, "zero_init_last": False, "ema": 0.0, "mixup": 0.0}
+# What every recipe here shares: Nesterov SGD (as every sgd run here) at 0.1 with momentum 0.9,
+# pad-crop-and-flip augmentation, and none of the extras added since the papers.
+_SHARED = {
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "augmentation": "crop-flip",  # 4-pixel padding, random crop, horizontal flip
+    "label_smoothing": 0.0,
+    "warmup_epochs": 0.0,
+    "zero_init_last": False,
+    "ema": 0.0,
+    "mixup": 0.0,
+}
+# The from-scratch project this tool reproduces: a linear (power 1) poly decay, Keras' l2(0.0005)
+# on the kernels (weight decay 1e-3).
+_PROJECT = "the from-scratch project this tool reproduces"
+_PROJECT_POLY = {"schedule": "poly", "power": 1.0, "weight_decay": 1e-3}
+
+
+def _recipe(*, model: str, reported: str | dict[str, str], settings: dict, **fields) -> Recipe:
+    """A :class:`Recipe` over the shared settings; a ``reported`` string is its own model's."""
+    reported = {model: reported} if isinstance(reported, str) else reported
+    return Recipe(model=model, reported=reported, settings={**_SHARED, **settings}, **fields)
+
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe(
+        _recipe(
             name="keras-resnet20",
             model="resnet20",
             source="the seed Keras ResNet20 CIFAR-10 notebook (ReduceLROnPlateau + EarlyStopping)",
-            reported={"resnet20": "91.0% test, CIFAR-10"},
+            reported="91.0% test, CIFAR-10",
             settings={
-                **_NO_EXTRAS,
-                "optimizer": "sgd",  # Nesterov, as every sgd run here
-                "lr": 0.1,
-                "momentum": 0.9,
                 "batch_size": 64,
                 "epochs": 200,
-                "augmentation": "crop-flip",  # 4-pixel shifts and horizontal flips
                 "shortcut": "avgpool",  # 2x2 average pool + 1x1 convolution between stages
                 "weight_decay": 2e-4,  # Keras' l2(1e-4) on the kernels
                 "schedule": "plateau",
@@ -80,7 +98,7 @@ RECIPES: dict[str, Recipe] = {
             },
             notes="best.keras is the best val accuracy, as the notebook's ModelCheckpoint(save_best_only)",
         ),
-        Recipe(
+        _recipe(
             name="he2015-cifar",
             model="resnet20",
             source="He et al. 2015, Deep Residual Learning, sec. 4.2 and table 6",
@@ -92,55 +110,24 @@ RECIPES: dict[str, Recipe] = {
                 "resnet110": "93.57% test, CIFAR-10 (best of 5; mean 93.39%)",
                 "resnet1202": "92.07% test, CIFAR-10",
             },
-            settings={
-                **_NO_EXTRAS,
-                "optimizer": "sgd",
-                "lr": 0.1,
-                "momentum": 0.9,
-                "batch_size": 128,
-                "augmentation": "crop-flip",  # 4-pixel padding, random 32x32 crop, flip
-                "weight_decay": 1e-4,
-                "schedule": "step",
-            },
+            settings={"batch_size": 128, "weight_decay": 1e-4, "schedule": "step"},
             iterations={"total": 64_000, "milestones": [32_000, 48_000]},
             notes="64k iterations, lr /10 at 32k and 48k (45k/5k train/val split: 182 epochs, /10 at 91 "
             "and 136); ResNet110 warmed up at 0.01 for about 400 iterations (--warmup-epochs 1 is close)",
         ),
-        Recipe(
+        _recipe(
             name="preact-resnet56-poly",
             model="preact-resnet56-wide",
-            source="the from-scratch project this tool reproduces (pre-activation bottleneck ResNet56)",
-            reported={"preact-resnet56-wide": "93.79% test, CIFAR-10"},
-            settings={
-                **_NO_EXTRAS,
-                "optimizer": "sgd",
-                "lr": 0.1,
-                "momentum": 0.9,
-                "batch_size": 128,
-                "epochs": 150,
-                "augmentation": "crop-flip",
-                "weight_decay": 1e-3,  # Keras' l2(0.0005) on the kernels
-                "schedule": "poly",
-                "power": 1.0,
-            },
+            source=f"{_PROJECT} (pre-activation bottleneck ResNet56)",
+            reported="93.79% test, CIFAR-10",
+            settings={**_PROJECT_POLY, "batch_size": 128, "epochs": 150},
         ),
-        Recipe(
+        _recipe(
             name="tiny-imagenet-resnet41",
             model="tiny-imagenet-resnet41",
-            source="the from-scratch project this tool reproduces (Tiny ImageNet ResNet41)",
-            reported={"tiny-imagenet-resnet41": "57.93% rank-1, Tiny ImageNet val"},
-            settings={
-                **_NO_EXTRAS,
-                "optimizer": "sgd",
-                "lr": 0.1,
-                "momentum": 0.9,
-                "batch_size": 64,
-                "epochs": 75,
-                "augmentation": "crop-flip",
-                "weight_decay": 1e-3,  # Keras' l2(0.0005) on the kernels
-                "schedule": "poly",
-                "power": 1.0,
-            },
+            source=f"{_PROJECT} (Tiny ImageNet ResNet41)",
+            reported="57.93% rank-1, Tiny ImageNet val",
+            settings={**_PROJECT_POLY, "batch_size": 64, "epochs": 75},
         ),
     )
 }

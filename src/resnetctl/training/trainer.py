@@ -292,7 +292,10 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
             history = [r for r in (rd if placement.chief else plan.source).history() if r["epoch"] <= plan.epoch]
             best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
             previous = (
-                make_schedule(replace(config, segments=record_segments(record, plan.epoch + 1)), steps)
+                make_schedule(
+                    replace(config, segments=TrainConfig.from_dict(record).segments_before(plan.epoch, inclusive=True)),
+                    steps,
+                )
                 if config.schedule != "plateau"  # a plateau's rate is its rule's: nothing was planned
                 else schedule
             )
@@ -342,11 +345,6 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 resumed=resumed,
             )
     return TrainResult(rd, history, placement, stopped)
-
-
-def record_segments(record: dict, before_epoch: int) -> tuple:
-    """The schedule changes a run had from before ``before_epoch`` (what it would have gone on with)."""
-    return tuple(dict(s) for s in record.get("segments", []) if s.get("from_epoch", 0) < before_epoch)
 
 
 def _best_kept(run: RunDir, history: list[dict], epoch: int) -> float:
