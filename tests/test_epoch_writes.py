@@ -34,9 +34,13 @@ def test_a_plot_that_cannot_be_written_fails_the_run_in_one_line(cifar_small, da
 
 
 # --------------------------------------------------------------------------- checkpoints off the training thread
-def test_a_checkpoint_written_from_the_host_copy_is_the_checkpoint_of_the_live_model(tmp_path):
-    """The twin saves exactly what ``model.save`` of the live model saves: every weight, the
-    optimizer's slots and its EMA, the step counter, the config."""
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_a_checkpoint_written_from_the_host_copy_is_the_checkpoint_of_the_live_model(tmp_path, precision):
+    """The twin, made and used on another thread as in training, saves exactly what
+    ``model.save`` of the live model saves: every weight, the optimizer's slots and its EMA, the
+    step counter, the config (the layers' precision policy included)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import keras
 
     from resnetctl.checkpoints import CheckpointTwin, host_copy, save_checkpoint
@@ -44,26 +48,33 @@ def test_a_checkpoint_written_from_the_host_copy_is_the_checkpoint_of_the_live_m
     from resnetctl.training.config import TrainConfig
     from resnetctl.training.trainer import compile_model, make_schedule
 
-    config = TrainConfig(model="resnet8", ema=0.9, batch_size=8)
-    model = create_model_for("resnet8", input_size=16, num_classes=10, augmentation="crop-flip", seed=0)
+    config = TrainConfig(model="resnet8", ema=0.9, batch_size=8, precision=precision)
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        model = create_model_for("resnet8", input_size=16, num_classes=10, augmentation="crop-flip", seed=0)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
     compile_model(model, config, make_schedule(config, 4), 10)
     images = np.random.default_rng(0).integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
     labels = np.arange(32) % 10
+    writer = ThreadPoolExecutor(max_workers=1)
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
     save_checkpoint(model, tmp_path / "first.keras", {"epoch": 1})
-    twin = CheckpointTwin(tmp_path / "first.keras", model)
+    twin = writer.submit(CheckpointTwin, tmp_path / "first.keras", model).result()
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0)  # the state moves on: 4 more steps
-    twin.save(host_copy(model), tmp_path / "twin.keras", {"epoch": 2})
-    model.fit(images, labels, batch_size=8, epochs=1, verbose=0)  # and on, after the copy was taken
-    expected = keras.saving.load_model(tmp_path / "twin.keras")
-    assert int(expected.optimizer.iterations.numpy()) == 8
+    saving = writer.submit(twin.save, host_copy(model), tmp_path / "twin.keras", {"epoch": 2})
+    model.fit(images, labels, batch_size=8, epochs=1, verbose=0)  # and on, while the copy is saved
+    saving.result()
+    assert int(keras.saving.load_model(tmp_path / "twin.keras").optimizer.iterations.numpy()) == 8
     save_checkpoint(model, tmp_path / "live.keras", {"epoch": 3})
-    twin.save(host_copy(model), tmp_path / "twin.keras", {"epoch": 3})
+    writer.submit(twin.save, host_copy(model), tmp_path / "twin.keras", {"epoch": 3}).result()
     assert _saved_arrays(tmp_path / "twin.keras") == _saved_arrays(tmp_path / "live.keras")
     with zipfile.ZipFile(tmp_path / "twin.keras") as a, zipfile.ZipFile(tmp_path / "live.keras") as b:
         # the same config; the live model's layers share one dtype policy object, which Keras
         # records as a shared_object_id, and a loaded model's do not: both load the same
-        assert _unshared(json.loads(a.read("config.json"))) == _unshared(json.loads(b.read("config.json")))
+        twin_config, live_config = (_unshared(json.loads(z.read("config.json"))) for z in (a, b))
+    assert twin_config == live_config
+    assert precision in json.dumps(live_config)
 
 
 def _unshared(config):

@@ -165,12 +165,12 @@ class RunRecorder(keras.callbacks.Callback):
 
     The writes run on one background thread, in order, so the next epoch trains while they
     happen (on a GPU a CIFAR epoch takes 2-4 s; a ResNet56 save and the plot about a second
-    each). The training thread only copies the state to host memory; a
-    :class:`~resnetctl.checkpoints.CheckpointTwin`, loaded from the first epoch's checkpoint
-    (written in the foreground), saves it. The contract stays: each file is atomic, a row
-    reaches history.csv (and ``history``) only after its checkpoint, one epoch's writes are
-    pending at most, and their failure is raised at the next epoch's end or by :meth:`settle`
-    as a failure of the epoch's own writes.
+    each). On one device (``background_saves``) the training thread only copies the state to
+    host memory and a :class:`~resnetctl.checkpoints.CheckpointTwin`, loaded from the first
+    epoch's checkpoint (saved in the foreground), saves it; on several, the training thread
+    saves. The contract stays: each file is atomic, a row reaches history.csv (and ``history``)
+    only after its checkpoint, one epoch's writes are pending at most, and their failure is
+    raised at the next epoch's end or by :meth:`settle` as a failure of the epoch's own writes.
     """
 
     async_safe = True  # its batch hook only reads the clock
@@ -190,6 +190,7 @@ class RunRecorder(keras.callbacks.Callback):
         model_name: str | None = None,
         marks: list[tuple[int, str]] | None = None,
         rules: dict | None = None,
+        background_saves: bool = True,
     ):
         super().__init__()
         self.rules = rules or {}
@@ -210,7 +211,8 @@ class RunRecorder(keras.callbacks.Callback):
         self.marks = marks or []  # (epoch, text) of resumes and rate changes, drawn on monitor.png
         self.writer = None  # the single background thread that writes
         self.pending = None  # the Future of the last epoch's writes
-        self.twin = None  # the CheckpointTwin (False: it could not be made; saves stay in the foreground)
+        # the CheckpointTwin; False: saves stay in the foreground (several devices, or no twin)
+        self.twin = None if background_saves else False
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.train_seconds = time.perf_counter(), 0.0

@@ -48,6 +48,13 @@ class Placement:
     def scope(self):
         return self._scope() if self._scope else contextlib.nullcontext()
 
+    @property
+    def saves_in_background(self) -> bool:
+        """Whether checkpoints may be saved by a twin on a writer thread: on one device only. On
+        several, the twin's work on a device thread can starve the replicas' collective (seen on
+        JAX's CPU devices: an all-reduce waited for its second participant until XLA aborted)."""
+        return self.strategy == "none"
+
     def describe(self) -> str:
         if self.strategy == "none":
             text = f"one device ({self.backend})"

@@ -507,6 +507,7 @@ def _fit(
                 model_name=config.model,
                 marks=_marks(run),
                 rules=rules,
+                background_saves=placement.saves_in_background,
             ),
             *([StepLogger(trackers, schedule, config.log_every)] if trackers else []),
         ]
