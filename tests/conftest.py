@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CIFAR_SUBSET, TINY_MINI, run_cli
+from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, run_cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -53,3 +53,24 @@ def tiny(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-data")
     run_cli("prepare", "tiny-imagenet", "--source", TINY_MINI, "--data-dir", root)
     return root / "tiny-imagenet"
+
+
+@pytest.fixture(scope="session")
+def small_run(cifar_small, data_dir, tmp_path_factory):
+    """One finished real run shared by the session: resnet8 on cifar-small for ``SMALL_RUN``
+    (3 epochs at batch 64, a checkpoint every epoch, no warmup), trained once through the CLI.
+    Read it, never change it: a test that resumes or damages it works on
+    ``tests.helpers.copy_run(small_run, its_runs_dir)``."""
+    runs = tmp_path_factory.mktemp("shared-runs")
+    run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
+            "--run", "small", *SMALL_RUN)  # fmt: skip
+    from resnetctl.runs import RunDir
+
+    run = RunDir(runs / "small")
+    before = _files(run.path)
+    yield run
+    assert _files(run.path) == before, "a test changed the shared run: work on tests.helpers.copy_run instead"
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}

@@ -18,7 +18,17 @@ import pytest
 import resnetctl
 from resnetctl.runs import RunDir, checkpoint_info
 from resnetctl.training.config import TrainConfig, default_steps_per_execution
-from tests.helpers import cli_command, invoke, needs, one_line_error, run_cli, steps_per_epoch
+from tests.helpers import (
+    cli_command,
+    free_ports,
+    invoke,
+    iterations,
+    needs,
+    one_line_error,
+    run_cli,
+    run_workers,
+    steps_per_epoch,
+)
 
 
 def test_the_default_keeps_twenty_progress_updates_an_epoch_and_at_most_sixteen_steps():
@@ -114,8 +124,6 @@ def test_dry_run_shows_the_resolved_steps_per_execution(cifar_small, data_dir):
 def test_tensorflow_strategies_train_one_step_per_call(cifar_small, data_dir, tmp_path):
     """Keras' multi-step call fails under a tf.distribute strategy ("You must feed a value for
     placeholder tensor" with two workers): K is recorded as asked and run as 1 there."""
-    from tests.test_distributed import free_ports, iterations, run_workers
-
     args = ["train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", tmp_path]
     run_workers([*args, "--run", "mw", "--epochs", 1, "--batch-size", 64, "--steps-per-execution", 4], free_ports(2))
     run = RunDir(tmp_path / "mw")
