@@ -21,7 +21,7 @@ import pytest
 import resnetctl
 from resnetctl.evaluation import rank_k_accuracy
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import invoke, needs, one_line_error, run_cli, steps_per_epoch
+from tests.helpers import SMALL_RUN, copy_run, invoke, needs, one_line_error, run_cli, steps_per_epoch
 
 pytestmark = pytest.mark.e2e
 
@@ -32,31 +32,12 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(cifar_small, data_dir, runs):
-    """resnet8, 3 epochs, then resumed from epoch 2 with a constant lr for a 4-epoch total."""
-    common = ["--runs-dir", runs]
-    run_cli(
-        "train",
-        "resnet8",
-        "--dataset",
-        "cifar-small",
-        "--data-dir",
-        data_dir,
-        "--epochs",
-        3,
-        "--batch-size",
-        64,
-        "--checkpoint-every",
-        1,
-        "--warmup-epochs",
-        0,
-        "--run",
-        "e2e",
-        *common,
-    )
-    run = RunDir(runs / "e2e")
+def trained(small_run, runs):
+    """The session's resnet8 run (3 epochs at batch 64, a checkpoint each epoch, no warmup; conftest's
+    ``small_run``) copied here as e2e, then resumed from epoch 2 with a constant lr for a 4-epoch total."""
+    run = copy_run(small_run, runs, "e2e")
     before = run.history()
-    run_cli("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, *common)
+    run_cli("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, "--runs-dir", runs)
     return run, before
 
 
@@ -357,20 +338,20 @@ def _trainable_weights(path):
     return [np.asarray(w) for w in model.trainable_weights]
 
 
-def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(cifar_small, data_dir, runs):
+def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(small_run, data_dir, runs):
     """One epoch with gradients clipped to 1e-6 barely moves the weights, one without moves them;
     --keep-checkpoints 2 leaves the two newest epoch files and best/last. ``--ema 0`` (off, as by
-    default) is accepted and recorded as 0."""
+    default) is accepted and recorded as 0. The run without clipping is the session's ``small_run``:
+    the same options but for the clipping, and every epoch file kept (the default)."""
     common = ["resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs, "--ema", 0]
-    common += ["--epochs", 3, "--checkpoint-every", 1, "--batch-size", 64, "--warmup-epochs", 0]
-    run_cli("train", *common, "--run", "plain", "--keep-checkpoints", 5)
+    common += [*SMALL_RUN]
     run_cli("train", *common, "--run", "clipped", "--clip-norm", 1e-6, "--keep-checkpoints", 2)
 
     clipped = RunDir(runs / "clipped")
     assert json.loads((clipped.path / "config.json").read_text())["ema"] == 0
     assert [e for e, _ in clipped.epoch_files()] == [2, 3]
     assert clipped.best_path.exists() and clipped.last_path.exists()
-    assert [e for e, _ in RunDir(runs / "plain").epoch_files()] == [1, 2, 3]
+    assert [e for e, _ in small_run.epoch_files()] == [1, 2, 3]
 
     def moved(run):
         before, after = (_trainable_weights(run.epoch_path(e)) for e in (2, 3))
@@ -378,7 +359,7 @@ def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(cifar_
 
     # 16 steps of lr <= 0.1 with momentum 0.9: at most 16 * 0.1 * 1e-6 * 10 per weight
     assert moved(clipped) < 2e-5
-    assert moved(RunDir(runs / "plain")) > 1e-3
+    assert moved(small_run) > 1e-3
     one_line_error(run_cli("train", *common, "--run", "bad", "--clip-norm", 0, check=False), 1, "clip_norm")
 
 
