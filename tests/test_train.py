@@ -435,7 +435,7 @@ def test_ema_with_mixup_and_cutmix_survives_a_resume_exactly(backend, cifar_smal
             "evaluate", "--run", name, "--checkpoint", "last", "--split", "val", "--json", *common, env_extra=env
         ).stdout
     )
-    assert scored["rank_1"] == pytest.approx(again[-1]["val_accuracy"], abs=0.0005)  # 4,000 images: 2 may flip
+    assert scored["rank_1"] == pytest.approx(again[-1]["val_accuracy"], abs=0.0015)  # 1,000 images: 1 may flip
     with zipfile.ZipFile(run.last_path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
         slots = [np.asarray(f[f"optimizer/vars/{i}"]) for i in range(len(f["optimizer/vars"]))]
     assert len(slots) == 1 + 2 * len(weights)  # iterations, an average and a momentum per weight
