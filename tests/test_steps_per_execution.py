@@ -2,15 +2,12 @@
 
 16 steps an epoch at batch 64 on the 1,000 training images, in calls of 5: three full calls and
 a last one of a single step. Checkpoints, the schedule, resume, a non-finite loss and Ctrl+C keep
-working at that granularity.
+working at that granularity (Ctrl+C within a call of 8 is test_train's SIGINT test, streaming too).
 """
 
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +16,6 @@ import resnetctl
 from resnetctl.runs import RunDir, checkpoint_info
 from resnetctl.training.config import TrainConfig, default_steps_per_execution
 from tests.helpers import (
-    cli_command,
     free_ports,
     invoke,
     iterations,
@@ -87,30 +83,7 @@ def test_a_non_finite_loss_stops_within_a_call(cifar_small, data_dir, tmp_path):
     assert RunDir(tmp_path / "nan").state()["state"] == "diverged"
 
 
-@pytest.mark.e2e
-def test_ctrl_c_stops_within_a_call_and_the_run_resumes(cifar_small, data_dir, tmp_path):
-    args = ["--data-dir", data_dir, "--runs-dir", tmp_path]
-    proc = subprocess.Popen(
-        cli_command(
-            "train", "resnet8", "--dataset", "cifar-small", *args, "--run", "stopped", "--epochs", 50,
-            "--batch-size", 64, "--steps-per-execution", 8,
-        ),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    run = RunDir(tmp_path / "stopped")
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not (run.history_path.exists() and run.history()):
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "resnetctl resume --run" in err and "Traceback" not in err
-    assert run.state()["state"] == "stopped"
-    done = run.history()[-1]["epoch"]
-    assert checkpoint_info(run.last_path)["epoch"] == done < 50
-    run_cli("resume", "--run", run.path, "--epochs", done + 1)
-    assert [r["epoch"] for r in run.history()] == list(range(1, done + 2))
+# Ctrl+C within a call of 8 steps: test_train's test_sigint_stops_a_streaming_run_within_a_call_of_8_steps...
 
 
 def test_dry_run_shows_the_resolved_steps_per_execution(cifar_small, data_dir):

@@ -165,7 +165,9 @@ def test_summary_shows_train_and_resume(trained, runs):
     assert "4 of 4" in text and "epoch 2: lr 0.005, to epoch 4" in text and "e2e.b1 (branch at epoch 2)" in text
 
 
-def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
+def test_sigint_stops_a_streaming_run_within_a_call_of_8_steps_and_the_run_resumes(cifar_small, data_dir, runs):
+    """Ctrl+C while training streams from disk in compiled calls of 8 steps (test_steps_per_execution
+    relies on this test for the stop within a call): exit 130, the hint, the last epoch checkpointed."""
     cmd = [
         sys.executable,
         "-m",
@@ -185,6 +187,8 @@ def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
         "--batch-size",
         "64",
         "--stream",
+        "--steps-per-execution",
+        "8",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     history = runs / "interrupted" / "history.csv"
