@@ -2,7 +2,7 @@
 
 16 steps an epoch at batch 64 on the 1,000 training images, in calls of 5: three full calls and
 a last one of a single step. Checkpoints, the schedule, resume, a non-finite loss and Ctrl+C keep
-working at that granularity (Ctrl+C within a call of 8 is test_train's SIGINT test, streaming too).
+working at that granularity (test_train's SIGINT test and its non-finite loss test run in calls).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from tests.helpers import (
     invoke,
     iterations,
     needs,
-    one_line_error,
     run_cli,
     run_workers,
     steps_per_epoch,
@@ -72,17 +71,7 @@ def test_calls_of_five_steps_resume_exactly_on_tf_and_equal_single_steps_on_jax(
     assert checkpoint_info(run.last_path)["epoch"] == 2
 
 
-@pytest.mark.e2e
-def test_a_non_finite_loss_stops_within_a_call(cifar_small, data_dir, tmp_path):
-    proc = run_cli(
-        "train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", tmp_path,
-        "--run", "nan", "--epochs", 2, "--lr", "1e12", "--schedule", "constant", "--label-smoothing", 0,
-        "--steps-per-execution", 4, check=False,
-    )  # fmt: skip
-    one_line_error(proc, 3, "non-finite")
-    assert RunDir(tmp_path / "nan").state()["state"] == "diverged"
-
-
+# A non-finite loss within a call of 4 steps: test_train's test_a_non_finite_loss_stops_within_a_call...
 # Ctrl+C within a call of 8 steps: test_train's test_sigint_stops_a_streaming_run_within_a_call_of_8_steps...
 
 

@@ -215,33 +215,6 @@ def test_sigint_stops_a_streaming_run_within_a_call_of_8_steps_and_the_run_resum
     assert "interrupted" in {s["run"] for s in summary}  # beside whatever other tests left in runs/
 
 
-def test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs):
-    proc = run_cli(
-        "train",
-        "resnet8",
-        "--dataset",
-        "cifar-small",
-        "--data-dir",
-        data_dir,
-        "--runs-dir",
-        runs,
-        "--run",
-        "diverged",
-        "--epochs",
-        2,
-        "--lr",
-        "1e12",
-        "--schedule",
-        "constant",
-        "--label-smoothing",
-        0,
-        check=False,
-    )
-    one_line_error(proc, 3, "non-finite")  # diverged: its own exit code, not Ctrl+C's
-    assert "--lr" in proc.stderr and f"--runs-dir {runs.resolve()}" in proc.stderr
-    assert RunDir(runs / "diverged").state()["state"] == "diverged"
-
-
 def test_train_input_errors(trained, cifar_small, data_dir, runs):
     for args, message in (
         (["resnet8", "--dataset", "nope"], "No prepared dataset 'nope'"),
@@ -258,29 +231,22 @@ def test_train_input_errors(trained, cifar_small, data_dir, runs):
     assert strategy.returncode == 1 and "Unknown strategy 'ring'" in strategy.stderr
 
 
-def test_a_run_without_checkpoints_can_be_started_again(cifar_small, data_dir, runs):
-    """A run that diverged in its first epoch: nothing to evaluate or resume, but train may restart it."""
-    args = [
-        "train",
-        "resnet8",
-        "--dataset",
-        "cifar-small",
-        "--data-dir",
-        data_dir,
-        "--runs-dir",
-        runs,
-        "--run",
-        "restart",
-        "--epochs",
-        1,
-        "--lr",
-        "1e12",
-        "--schedule",
-        "constant",
-        "--label-smoothing",
-        0,
-    ]
-    run_cli(*args, check=False)
+def test_a_non_finite_loss_stops_within_a_call_in_one_line_and_the_run_can_be_started_again(
+    cifar_small, data_dir, runs
+):
+    """lr 1e12 diverges in the first epoch, inside a compiled call of 4 steps: exit 3 (its own code,
+    not Ctrl+C's) with the options to change, the run marked diverged. With no checkpoint there is
+    nothing to evaluate or resume, but the printed train command starts it again. (One run for
+    what were three: this test, test_non_finite_loss_stops_with_a_clear_message and
+    test_steps_per_execution's test_a_non_finite_loss_stops_within_a_call.)"""
+    proc = run_cli(
+        "train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
+        "--run", "restart", "--epochs", 1, "--lr", "1e12", "--schedule", "constant", "--label-smoothing", 0,
+        "--steps-per-execution", 4, check=False,
+    )  # fmt: skip
+    one_line_error(proc, 3, "non-finite")
+    assert "--lr" in proc.stderr and f"--runs-dir {runs.resolve()}" in proc.stderr
+    assert RunDir(runs / "restart").state()["state"] == "diverged"
     proc = run_cli("evaluate", "--run", runs / "restart", "--data-dir", data_dir, check=False)
     one_line_error(proc, 1, "has no checkpoint")
     proc = run_cli("resume", "--run", runs / "restart", check=False)
