@@ -59,14 +59,19 @@ def test_mirrored_over_two_devices_resumes_on_one_and_back(train_small, common, 
     assert iterations(run.last_path) == 3 * steps_per_epoch(cifar_small)
 
 
-def test_multi_worker_train_and_resume_with_tf_config(train_small, common, tmp_path, cifar_small):
+def test_multi_worker_train_and_resume_with_tf_config_one_step_per_call(train_small, common, tmp_path, cifar_small):
+    """Also --steps-per-execution 4 (from test_steps_per_execution): Keras' multi-step call fails
+    under a tf.distribute strategy ("You must feed a value for placeholder tensor" with two
+    workers), so K is recorded as asked and run as 1 there, at train and at resume."""
     train = [*train_small, "--epochs", 2, "--batch-size", 64, "--run", "two-workers", *common]
+    train += ["--steps-per-execution", 4]
     chief, worker = run_workers(train, free_ports(2))  # --strategy auto: TF_CONFIG names two workers
     assert "MultiWorkerMirroredStrategy, worker 0 of 2" in chief.stdout
     assert "worker 1; the chief worker wrote run two-workers" in worker.stdout
     run_workers(["resume", "--run", "two-workers", "--epochs", 3, "--strategy", "multi-worker", *common], free_ports(2))
 
     run = RunDir(tmp_path / "two-workers")
+    assert run.config()["steps_per_execution"] == 4
     assert [(p["strategy"], p["workers"], p["replicas"]) for p in placements(run)] == [("multi-worker", 2, 2)] * 2
     history = run.history()
     assert [r["epoch"] for r in history] == [1, 2, 3]

@@ -16,12 +16,9 @@ import resnetctl
 from resnetctl.runs import RunDir, checkpoint_info
 from resnetctl.training.config import TrainConfig, default_steps_per_execution
 from tests.helpers import (
-    free_ports,
     invoke,
-    iterations,
     needs,
     run_cli,
-    run_workers,
     steps_per_epoch,
 )
 
@@ -86,12 +83,4 @@ def test_dry_run_shows_the_resolved_steps_per_execution(cifar_small, data_dir):
     assert shown("--steps-per-execution", 3) == 3
 
 
-@pytest.mark.e2e
-def test_tensorflow_strategies_train_one_step_per_call(cifar_small, data_dir, tmp_path):
-    """Keras' multi-step call fails under a tf.distribute strategy ("You must feed a value for
-    placeholder tensor" with two workers): K is recorded as asked and run as 1 there."""
-    args = ["train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", tmp_path]
-    run_workers([*args, "--run", "mw", "--epochs", 1, "--batch-size", 64, "--steps-per-execution", 4], free_ports(2))
-    run = RunDir(tmp_path / "mw")
-    assert run.config()["steps_per_execution"] == 4 and [r["epoch"] for r in run.history()] == [1]
-    assert iterations(run.last_path) == steps_per_epoch(cifar_small)
+# Under a tf.distribute strategy K is recorded and run as 1: test_distributed's multi-worker test.
