@@ -15,12 +15,7 @@ import pytest
 import resnetctl
 from resnetctl.runs import RunDir, checkpoint_info
 from resnetctl.training.config import TrainConfig, default_steps_per_execution
-from tests.helpers import (
-    invoke,
-    needs,
-    run_cli,
-    steps_per_epoch,
-)
+from tests.helpers import invoke, needs, run_cli, steps_per_epoch
 
 
 def test_the_default_keeps_twenty_progress_updates_an_epoch_and_at_most_sixteen_steps():
