@@ -239,8 +239,10 @@ def test_a_plateau_cut_reaches_every_replica_under_mirrored_strategy(cifar_small
     run_two_cpus("resume", "--run", "mirrored-plateau", "--epoch", 2, "--strategy", "mirrored", *common)
     resumed = run.history()
     assert resumed[2]["lr"] == straight[2]["lr"]
+    # rounding: the two replicas' sums meet in either order; val_loss is the mean of 1,000 images
+    # (it was 4,000) and came out 1.03e-3 apart once; a replica at 0.1 would move epoch 3 ~3x as far
     for key in ("loss", "accuracy", "val_loss"):
-        assert resumed[2][key] == pytest.approx(straight[2][key], rel=1e-3), key
+        assert resumed[2][key] == pytest.approx(straight[2][key], rel=3e-3), key
 
 
 @pytest.mark.parametrize(
