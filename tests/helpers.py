@@ -1,4 +1,5 @@
-"""What the tests share: where the real-format fixtures are, and two ways to run the CLI."""
+"""What the tests share: where the real-format fixtures are, the ways to run the CLI (one process,
+in process, several processes of one cluster), and what a trained run is read back with."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import importlib.util
 import json
 import math
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 CIFAR_SUBSET = SHARED / "cifar-10-python-subset.tar.gz"
 TINY_MINI = SHARED / "tiny-imagenet-200-mini.zip"
+# the session's shared run (conftest's ``small_run``): resnet8 on cifar-small with these options
+SMALL_RUN = ("--epochs", 3, "--batch-size", 64, "--checkpoint-every", 1, "--warmup-epochs", 0)
 
 
 def run_cli(
@@ -43,6 +48,82 @@ def invoke(*args):
     from resnetctl.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_together(args, envs: list[dict], timeout=420) -> list[subprocess.CompletedProcess]:
+    """``resnetctl ARGS`` in one process per entry of ``envs`` at once (the processes of one
+    cluster: TF_CONFIG or Keras' distribution variables), each with its own environment."""
+    procs = []
+    for extra in envs:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+        procs.append(
+            subprocess.Popen(cli_command(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    results = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            p.kill()
+    for r in results:
+        assert r.returncode == 0, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
+    return results
+
+
+def run_workers(args, ports, timeout=420) -> list[subprocess.CompletedProcess]:
+    """TensorFlow's MultiWorkerMirroredStrategy: one process per port, each with its own TF_CONFIG."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    tasks = [{"cluster": cluster, "task": {"type": "worker", "index": index}} for index in range(len(ports))]
+    return run_together(args, [{"TF_CONFIG": json.dumps(task)} for task in tasks], timeout=timeout)
+
+
+def run_jax_processes(args, count=2, timeout=420) -> list[subprocess.CompletedProcess]:
+    """JAX across processes: ``count`` processes, each with Keras' cluster variables."""
+    (port,) = free_ports(1)
+    envs = [
+        {
+            "KERAS_BACKEND": "jax",
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": str(count),
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
+        }
+        for index in range(count)
+    ]
+    return run_together(args, envs, timeout=timeout)
+
+
+def iterations(path) -> int:
+    """The optimizer steps a checkpoint has taken."""
+    import resnetctl
+
+    return int(resnetctl.load_model(path).optimizer.iterations.numpy())
+
+
+def placements(run) -> list[dict]:
+    """Where the run trained: at train, then at each resume."""
+    config = run.config()
+    return [config["placement"]] + [r["placement"] for r in config.get("resumes", [])]
+
+
+def copy_run(run, runs_dir, name=None):
+    """A copy of a finished run in ``runs_dir`` (as ``name``), for a test that changes it."""
+    from resnetctl.runs import RunDir
+
+    target = Path(runs_dir) / (name or run.path.name)
+    shutil.copytree(run.path, target)
+    return RunDir(target)
 
 
 def steps_per_epoch(dataset_dir, batch_size=64) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import CIFAR_SUBSET, TINY_MINI, cli_command, one_line_error, run_cli
+from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, cli_command, copy_run, one_line_error, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -84,22 +84,20 @@ def tmpfs(path, size: str):
 
 
 # --------------------------------------------------------------------------- one truth per run
-def test_a_resumed_run_is_the_run_that_was_never_stopped(small, tmp_path):
-    """Bit-identical history and weights: resume --epoch back into a finished run, and SIGTERM."""
+def test_a_resumed_run_is_the_run_that_was_never_stopped(small, small_run, tmp_path):
+    """Bit-identical history and weights: resume --epoch back into a finished run, and SIGTERM.
+    The run that never stopped is the session's shared ``small_run`` (trained with ``SMALL_RUN``)."""
     runs = tmp_path / "runs"
-    run_cli(*small, "--epochs", 3, "--checkpoint-every", 1, "--run", "straight")
-    straight = RunDir(runs / "straight")
-    rows, weights = _rows(straight), _weights(straight.last_path)
+    rows, weights = _rows(small_run), _weights(small_run.last_path)
 
-    run_cli(*small, "--epochs", 3, "--checkpoint-every", 1, "--run", "again")
-    again = RunDir(runs / "again")
+    again = copy_run(small_run, runs, "again")
     run_cli("resume", "--run", again.path, "--epoch", 1)
     assert _rows(again) == rows
     after = _weights(again.last_path)
     assert set(after) == set(weights) and all(np.array_equal(after[k], weights[k]) for k in weights)
 
     proc = subprocess.Popen(
-        cli_command(*small, "--epochs", 3, "--checkpoint-every", 1, "--run", "term"),
+        cli_command(*small, *SMALL_RUN, "--run", "term"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -115,24 +113,27 @@ def test_a_resumed_run_is_the_run_that_was_never_stopped(small, tmp_path):
     assert all(np.array_equal(_weights(term.last_path)[k], weights[k]) for k in weights)
 
 
-def test_resume_back_rebuilds_best_and_moves_later_evaluations_to_the_branch(small, tmp_path, data_dir):
+def test_resume_back_rebuilds_best_and_moves_later_evaluations_to_the_branch(small_run, tmp_path, data_dir):
+    """A copy of the shared 3-epoch run, evaluated at epoch 3, resumed at epoch 2 with another rate:
+    epoch 3 is trained again (and differs), best.keras is rebuilt from the epochs this line keeps,
+    and the evaluation of the old epoch 3 goes to the branch with it."""
     runs = tmp_path / "runs"
-    run_cli(*small, "--epochs", 4, "--checkpoint-every", 2, "--run", "back", "--lr", 0.02)
-    run = RunDir(runs / "back")
+    run = copy_run(small_run, runs, "back")
     first_best = checkpoint_info(run.best_path)["epoch"]
     run_cli("evaluate", "--run", run.path, "--checkpoint", "last", "--data-dir", data_dir)
     (before,) = json.loads(run_cli("summary", run.path, "--json").stdout)
-    assert before["latest_evaluation"]["stale"] is False and before["latest_evaluation"]["epoch"] == 4
-    run_cli("resume", "--run", run.path, "--epoch", 2, "--epochs", 3)
+    assert before["latest_evaluation"]["stale"] is False and before["latest_evaluation"]["epoch"] == 3
+    run_cli("resume", "--run", run.path, "--epoch", 2, "--lr", 0.02)
     scores = {r["epoch"]: r["val_accuracy"] for r in run.history()}
+    assert [r["lr"] for r in run.history()][2:] == pytest.approx([0.02])
     candidates = {2, 3} | ({first_best} if first_best <= 2 else set())
     best = checkpoint_info(run.best_path)["epoch"]
     assert best in candidates and scores[best] == max(scores[e] for e in candidates)
     (after,) = json.loads(run_cli("summary", run.path, "--json").stdout)
-    assert after["latest_evaluation"] is None and after["state"] == "finished"  # epoch 4 is not in this line
+    assert after["latest_evaluation"] is None and after["state"] == "finished"  # the old epoch 3 is not in this line
     (branch,) = json.loads(run_cli("summary", runs / "back.b1", "--json").stdout)
-    assert branch["latest_evaluation"]["epoch"] == 4 and branch["latest_evaluation"]["stale"] is False
-    assert branch["checkpoints"] == [3, 4] and branch["lineage"][0]["epoch"] == 2
+    assert branch["latest_evaluation"]["epoch"] == 3 and branch["latest_evaluation"]["stale"] is False
+    assert branch["checkpoints"] == [3] and branch["lineage"][0]["epoch"] == 2
 
 
 # --------------------------------------------------------------------------- one writer at a time
@@ -310,9 +311,9 @@ def test_a_full_disk_in_train_names_the_last_good_checkpoint(cifar_small, data_d
 
 
 # --------------------------------------------------------------------------- junk and bad input
-def test_junk_in_the_runs_and_data_dirs_is_skipped(small, tmp_path, data_dir):
+def test_junk_in_the_runs_and_data_dirs_is_skipped(small_run, tmp_path, data_dir):
     runs = tmp_path / "runs"
-    run_cli(*small, "--epochs", 1, "--run", "good")
+    good = copy_run(small_run, runs, "good")  # a real finished run (3 epochs)
     (runs / "junk").mkdir()
     (runs / "junk" / "config.json").write_text("{not json")  # not a run: no marker
     (runs / "damaged").mkdir()
@@ -323,10 +324,9 @@ def test_junk_in_the_runs_and_data_dirs_is_skipped(small, tmp_path, data_dir):
     assert [r["run"] for r in json.loads(proc.stdout)] == ["good"]
     assert "warning:" in proc.stderr and "runs/damaged" in proc.stderr and "runs/junk" not in proc.stderr
     run_cli("evaluate", "--runs-dir", runs, "--data-dir", data_dir)  # the latest *readable* run
-    good = RunDir(runs / "good")
     good.best_path.write_bytes(b"corrupt")  # only best.keras is damaged: resume still works
-    run_cli("resume", "--runs-dir", runs, "--epochs", 2)
-    assert good.history()[-1]["epoch"] == 2
+    run_cli("resume", "--runs-dir", runs, "--epochs", 4)
+    assert good.history()[-1]["epoch"] == 4
 
     other = tmp_path / "data"
     shutil.copytree(data_dir / "cifar-small", other / "ok")

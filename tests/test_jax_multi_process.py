@@ -7,54 +7,14 @@ writes the run, and a resume of both processes redoes an epoch exactly.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from resnetctl.runs import RunDir
-from tests.helpers import needs, one_line_error, run_cli, steps_per_epoch
-from tests.test_distributed import free_ports, iterations, placements
+from tests.helpers import iterations, needs, one_line_error, placements, run_cli, run_jax_processes, steps_per_epoch
 
 pytestmark = [pytest.mark.e2e, needs("jax")]
 
 JAX = {"KERAS_BACKEND": "jax"}
-
-
-def run_processes(args, count=2, timeout=420) -> list[subprocess.CompletedProcess]:
-    """The same command in ``count`` processes, each with Keras' cluster variables."""
-    (port,) = free_ports(1)
-    procs = []
-    for index in range(count):
-        env = {
-            **os.environ,
-            **JAX,
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
-            "KERAS_DISTRIBUTION_NUM_PROCESSES": str(count),
-            "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "resnetctl", *map(str, args)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    results = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=timeout)
-            results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
-    finally:
-        for p in procs:
-            p.kill()
-    for r in results:
-        assert r.returncode == 0, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
-    return results
 
 
 def numbers(run: RunDir) -> list[dict]:
@@ -62,15 +22,18 @@ def numbers(run: RunDir) -> list[dict]:
 
 
 def test_two_processes_train_and_resume_the_run_of_one_process_with_two_devices(data_dir, cifar_small, tmp_path):
+    """Also keras.distribution.DataParallel on 2 host devices of one process: its placement, its
+    backend versions, one optimizer step per global batch, and a batch that does not split.
+    (Resume under DataParallel is the two processes' resume here.)"""
     common = ["--data-dir", data_dir, "--runs-dir", tmp_path]
     train = ["train", "resnet8", "--dataset", "cifar-small", *common, "--batch-size", 64, "--epochs", 2]
-    chief, worker = run_processes([*train, "--run", "two", "--checkpoint-every", 1])
+    chief, worker = run_jax_processes([*train, "--run", "two", "--checkpoint-every", 1])
     assert "keras.distribution.DataParallel, worker 0 of 2" in chief.stdout
     assert "worker 1; the chief worker wrote run two" in worker.stdout
     run = RunDir(tmp_path / "two")
     straight = numbers(run)
     assert [r["epoch"] for r in straight] == [1, 2]
-    run_processes(["resume", "--run", "two", "--epoch", 1, "--strategy", "multi-worker", *common])
+    run_jax_processes(["resume", "--run", "two", "--epoch", 1, "--strategy", "multi-worker", *common])
     assert numbers(run) == straight  # epoch 2 again, exactly
 
     assert [(p["strategy"], p["backend"], p["workers"], p["replicas"]) for p in placements(run)] == [
@@ -85,6 +48,13 @@ def test_two_processes_train_and_resume_the_run_of_one_process_with_two_devices(
     one = run_cli(*train, "--run", "one", env_extra=env).stdout
     assert "2 replicas, keras.distribution.DataParallel (" in one
     assert numbers(run) == numbers(RunDir(tmp_path / "one"))
+    single = RunDir(tmp_path / "one")
+    assert [(p["backend"], p["replicas"]) for p in placements(single)] == [("jax", 2)]
+    assert single.config()["versions"]["backend"] == "jax" and "jax" in single.config()["versions"]
+    assert iterations(single.last_path) == 2 * steps_per_epoch(cifar_small)
+
+    odd = run_cli(*train[:4], *common, "--batch-size", 63, "--run", "odd", env_extra=env, check=False)
+    one_line_error(odd, 1, "does not split over 2 replicas")
 
 
 def test_jax_multi_worker_without_its_variables_is_one_line(data_dir, cifar_small, tmp_path):

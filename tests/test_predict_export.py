@@ -61,7 +61,17 @@ def val_jpegs(tmp_path_factory):
     return root, labels
 
 
-def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, tmp_path):
+@pytest.fixture(scope="module")
+def photo_predictions(tiny_run, val_jpegs, tmp_path_factory):
+    """``predict`` on the val photos (JSON, and the same as CSV), run once for the module: the
+    reference every export format is compared with."""
+    root, _ = val_jpegs
+    out = tmp_path_factory.mktemp("predicted") / "predict.csv"
+    proc = run_cli("predict", root, "--run", tiny_run, "--json", "--csv", out)
+    return json.loads(proc.stdout), out
+
+
+def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, photo_predictions, tmp_path):
     root, labels = val_jpegs
     meta = json.loads((tiny / "meta.json").read_text())
     wnid_of = dict(zip(meta["classes"], meta["class_ids"], strict=True))
@@ -81,9 +91,7 @@ def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, tmp_path):
         ).stdout
     )
     expected = {line.split(" ")[0]: line.split(" ")[1:] for line in challenge.read_text().splitlines()}
-    out = tmp_path / "predict.csv"
-    proc = run_cli("predict", root, "--run", tiny_run, "--json", "--csv", out)
-    results = json.loads(proc.stdout)
+    results, out = photo_predictions
     assert len(results) == len(labels) == len(expected) == evaluated["images"]
     got = {r["file"].rsplit("/", 1)[1]: [wnid_of[p["class"]] for p in r["predictions"]] for r in results}
     assert got == expected  # the same top-5, in the same order, for every image
@@ -194,7 +202,7 @@ def _run_artifact(fmt, path, images, tmp_path):
         pytest.param("onnx", "model.onnx", marks=[needs("tf2onnx"), needs("onnxruntime")]),
     ],
 )
-def test_every_export_format_round_trips(fmt, name, tiny, tiny_run, val_jpegs, tmp_path):
+def test_every_export_format_round_trips(fmt, name, tiny, tiny_run, val_jpegs, photo_predictions, tmp_path):
     root, _ = val_jpegs
     out = tmp_path / name
     report = json.loads(run_cli("export", "--run", tiny_run, "--format", fmt, "--out", out, "--json").stdout)
@@ -207,10 +215,7 @@ def test_every_export_format_round_trips(fmt, name, tiny, tiny_run, val_jpegs, t
     probs = _run_artifact(fmt, out, images, tmp_path)
     assert probs.shape == (len(names), len(meta["classes"]))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # probabilities, not logits
-    predicted = {
-        r["file"].rsplit("/", 1)[1]: r["predictions"][0]
-        for r in json.loads(run_cli("predict", root, "--run", tiny_run, "--json").stdout)
-    }
+    predicted = {r["file"].rsplit("/", 1)[1]: r["predictions"][0] for r in photo_predictions[0]}
     for row, file in zip(probs, names, strict=True):
         best = predicted[file]
         assert meta["classes"][int(row.argmax())] == best["class"]

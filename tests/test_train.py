@@ -21,7 +21,7 @@ import pytest
 import resnetctl
 from resnetctl.evaluation import rank_k_accuracy
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import invoke, needs, one_line_error, run_cli, steps_per_epoch
+from tests.helpers import SMALL_RUN, copy_run, invoke, needs, one_line_error, run_cli, steps_per_epoch
 
 pytestmark = pytest.mark.e2e
 
@@ -32,31 +32,12 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(cifar_small, data_dir, runs):
-    """resnet8, 3 epochs, then resumed from epoch 2 with a constant lr for a 4-epoch total."""
-    common = ["--runs-dir", runs]
-    run_cli(
-        "train",
-        "resnet8",
-        "--dataset",
-        "cifar-small",
-        "--data-dir",
-        data_dir,
-        "--epochs",
-        3,
-        "--batch-size",
-        64,
-        "--checkpoint-every",
-        1,
-        "--warmup-epochs",
-        0,
-        "--run",
-        "e2e",
-        *common,
-    )
-    run = RunDir(runs / "e2e")
+def trained(small_run, runs):
+    """The session's resnet8 run (3 epochs at batch 64, a checkpoint each epoch, no warmup; conftest's
+    ``small_run``) copied here as e2e, then resumed from epoch 2 with a constant lr for a 4-epoch total."""
+    run = copy_run(small_run, runs, "e2e")
     before = run.history()
-    run_cli("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, *common)
+    run_cli("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, "--runs-dir", runs)
     return run, before
 
 
@@ -184,7 +165,9 @@ def test_summary_shows_train_and_resume(trained, runs):
     assert "4 of 4" in text and "epoch 2: lr 0.005, to epoch 4" in text and "e2e.b1 (branch at epoch 2)" in text
 
 
-def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
+def test_sigint_stops_a_streaming_run_within_a_call_of_8_steps_and_the_run_resumes(cifar_small, data_dir, runs):
+    """Ctrl+C while training streams from disk in compiled calls of 8 steps (test_steps_per_execution
+    relies on this test for the stop within a call): exit 130, the hint, the last epoch checkpointed."""
     cmd = [
         sys.executable,
         "-m",
@@ -204,6 +187,8 @@ def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
         "--batch-size",
         "64",
         "--stream",
+        "--steps-per-execution",
+        "8",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     history = runs / "interrupted" / "history.csv"
@@ -230,33 +215,6 @@ def test_sigint_stops_cleanly_and_the_run_resumes(cifar_small, data_dir, runs):
     assert "interrupted" in {s["run"] for s in summary}  # beside whatever other tests left in runs/
 
 
-def test_non_finite_loss_stops_with_a_clear_message(cifar_small, data_dir, runs):
-    proc = run_cli(
-        "train",
-        "resnet8",
-        "--dataset",
-        "cifar-small",
-        "--data-dir",
-        data_dir,
-        "--runs-dir",
-        runs,
-        "--run",
-        "diverged",
-        "--epochs",
-        2,
-        "--lr",
-        "1e12",
-        "--schedule",
-        "constant",
-        "--label-smoothing",
-        0,
-        check=False,
-    )
-    one_line_error(proc, 3, "non-finite")  # diverged: its own exit code, not Ctrl+C's
-    assert "--lr" in proc.stderr and f"--runs-dir {runs.resolve()}" in proc.stderr
-    assert RunDir(runs / "diverged").state()["state"] == "diverged"
-
-
 def test_train_input_errors(trained, cifar_small, data_dir, runs):
     for args, message in (
         (["resnet8", "--dataset", "nope"], "No prepared dataset 'nope'"),
@@ -273,29 +231,22 @@ def test_train_input_errors(trained, cifar_small, data_dir, runs):
     assert strategy.returncode == 1 and "Unknown strategy 'ring'" in strategy.stderr
 
 
-def test_a_run_without_checkpoints_can_be_started_again(cifar_small, data_dir, runs):
-    """A run that diverged in its first epoch: nothing to evaluate or resume, but train may restart it."""
-    args = [
-        "train",
-        "resnet8",
-        "--dataset",
-        "cifar-small",
-        "--data-dir",
-        data_dir,
-        "--runs-dir",
-        runs,
-        "--run",
-        "restart",
-        "--epochs",
-        1,
-        "--lr",
-        "1e12",
-        "--schedule",
-        "constant",
-        "--label-smoothing",
-        0,
-    ]
-    run_cli(*args, check=False)
+def test_a_non_finite_loss_stops_within_a_call_in_one_line_and_the_run_can_be_started_again(
+    cifar_small, data_dir, runs
+):
+    """lr 1e12 diverges in the first epoch, inside a compiled call of 4 steps: exit 3 (its own code,
+    not Ctrl+C's) with the options to change, the run marked diverged. With no checkpoint there is
+    nothing to evaluate or resume, but the printed train command starts it again. (One run for
+    what were three: this test, test_non_finite_loss_stops_with_a_clear_message and
+    test_steps_per_execution's test_a_non_finite_loss_stops_within_a_call.)"""
+    proc = run_cli(
+        "train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
+        "--run", "restart", "--epochs", 1, "--lr", "1e12", "--schedule", "constant", "--label-smoothing", 0,
+        "--steps-per-execution", 4, check=False,
+    )  # fmt: skip
+    one_line_error(proc, 3, "non-finite")
+    assert "--lr" in proc.stderr and f"--runs-dir {runs.resolve()}" in proc.stderr
+    assert RunDir(runs / "restart").state()["state"] == "diverged"
     proc = run_cli("evaluate", "--run", runs / "restart", "--data-dir", data_dir, check=False)
     one_line_error(proc, 1, "has no checkpoint")
     proc = run_cli("resume", "--run", runs / "restart", check=False)
@@ -357,20 +308,20 @@ def _trainable_weights(path):
     return [np.asarray(w) for w in model.trainable_weights]
 
 
-def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(cifar_small, data_dir, runs):
+def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(small_run, data_dir, runs):
     """One epoch with gradients clipped to 1e-6 barely moves the weights, one without moves them;
     --keep-checkpoints 2 leaves the two newest epoch files and best/last. ``--ema 0`` (off, as by
-    default) is accepted and recorded as 0."""
+    default) is accepted and recorded as 0. The run without clipping is the session's ``small_run``:
+    the same options but for the clipping, and every epoch file kept (the default)."""
     common = ["resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs, "--ema", 0]
-    common += ["--epochs", 3, "--checkpoint-every", 1, "--batch-size", 64, "--warmup-epochs", 0]
-    run_cli("train", *common, "--run", "plain", "--keep-checkpoints", 5)
+    common += [*SMALL_RUN]
     run_cli("train", *common, "--run", "clipped", "--clip-norm", 1e-6, "--keep-checkpoints", 2)
 
     clipped = RunDir(runs / "clipped")
     assert json.loads((clipped.path / "config.json").read_text())["ema"] == 0
     assert [e for e, _ in clipped.epoch_files()] == [2, 3]
     assert clipped.best_path.exists() and clipped.last_path.exists()
-    assert [e for e, _ in RunDir(runs / "plain").epoch_files()] == [1, 2, 3]
+    assert [e for e, _ in small_run.epoch_files()] == [1, 2, 3]
 
     def moved(run):
         before, after = (_trainable_weights(run.epoch_path(e)) for e in (2, 3))
@@ -378,7 +329,7 @@ def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(cifar_
 
     # 16 steps of lr <= 0.1 with momentum 0.9: at most 16 * 0.1 * 1e-6 * 10 per weight
     assert moved(clipped) < 2e-5
-    assert moved(RunDir(runs / "plain")) > 1e-3
+    assert moved(small_run) > 1e-3
     one_line_error(run_cli("train", *common, "--run", "bad", "--clip-norm", 0, check=False), 1, "clip_norm")
 
 
@@ -454,7 +405,7 @@ def test_ema_with_mixup_and_cutmix_survives_a_resume_exactly(backend, cifar_smal
             "evaluate", "--run", name, "--checkpoint", "last", "--split", "val", "--json", *common, env_extra=env
         ).stdout
     )
-    assert scored["rank_1"] == pytest.approx(again[-1]["val_accuracy"], abs=0.0005)  # 4,000 images: 2 may flip
+    assert scored["rank_1"] == pytest.approx(again[-1]["val_accuracy"], abs=0.0015)  # 1,000 images: 1 may flip
     with zipfile.ZipFile(run.last_path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
         slots = [np.asarray(f[f"optimizer/vars/{i}"]) for i in range(len(f["optimizer/vars"]))]
     assert len(slots) == 1 + 2 * len(weights)  # iterations, an average and a momentum per weight
