@@ -142,3 +142,21 @@ def one_line_error(proc, code=1, text=""):
     assert proc.returncode == code, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
     assert text in proc.stderr, proc.stderr
+
+
+def pets_world(root: Path) -> tuple[Path, Path]:
+    """A 16-image two-class folder ``root/pets`` prepared as dataset ``pets`` (4 test images) in
+    ``root/data``, and an untrained resnet8 for it at ``root/m.keras``: the data dir and model."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / "pets" / cls).mkdir(parents=True)
+        for i in range(8):
+            cv2.imwrite(str(root / "pets" / cls / f"{i}.png"), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    data = root / "data"
+    run_cli("prepare", "folder", "--source", root / "pets", "--data-dir", data, "--size", 16,
+            "--val-split", 0, "--test-split", 0.25)  # fmt: skip
+    run_cli("build", "resnet8", "--dataset", "pets", "--data-dir", data, "--save", root / "m.keras")
+    return data, root / "m.keras"

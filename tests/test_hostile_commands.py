@@ -13,11 +13,9 @@ import subprocess
 import sys
 import time
 
-import cv2
-import numpy as np
 import pytest
 
-from tests.helpers import CIFAR_SUBSET, cli_command, one_line_error, run_cli
+from tests.helpers import CIFAR_SUBSET, cli_command, one_line_error, pets_world, run_cli
 from tests.test_faults import tmpfs
 from tests.test_hostile_files import png_bomb
 
@@ -39,28 +37,7 @@ keras.Model([image, other], keras.layers.Dense(2, activation="softmax")(both)).s
 def world(tmp_path_factory):
     """A small folder dataset, an untrained resnet8 for it, and two models of the wrong shape."""
     root = tmp_path_factory.mktemp("hostile")
-    rng = np.random.default_rng(0)
-    for cls in ("cat", "dog"):
-        (root / "pets" / cls).mkdir(parents=True)
-        for i in range(8):
-            image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-            cv2.imwrite(str(root / "pets" / cls / f"{i}.png"), image)
-    data = root / "data"
-    run_cli(
-        "prepare",
-        "folder",
-        "--source",
-        root / "pets",
-        "--data-dir",
-        data,
-        "--size",
-        16,
-        "--val-split",
-        0,
-        "--test-split",
-        0.25,
-    )
-    run_cli("build", "resnet8", "--dataset", "pets", "--data-dir", data, "--save", root / "m.keras")
+    pets_world(root)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run([sys.executable, "-c", ODD_MODELS, str(root)], check=True, env=env, capture_output=True)
     return root

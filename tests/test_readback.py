@@ -10,14 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
-import numpy as np
 import pytest
 
 from resnetctl.outputs import claim
 from resnetctl.runs import RunDir
 from resnetctl.training.config import TrainConfig
-from tests.helpers import cli_command, invoke, run_cli
+from tests.helpers import cli_command, invoke, pets_world, run_cli
 
 _ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 _PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": _ENV}
@@ -111,15 +109,7 @@ def test_dash_names_stdout_only_where_a_command_allows_it(tmp_path, monkeypatch)
 def pets(tmp_path_factory):
     """A 16-image folder dataset (4 test images) and an untrained resnet8 for it."""
     root = tmp_path_factory.mktemp("dash")
-    rng = np.random.default_rng(0)
-    for cls in ("cat", "dog"):
-        (root / "pets" / cls).mkdir(parents=True)
-        for i in range(8):
-            cv2.imwrite(str(root / "pets" / cls / f"{i}.png"), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
-    data = root / "data"
-    prepare = ("prepare", "folder", "--source", root / "pets", "--data-dir", data, "--size", 16)
-    run_cli(*prepare, "--val-split", 0, "--test-split", 0.25)
-    run_cli("build", "resnet8", "--dataset", "pets", "--data-dir", data, "--save", root / "m.keras")
+    data, _ = pets_world(root)
     return root, ("--model", root / "m.keras", "--dataset", "pets", "--data-dir", data)
 
 

@@ -474,3 +474,23 @@ def test_the_dry_run_shows_the_architecture_that_will_train(tmp_path):
     result = invoke("train", "resnet20", "--recipe", "keras-resnet20", "--dry-run", "--data-dir", data)
     assert result.exit_code == 0, result.output
     assert "shortcut avgpool" in result.output and "shortcut A)" not in result.output
+
+
+def test_a_reader_keeps_the_checkpoint_it_resolved_when_training_prunes_or_replaces_it(tmp_path):
+    """evaluate/predict/export resolve a checkpoint, then import a backend for seconds: a run that
+    trains meanwhile may prune that epoch file or replace last.keras. The reader still gets the
+    file it resolved, whole."""
+    from resnetctl.plan import resolve_model
+
+    pruned, replaced = tmp_path / "epoch_0001.keras", tmp_path / "last.keras"
+    for path in (pruned, replaced):
+        path.write_bytes(b"resolved " + path.name.encode() * 1000)
+    sources = [resolve_model(model_path=path) for path in (pruned, replaced)]
+    pruned.unlink()  # prune_epoch_files
+    (tmp_path / ".last.keras.tmp").write_bytes(b"the next epoch")
+    os.replace(tmp_path / ".last.keras.tmp", replaced)  # the next epoch's atomic save
+    for source, name in zip(sources, ("epoch_0001.keras", "last.keras"), strict=True):
+        with source.snapshot() as copy:
+            assert copy.read_bytes() == b"resolved " + name.encode() * 1000
+        with source.snapshot() as copy:  # read again from the start (evaluate, then a second reader)
+            assert copy.read_bytes().startswith(b"resolved ")

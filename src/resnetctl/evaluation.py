@@ -95,9 +95,7 @@ def evaluate(request, batch_size: int = 256) -> dict:
     The result always has ``rank_1``, ``k`` and ``rank_k`` (and ``rank_5`` when k >= 5) for a
     labelled split; ``k`` defaults to min(5, classes). See docs/json.md.
     """
-    from resnetctl.runs import snapshot_file
-
-    with snapshot_file(request.source.model_path) as copy:
+    with request.source.snapshot() as copy:
         return _evaluate(request, copy, batch_size)
 
 

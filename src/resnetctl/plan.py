@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from resnetctl import paths
 from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open_run_dataset
 from resnetctl.errors import RunError
-from resnetctl.runs import RunDir, command, find_run, init_source
+from resnetctl.runs import RunDir, command, find_run, init_source, snapshot_file
 from resnetctl.training.config import STRATEGIES, TrainConfig
 
 
@@ -196,7 +198,11 @@ def plan_resume(
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What evaluate, predict and export use: a model file, what its outputs mean, and its run."""
+    """What evaluate, predict and export use: a model file, what its outputs mean, and its run.
+
+    The file is opened when it is resolved, before the seconds a backend takes to import, so a
+    run that trains meanwhile and prunes or replaces that checkpoint cannot take it away:
+    :meth:`snapshot` copies what was opened."""
 
     model_path: Path
     label: str  # best, last, epochNNNN, or the file's stem
@@ -204,6 +210,20 @@ class ModelSource:
     classes: list[str] | None  # None: a bare --model file without --dataset
     image_size: int | None
     dataset: DatasetInfo | None  # opened when asked for (need_dataset) or named
+    opened: object = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.opened is None:
+            try:
+                object.__setattr__(self, "opened", open(self.model_path, "rb"))  # noqa: SIM115 (held on purpose)
+            except OSError as exc:
+                raise RunError(f"Cannot read {self.model_path} ({exc.strerror or exc})") from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Path]:
+        """A private copy of the model file as it was when it was resolved."""
+        with snapshot_file(self.model_path, self.opened) as copy:
+            yield copy
 
 
 def resolve_model(

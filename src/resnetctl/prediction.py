@@ -83,9 +83,8 @@ def load(source):
     so a run that is training can be used) and its class names, checked against each other."""
     from resnetctl.checkpoints import load_model
     from resnetctl.models import check_model_fits
-    from resnetctl.runs import snapshot_file
 
-    with snapshot_file(source.model_path) as copy:
+    with source.snapshot() as copy:
         model = load_model(copy, compile=False)
     known = len(source.classes) if source.classes else None
     check_model_fits(model, source.model_path, known, source.image_size, "its dataset")

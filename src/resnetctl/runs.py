@@ -551,14 +551,17 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 @contextmanager
-def snapshot_file(path: Path) -> Iterator[Path]:
-    """A private copy of ``path`` made from one open file descriptor (what a rename does to the
-    name after the open does not matter), removed afterwards."""
+def snapshot_file(path: Path, opened=None) -> Iterator[Path]:
+    """A private copy of ``path`` made from one open file descriptor (what a rename or an unlink
+    does to the name after the open does not matter), removed afterwards. ``opened``: that file,
+    opened earlier (read from its start)."""
     with tempfile.TemporaryDirectory(prefix="resnetctl-") as folder:
         copy = Path(folder) / path.name
         try:
-            with open(path, "rb") as src, open(copy, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            with contextlib.nullcontext(opened) if opened is not None else open(path, "rb") as src:
+                src.seek(0)
+                with open(copy, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
         except OSError as exc:
             raise RunError(f"Cannot read {path} ({exc.strerror or exc})") from None
         yield copy
