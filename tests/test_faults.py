@@ -136,6 +136,29 @@ def test_resume_back_rebuilds_best_and_moves_later_evaluations_to_the_branch(sma
     assert branch["checkpoints"] == [3] and branch["lineage"][0]["epoch"] == 2
 
 
+def test_a_row_and_a_best_lost_between_the_epochs_writes_are_put_back_by_resume(small_run, tmp_path):
+    """What a kill -9 or a full disk between an epoch's writes can leave: epoch 3's checkpoint
+    (last.keras) without its history row or its epoch file, and best.keras still holding a worse
+    epoch. resume puts the row back from the checkpoint's metadata, relinks the file, and makes
+    the best epoch best.keras again; nothing is lost or invented."""
+    from resnetctl.runs import best_row, score
+
+    run = copy_run(small_run, tmp_path / "runs", "lost")
+    rows = run.history()
+    run.write_history(rows[:2])
+    run.epoch_path(3).unlink()
+    worst = min(rows, key=score)["epoch"]
+    best = best_row(rows)["epoch"]
+    if worst == best:
+        pytest.skip("all three epochs scored the same")
+    shutil.copyfile(run.epoch_path(worst) if worst != 3 else run.last_path, run.best_path)
+    run_cli("resume", "--run", run.path, "--epochs", 4)
+    after = run.history()
+    assert after[:3] == rows and [r["epoch"] for r in after] == [1, 2, 3, 4]
+    assert checkpoint_info(run.epoch_path(3))["epoch"] == 3
+    assert checkpoint_info(run.best_path)["epoch"] == best_row(after)["epoch"]
+
+
 # --------------------------------------------------------------------------- one writer at a time
 def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(small, tmp_path, data_dir):
     runs = tmp_path / "runs"

@@ -143,3 +143,13 @@ def test_evaluate_predict_dash_writes_the_predictions_alone_to_stdout(pets):
 
 if __name__ == "__main__":
     RESOLVED_RECIPES.write_text(json.dumps(_resolved_recipes(), indent=1, sort_keys=True) + "\n")
+
+
+def test_dash_with_stdout_closed_is_one_line_before_any_work(monkeypatch):
+    import sys
+
+    from resnetctl.errors import ResnetctlError
+
+    monkeypatch.setattr(sys, "stdout", None)  # what Python gives a process started with >&-
+    with pytest.raises(ResnetctlError, match="--csv - writes to stdout, and stdout is closed"):
+        claim("-", "--csv", stdout=True)

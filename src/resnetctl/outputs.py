@@ -61,6 +61,8 @@ def claim(
     thing there is one that ``--force`` may replace (e.g. only an earlier export folder);
     ``stdout``: whether ``-`` may name stdout (a text output)."""
     if stdout and str(path) == STDOUT:
+        if sys.stdout is None:  # started with stdout closed (>&-)
+            raise ResnetctlError(f"{what} - writes to stdout, and stdout is closed")
         return Output(Path(STDOUT), what, force, stdout=True)
     given = Path(path).expanduser()
     where = Path(os.path.abspath(given))

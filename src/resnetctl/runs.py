@@ -263,6 +263,33 @@ class RunDir:
         except (OSError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as exc:
             raise RunError(f"{self.history_path} is damaged ({exc})") from None
 
+    def history_upto(self, epoch: int) -> list[dict]:
+        """The rows of epochs 1..``epoch``: history.csv's, then any it lacks from the metadata of
+        their checkpoints (a process killed between an epoch's checkpoint and its row leaves the
+        row there). A gap no checkpoint fills is an error, never a silent hole."""
+        rows = [r for r in self.history() if r["epoch"] <= epoch]
+        checkpoints = self.checkpoints()
+        for missing in range((rows[-1]["epoch"] if rows else 0) + 1, epoch + 1):
+            metrics = {}
+            if missing in checkpoints:
+                with contextlib.suppress(RunError):
+                    metrics = checkpoint_info(checkpoints[missing]).get("metrics") or {}
+            row = {"epoch": missing}
+            for key, value in metrics.items() if isinstance(metrics, dict) else ():
+                if key in HISTORY_COLUMNS and isinstance(value, int | float) and math.isfinite(value):
+                    row[key] = float(value)
+            if "loss" not in row:
+                have = rows[-1]["epoch"] if rows else 0
+                raise RunError(
+                    f"{self.history_path} has no row for epoch {missing} and no checkpoint records it",
+                    hint=f"go on from the last recorded epoch: {command('resume', '--run', self.path, '--epoch', have)}"
+                    if have
+                    else None,
+                )
+            log.warning("history.csv had no row for epoch %d; it was taken from its checkpoint", missing)
+            rows.append(row)
+        return rows
+
     def write_history(self, rows: list[dict]) -> None:
         with atomic.atomic_path(self.history_path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, HISTORY_COLUMNS, extrasaction="ignore")

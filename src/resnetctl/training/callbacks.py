@@ -267,8 +267,11 @@ class RunRecorder(keras.callbacks.Callback):
         """The epoch's files, in the order that keeps the run consistent at every moment."""
         if state is not None:
             self.twin.save(state, self.run.last_path, info)
-        # right after its checkpoint: a row always has one, and the row is in memory only once on
-        # disk, so a write that fails later (a full disk) never loses or invents a row
+        if best:  # a copy, not a link: a best.keras damaged in place leaves the epoch files whole
+            atomic.copy_file(self.run.last_path, self.run.best_path)
+        # after its checkpoint (and best.keras): a row always has them, and the row is in memory
+        # only once on disk, so a write that fails (a full disk) never invents a row; a row lost
+        # to a kill here is in the checkpoint's metadata, and resume puts it back
         self.run.write_history(rows)
         self.rows.append(row)
         # the epoch's file is a second name of last.keras (a hard link: no copy, no extra space
@@ -276,8 +279,6 @@ class RunRecorder(keras.callbacks.Callback):
         self.run.checkpoint_dir.mkdir(exist_ok=True)
         link_or_copy(self.run.last_path, self.run.epoch_path(row["epoch"]))
         self.run.prune_epoch_files(self.every, max(self.recent, 1 if final else 0), self.keep)
-        if best:  # a copy, not a link: a best.keras damaged in place leaves the epoch files whole
-            atomic.copy_file(self.run.last_path, self.run.best_path)
         plot_monitor(rows, self.run.monitor_path, self.run.name, rate=rate, marks=self.marks)
         if self.twin is None:  # after the first checkpoint of this call, later ones are saved from here
             try:

@@ -24,7 +24,17 @@ from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
 from resnetctl.models import check_model_fits, create_model_for, get_spec
-from resnetctl.runs import RunDir, best_row, checkpoint_info, command, epoch_in, load_model, now, score
+from resnetctl.runs import (
+    RunDir,
+    best_row,
+    checkpoint_info,
+    command,
+    epoch_in,
+    link_or_copy,
+    load_model,
+    now,
+    score,
+)
 from resnetctl.signals import stop_on_signals
 from resnetctl.training import distribute
 from resnetctl.training.callbacks import (
@@ -279,6 +289,7 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
             if config.ema:  # a checkpoint holds the average in the model (EMAWeights)
                 swap_ema(model)
+            history = plan.source.history_upto(plan.epoch)  # a row lost to a kill: refused or put back here
             # everything is checked: only now does the source change (a branch) or get copied (a fork)
             branch = None
             if placement.chief and plan.fork is not None:
@@ -289,7 +300,6 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
             record = (rd if placement.chief else plan.source).config()
             if branch is not None:  # the old line's MLflow run went with the branch; this line gets its own
                 record.pop(tracking.MLFLOW_KEY, None)
-            history = [r for r in (rd if placement.chief else plan.source).history() if r["epoch"] <= plan.epoch]
             best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
             previous = (
                 make_schedule(
@@ -322,6 +332,9 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 out.create()
                 out.write_history(history)
                 out.write_config(record)
+                if out.checkpoints().get(plan.epoch) == out.last_path:  # its epoch file was lost to a kill
+                    out.checkpoint_dir.mkdir(exist_ok=True)
+                    link_or_copy(out.last_path, out.epoch_path(plan.epoch))
             resumed = {
                 "from_epoch": plan.epoch,
                 "lr": schedule.at_step(plan.epoch * steps),
@@ -348,21 +361,24 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
 
 
 def _best_kept(run: RunDir, history: list[dict], epoch: int) -> float:
-    """The score ``best.keras`` holds after going back to ``epoch`` (the epochs after it went to
-    a branch); when it is gone, the best checkpoint kept becomes ``best.keras``."""
+    """The score of ``best.keras`` when the run goes on from ``epoch``: the best of the epochs up
+    to ``epoch`` that have a checkpoint. ``best.keras`` is replaced when it holds another epoch:
+    a later one (the epochs after ``epoch`` went to a branch), an unreadable one, or a worse one
+    (its copy failed on a full disk after a better epoch's checkpoint was written)."""
     by_epoch = {r["epoch"]: r for r in history}
-    if run.best_path.is_file():
-        e = epoch_in(run.best_path)
-        e = epoch + 1 if e is None else e  # unreadable: treated as from the abandoned line
-        if e <= epoch:
-            return score(by_epoch[e]) if e in by_epoch else -math.inf
-        run.best_path.unlink()
+    holder = epoch_in(run.best_path) if run.best_path.is_file() else None
     kept = {e: p for e, p in run.checkpoints().items() if e <= epoch and p != run.best_path}
+    if holder is not None and holder <= epoch:
+        kept[holder] = run.best_path
     chosen = best_row([by_epoch[e] for e in sorted(kept) if e in by_epoch])
+    if chosen is None or chosen["epoch"] != holder:
+        with contextlib.suppress(FileNotFoundError):
+            run.best_path.unlink()
     if chosen is None:
         return -math.inf
-    atomic.copy_file(kept[chosen["epoch"]], run.best_path)  # a copy, as RunRecorder makes it
-    log.warning("best.keras is now epoch %d, the best checkpoint kept up to epoch %d", chosen["epoch"], epoch)
+    if chosen["epoch"] != holder:
+        atomic.copy_file(kept[chosen["epoch"]], run.best_path)  # a copy, as RunRecorder makes it
+        log.warning("best.keras is now epoch %d, the best checkpoint kept up to epoch %d", chosen["epoch"], epoch)
     return score(chosen)
 
 
