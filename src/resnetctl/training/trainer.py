@@ -371,10 +371,9 @@ def _best_kept(run: RunDir, history: list[dict], epoch: int) -> float:
     if holder is not None and holder <= epoch:
         kept[holder] = run.best_path
     chosen = best_row([by_epoch[e] for e in sorted(kept) if e in by_epoch])
-    if chosen is None or chosen["epoch"] != holder:
+    if chosen is None:
         with contextlib.suppress(FileNotFoundError):
             run.best_path.unlink()
-    if chosen is None:
         return -math.inf
     if chosen["epoch"] != holder:
         atomic.copy_file(kept[chosen["epoch"]], run.best_path)  # a copy, as RunRecorder makes it
