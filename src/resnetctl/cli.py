@@ -326,12 +326,11 @@ def _train(
     plan = plan_train(config_from_flags(model, config_file, options, recipe), strategy)
     if dry_run:
         from resnetctl.models.profile import profile_spec
+        from resnetctl.training.recipes import recipe_report
 
-        spec = plan.spec()
-        info = plan.dataset
-        return ui.show_dry_run(
-            console, plan.describe(), spec, profile_spec(spec, info.image_size, info.num_classes), info
-        )
+        spec, info = plan.spec(), plan.dataset
+        profile = profile_spec(spec, info.image_size, info.num_classes)
+        return ui.show_dry_run(console, plan.describe(), spec, profile, info, *recipe_report(plan.config))
     _import_backend_quietly()
     from resnetctl.training.trainer import train as run_training
 

@@ -99,9 +99,9 @@ def inference_model(model):
     """The trained graph without its training-only layers, at float32, in built-in layers, weights copied."""
     import keras
 
-    from resnetctl.models.layers import BatchMix, ChannelZeroPad, RandomCropFlip
+    from resnetctl.models.layers import BatchMix, ChannelZeroPad, RandomAffineFlip, RandomCropFlip
 
-    training_only = (RandomCropFlip, BatchMix)
+    training_only = (RandomCropFlip, RandomAffineFlip, BatchMix)
 
     def plain(layer):
         if isinstance(layer, training_only):
@@ -109,10 +109,15 @@ def inference_model(model):
         if isinstance(layer, ChannelZeroPad):
             return _zero_pad_shortcut(layer)
         if isinstance(layer, keras.layers.Normalization):  # tf2onnx can't freeze its constants
-            mean = np.asarray(layer.mean, np.float64).ravel()
-            std = np.sqrt(np.asarray(layer.variance, np.float64).ravel())
+            mean = np.asarray(layer.mean, np.float64)
+            std = np.sqrt(np.asarray(layer.variance, np.float64))
+            per_pixel = mean.size > mean.shape[-1]  # the seeds' mean image: keep its (H, W, 3) shape
+            shape = mean.shape[1:] if per_pixel else (-1,)
             return keras.layers.Rescaling(
-                scale=(1 / std).tolist(), offset=(-mean / std).tolist(), dtype="float32", name=layer.name
+                scale=(1 / std).reshape(shape).tolist(),
+                offset=(-mean / std).reshape(shape).tolist(),
+                dtype="float32",
+                name=layer.name,
             )
         config = layer.get_config()
         if "dtype" in config:

@@ -193,13 +193,19 @@ def show_model(console: Console, spec, profile, saved=None) -> None:
         console.print(f"saved {saved}", highlight=False)
 
 
-def show_dry_run(console: Console, config: dict, spec, profile, info) -> None:
-    """``train --dry-run``: what would be trained, on what, and how, without training."""
+def show_dry_run(
+    console: Console, config: dict, spec, profile, info, sources: dict | None = None, notes: tuple[str, ...] = ()
+) -> None:
+    """``train --dry-run``: what would be trained, on what, and how, without training; with a
+    recipe, where each of its settings comes from (``sources``) and its ``notes``."""
     recipe = f" (recipe {config['recipe']})" if config.get("recipe") else ""
     table = Table(show_header=False, title=f"train --dry-run: the resolved config{recipe}")
     for key, value in config.items():
-        table.add_row(*_plain(key, "-" if value is None else value))
+        cells = _plain(key, "-" if value is None else value)
+        table.add_row(*cells, *((Text(sources.get(key, "")),) if sources else ()))
     console.print(table)
+    for note in notes:
+        console.print(Text(note))
     show_model(console, spec, profile)
     splits = ", ".join(f"{name} {count:,}" for name, count in info.splits.items())
     console.print(

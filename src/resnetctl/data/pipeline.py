@@ -240,11 +240,13 @@ def validation_batches(
     batch_multiple: int = 1,
     shard: tuple[int, int] = (0, 1),
     on_device: bool = False,
+    split: str = "val",
 ) -> Batches | None:
-    """The val split in memory and in order, at :func:`validation_batch_size` of the training
-    ``batch_size``, or ``None`` when the dataset has none."""
-    if "val" not in info.splits:
+    """The ``split`` watched during training (val; test for the seeds' protocol) in memory and in
+    order, at :func:`validation_batch_size` of the training ``batch_size``, or ``None`` when the
+    dataset has none."""
+    if split not in info.splits:
         return None
-    x, y = read_split(info, "val")
+    x, y = read_split(info, split)
     size = validation_batch_size(batch_size)
     return Batches(_in_memory(x, y, on_device), len(y), size, shuffle=False, batch_multiple=batch_multiple, shard=shard)

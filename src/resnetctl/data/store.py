@@ -414,6 +414,38 @@ def read_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"Cannot read {path}: {exc}", hint="prepare it again with --force") from None
 
 
+def normalization_stats(info: DatasetInfo, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, std) a model normalises its input with, 0-255 scale: ``channel`` from meta.json;
+    ``channel-mean`` the same mean and a std of 1 (the from-scratch project's Tiny ImageNet);
+    ``pixel-mean`` the train split's mean image and a std of 1 (He et al. 2015, the project's
+    CIFAR); ``pixel`` the mean and std images. The per-pixel ones are read from train.h5 in
+    blocks, in float64."""
+    import h5py
+    import numpy as np
+
+    if kind in ("channel", "channel-mean"):
+        mean = np.asarray(info.mean, np.float32)
+        return mean, (np.asarray(info.std, np.float32) if kind == "channel" else np.ones(3, np.float32))
+    path = check_split(info, "train")
+    try:
+        with h5py.File(path, "r") as f:
+            images = f["images"]
+            total, squares = np.zeros(images.shape[1:]), np.zeros(images.shape[1:])
+            step = max(1, images.chunks[0] if images.chunks else 1024) * 16
+            for start in range(0, len(images), step):
+                block = images[start : start + step].astype(np.float64)
+                total += block.sum(axis=0)
+                squares += np.square(block).sum(axis=0)
+    except OSError as exc:
+        raise DatasetError(f"Cannot read {path}: {exc}", hint="prepare it again with --force") from None
+    count = max(len(images), 1)
+    mean = total / count
+    if kind == "pixel-mean":
+        return mean.astype(np.float32), np.ones_like(mean, np.float32)
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
 def read_filenames(info: DatasetInfo, split: str) -> list[str] | None:
     import h5py
 

@@ -156,6 +156,114 @@ class RandomCropFlip(keras.layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package="resnetctl")
+class RandomAffineFlip(keras.layers.Layer):
+    """Keras 2's ``ImageDataGenerator`` augmentation inside the model: a random rotation
+    (degrees), shift (a fraction of the side), shear (degrees) and zoom (``1 +- zoom`` per axis)
+    about the image centre, composed in its order (rotation, shift, shear, zoom), sampled
+    bilinearly with its default ``fill_mode="nearest"`` (the edge pixel is repeated, not zeros),
+    then a horizontal flip. The seed projects augmented this way.
+
+    Every output pixel reads four input pixels by a gather at clamped coordinates (clamping is
+    exactly the "nearest" fill), so it compiles under XLA on every backend. Identity at inference.
+    """
+
+    def __init__(
+        self,
+        shift: float = 0.0,
+        rotation: float = 0.0,
+        zoom: float = 0.0,
+        shear: float = 0.0,
+        flip: bool = True,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.shift, self.rotation, self.zoom, self.shear = float(shift), float(rotation), float(zoom), float(shear)
+        self.flip = bool(flip)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def reseed(self, epoch: int) -> None:
+        """Like :meth:`RandomCropFlip.reseed`, on a stream of its own."""
+        reseed(self.seed_generator, self.seed, epoch, stream=3)
+
+    def _uniform(self, batch, bound):
+        return keras.random.uniform((batch,), -bound, bound, seed=self.seed_generator)
+
+    def sample(self, batch) -> dict:
+        """One batch's random transforms, as ImageDataGenerator draws them (angles in radians,
+        shifts as fractions of the side, ``tx`` along rows)."""
+        return {
+            "theta": self._uniform(batch, math.radians(self.rotation)),
+            "tx": self._uniform(batch, self.shift),
+            "ty": self._uniform(batch, self.shift),
+            "shear": self._uniform(batch, math.radians(self.shear)),
+            "zx": 1.0 + self._uniform(batch, self.zoom),
+            "zy": 1.0 + self._uniform(batch, self.zoom),
+        }
+
+    @staticmethod
+    def warp(images, theta, tx, ty, shear, zx, zy):
+        """``images`` (float, NHWC) moved by rotation @ shift @ shear @ zoom about the centre, as
+        ImageDataGenerator's ``apply_affine_transform`` maps output pixels to input ones
+        (``tx``/``ty``: fractions of the height/width), sampled bilinearly at coordinates clamped
+        into the image (``fill_mode="nearest"``). Each argument but ``images`` has one value an image."""
+        batch = ops.shape(images)[0]
+        height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+        tx, ty = tx * height, ty * width
+        cos, sin = ops.cos(theta), ops.sin(theta)
+        # the 2x3 matrix in (row, col) coordinates
+        m00, m01 = cos * zx, (-cos * ops.sin(shear) - sin * ops.cos(shear)) * zy
+        m10, m11 = sin * zx, (cos * ops.cos(shear) - sin * ops.sin(shear)) * zy
+        m02, m12 = cos * tx - sin * ty, sin * tx + cos * ty
+        centre_r, centre_c = height / 2 - 0.5, width / 2 - 0.5
+        rows = ops.arange(height, dtype="float32")[:, None] - centre_r
+        cols = ops.arange(width, dtype="float32")[None, :] - centre_c
+        e = lambda v: ops.reshape(v, (-1, 1, 1))  # noqa: E731
+        src_r = ops.clip(e(m00) * rows + e(m01) * cols + e(m02) + centre_r, 0.0, height - 1.0)
+        src_c = ops.clip(e(m10) * rows + e(m11) * cols + e(m12) + centre_c, 0.0, width - 1.0)
+        r0, c0 = ops.floor(src_r), ops.floor(src_c)
+        wr, wc = (src_r - r0)[..., None], (src_c - c0)[..., None]
+        r1, c1 = ops.minimum(r0 + 1.0, height - 1.0), ops.minimum(c0 + 1.0, width - 1.0)
+        flat = ops.reshape(images, (batch, height * width, channels))
+
+        def at(r, c):
+            index = ops.cast(ops.reshape(r * width + c, (batch, height * width, 1)), "int32")
+            index = ops.broadcast_to(index, (batch, height * width, channels))
+            return ops.reshape(ops.take_along_axis(flat, index, axis=1), (batch, height, width, channels))
+
+        top = at(r0, c0) * (1.0 - wc) + at(r0, c1) * wc
+        bottom = at(r1, c0) * (1.0 - wc) + at(r1, c1) * wc
+        return top * (1.0 - wr) + bottom * wr
+
+    def call(self, images, training=None):
+        images = ops.cast(images, "float32")
+        if not training:
+            return images
+        batch = ops.shape(images)[0]
+        out = self.warp(images, **self.sample(batch))
+        if self.flip:
+            flipped = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < 0.5
+            out = ops.where(flipped, ops.flip(out, axis=2), out)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "shift": self.shift,
+            "rotation": self.rotation,
+            "zoom": self.zoom,
+            "shear": self.shear,
+            "flip": self.flip,
+            "seed": self.seed,
+        }
+
+
 def _log_gamma_pair(alpha: float, seed_generator, candidates: int = 16):
     """The logarithms of two Gamma(alpha, 1) draws that compile under XLA on every backend (TensorFlow's gamma
     sampler, behind ``keras.random.beta``, does not): Marsaglia and Tsang's method with a fixed

@@ -57,7 +57,7 @@ def _down(size: int, stride: int) -> int:
     return -(-size // stride)  # "same" padding
 
 
-def _block(c: _Count, spec: ResNetSpec, size: int, cin: int, width: int, stride: int) -> int:
+def _block(c: _Count, spec: ResNetSpec, size: int, cin: int, width: int, stride: int, first: bool) -> int:
     out = _down(size, stride)
     inner = width // spec.expansion
     if spec.preact:
@@ -74,7 +74,7 @@ def _block(c: _Count, spec: ResNetSpec, size: int, cin: int, width: int, stride:
         c.conv(out, 3, width, width)
     if not spec.preact:
         c.bn(width)
-    if (stride != 1 or cin != width) and spec.shortcut != "A":
+    if (stride != 1 or cin != width or (first and spec.project_first)) and spec.shortcut != "A":
         c.conv(out, 1, cin, width)
         if not spec.preact:
             c.bn(width)
@@ -92,6 +92,8 @@ def profile_spec(spec: ResNetSpec, input_size: int | None = None, num_classes: i
     size = int(input_size or spec.input_size)
     classes = int(num_classes or spec.num_classes)
     c = _Count()
+    if spec.input_bn:
+        c.bn(3)
     stem_kernel = {"cifar": 3, "imagenet": 7, "tiny_imagenet": 5}[spec.stem]
     stem_stride = 2 if spec.stem == "imagenet" else 1
     size = _down(size, stem_stride)
@@ -109,7 +111,7 @@ def profile_spec(spec: ResNetSpec, input_size: int | None = None, num_classes: i
     channels = spec.stem_width
     for s, (repeats, width) in enumerate(zip(spec.stages, spec.widths, strict=True), start=1):
         for b in range(repeats):
-            size = _block(c, spec, size, channels, width, 2 if (b == 0 and s > 1) else 1)
+            size = _block(c, spec, size, channels, width, 2 if (b == 0 and s > 1) else 1, first=b == 0)
             channels = width
         rows.append(StageRow(f"stage{s}", f"{size}x{size}", _layout(spec, width), repeats))
     if spec.preact:

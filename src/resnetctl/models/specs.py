@@ -14,7 +14,10 @@ from resnetctl.errors import ModelError
 BLOCKS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
 STEMS = ("cifar", "imagenet", "tiny_imagenet")
 SHORTCUTS = ("A", "B", "avgpool")
-AUGMENTATIONS = ("none", "crop-flip", "resized-crop-flip")  # training-only, inside the model
+# training-only, inside the model; "affine-flip" is Keras 2's ImageDataGenerator (shift, rotation,
+# zoom, shear with edge-replicating "nearest" fill), the augmentation of the seed projects
+AUGMENTATIONS = ("none", "crop-flip", "resized-crop-flip", "affine-flip")
+KERNEL_INITS = ("he_normal", "glorot_uniform")
 SHORTCUT_HELP = {
     "A": "zero-padded identity (He et al. 2015 option A)",
     "B": "1x1 convolution projection (option B)",
@@ -41,6 +44,15 @@ class ResNetSpec:
     num_classes: int = 10
     expansion: int = 4
     paper: str = ""
+    # What the from-scratch project's Keras 2 code does differently from the papers (its
+    # pipeline/nn/conv/resnet.py): BatchNormalization on the input before the stem, a 1x1
+    # projection on the first block of every stage (stage 1 too), BN epsilon 2e-5, Keras'
+    # default glorot-uniform kernels.
+    input_bn: bool = False
+    project_first: bool = False
+    bn_epsilon: float = 1e-5
+    bn_momentum: float = 0.9
+    kernel_init: str = "he_normal"
 
     def __post_init__(self):
         if self.block not in BLOCKS:
@@ -49,6 +61,8 @@ class ResNetSpec:
             raise ModelError(f"Unknown stem. Received: stem={self.stem!r}; use {STEMS}")
         if self.shortcut not in SHORTCUTS:
             raise ModelError(f"Unknown shortcut. Received: shortcut={self.shortcut!r}; use {SHORTCUTS}")
+        if self.kernel_init not in KERNEL_INITS:
+            raise ModelError(f"Unknown kernel_init. Received: kernel_init={self.kernel_init!r}; use {KERNEL_INITS}")
         if len(self.stages) != len(self.widths) or not self.stages:
             raise ModelError(
                 f"`stages` and `widths` must have the same non-zero length. "
@@ -141,6 +155,9 @@ for _n in (18, 111):  # depth 9n+2: 164 and 1001
     )
 
 # --- The project this tool reproduces (pre-activation bottleneck ResNets) --------------------
+# meng1994412/ResNet_from_scratch, pipeline/nn/conv/resnet.py: input BN, every stage's first block
+# projects, BN epsilon 2e-5 / momentum 0.9, Keras' default glorot-uniform kernels.
+_SEED_PROJECT = {"input_bn": True, "project_first": True, "bn_epsilon": 2e-5, "kernel_init": "glorot_uniform"}
 register(
     ResNetSpec(
         name="preact-resnet56-wide",
@@ -150,6 +167,7 @@ register(
         stem="cifar",
         stem_width=64,
         paper="Pre-activation bottleneck ResNet56, 3x3x64 stem (93.79% on CIFAR-10, 150 epochs)",
+        **_SEED_PROJECT,
     )
 )
 register(
@@ -174,6 +192,7 @@ register(
         input_size=64,
         num_classes=200,
         paper="Pre-activation bottleneck ResNet for Tiny ImageNet (57.93% rank-1)",
+        **_SEED_PROJECT,
     )
 )
 

@@ -19,6 +19,12 @@ OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("poly", "step", "cosine", "constant", "plateau")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+# How the model normalises its uint8 input (inside the model, from the train split's statistics):
+# per channel mean/std (ours), or the seeds' ways: a per-channel mean alone, the per-pixel mean
+# image alone (He et al. 2015), the per-pixel mean and std.
+NORMALIZATIONS = ("channel", "channel-mean", "pixel-mean", "pixel")
+LR_UPDATES = ("step", "epoch")
+VALIDATION_SPLITS = ("val", "test")
 
 
 def check_strategy(strategy: str) -> None:
@@ -139,9 +145,27 @@ class TrainConfig:
     warmup_epochs: float | None = _opt(
         None, "Linear warmup from 0 to --lr.", minimum=0, show_default="2, a tenth of shorter runs"
     )
-    optimizer: str = _opt("sgd", "sgd (Nesterov momentum) | adamw.", choices=OPTIMIZERS)
+    lr_update: str = _opt(
+        "step",
+        "step: the schedule moves every optimizer step | epoch: once an epoch, as Keras' LearningRateScheduler.",
+        choices=LR_UPDATES,
+    )
+    optimizer: str = _opt("sgd", "sgd | adamw.", choices=OPTIMIZERS)
     momentum: float = _opt(0.9, "SGD momentum.", minimum=0, below=1)
-    weight_decay: float = _opt(5e-4, "Decay coefficient.", minimum=0)
+    nesterov: bool = _opt(True, "Nesterov momentum for sgd.")
+    weight_decay: float = _opt(5e-4, "Decay coefficient (gradient += wd * w) of the conv and dense kernels.", minimum=0)
+    stem_weight_decay: float | None = _opt(
+        None, "The stem conv's own decay coefficient.", minimum=0, show_default="--weight-decay"
+    )
+    classifier_weight_decay: float | None = _opt(
+        None, "The classifier's own decay coefficient.", minimum=0, show_default="--weight-decay"
+    )
+    normalization: str = _opt(
+        "channel",
+        "The input normalisation inside the model: channel (mean/std per channel) | channel-mean | "
+        "pixel-mean (the mean image) | pixel (mean and std per pixel).",
+        choices=NORMALIZATIONS,
+    )
     label_smoothing: float = _opt(0.1, "Label smoothing of the loss.", minimum=0, below=1)
     zero_init_last: bool = _opt(False, "Start each residual branch at zero (timm's zero_init_last).")
     augmentation: str | None = _opt(
@@ -149,6 +173,22 @@ class TrainConfig:
         " | ".join(AUGMENTATIONS) + ".",
         choices=AUGMENTATIONS,
         show_default="crop-flip up to 64px, else resized-crop-flip",
+    )
+    shift: float | None = _opt(
+        None,
+        "Largest shift of crop-flip or affine-flip, a fraction of the side.",
+        minimum=0,
+        below=1,
+        show_default="1/8 (4 px at 32)",
+    )
+    rotation: float = _opt(0.0, "affine-flip: largest rotation in degrees.", minimum=0, maximum=180)
+    zoom: float = _opt(0.0, "affine-flip: zoom in [1 - zoom, 1 + zoom] per axis.", minimum=0, below=1)
+    shear: float = _opt(0.0, "affine-flip: largest shear angle in degrees.", minimum=0, below=90)
+    validation: str = _opt(
+        "val",
+        "The split watched during training: val (held out of train) | test (the seeds' protocol: no "
+        "val split, the test set watched).",
+        choices=VALIDATION_SPLITS,
     )
     precision: str = _opt("float32", " | ".join(PRECISIONS) + ".", choices=PRECISIONS)
     jit: bool | None = _opt(None, "XLA compilation.", show_default="Keras decides")
@@ -264,6 +304,18 @@ class TrainConfig:
             raise RunError("--mix-prob and --mix-switch-prob apply only with --mixup and/or --cutmix")
         check_schedule_args(self.schedule, self.lr, self.epochs, self.warmup(), self.power, self.milestones)
         self._check_monitors()
+        affine = [f for f in ("rotation", "zoom", "shear") if getattr(self, f)]
+        if affine and self.augmentation != "affine-flip":
+            flags = ", ".join("--" + f for f in affine)
+            raise RunError(
+                f"{flags} apply only with --augmentation affine-flip. Received: augmentation={self.augmentation!r}"
+            )
+        if self.shift is not None and self.augmentation not in (None, "crop-flip", "affine-flip"):
+            raise RunError(
+                f"--shift applies to crop-flip and affine-flip. Received: augmentation={self.augmentation!r}"
+            )
+        if not self.nesterov and self.optimizer != "sgd":
+            raise RunError(f"--no-nesterov applies to sgd. Received: optimizer={self.optimizer!r}")
         if self.run is not None:
             paths.check_name(self.run, "Run")
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -303,7 +355,12 @@ class TrainConfig:
         """What needs the dataset: a ``val_*`` or ``top5`` metric to watch must be logged on it."""
         from resnetctl.training.monitors import check_monitor
 
-        has_val = info.splits.get("val", 0) > 0
+        if self.validation != "val" and not info.splits.get(self.validation):
+            raise RunError(
+                f"--validation {self.validation}: {info.name} has no {self.validation} split",
+                hint=f"it has {', '.join(info.splits)}",
+            )
+        has_val = info.splits.get(self.validation, 0) > 0
         if self.schedule == "plateau":
             check_monitor("--plateau-monitor", self.plateau_monitor, has_val, info.num_classes)
         if self.early_stopping is not None:

@@ -41,7 +41,10 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         milestones: tuple[int, ...] | list[int] = (),
         gamma: float = 0.1,
         segments: tuple[dict, ...] | list[dict] = (),
+        per_epoch: bool = False,
     ):
+        """``per_epoch``: the rate holds for a whole epoch at its first step's value (Keras'
+        ``LearningRateScheduler``, as the seed projects stepped it), instead of moving every step."""
         check_schedule_args(kind, base_lr, epochs, warmup_epochs, power, milestones)
         if steps_per_epoch < 1:
             raise RunError(f"`steps_per_epoch` must be >= 1. Received: {steps_per_epoch}")
@@ -54,6 +57,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.milestones = tuple(int(m) for m in milestones)
         self.gamma = float(gamma)
         self.segments = [dict(s) for s in segments]
+        self.per_epoch = bool(per_epoch)
         self.pieces = []  # (from_epoch, constant lr or None, horizon), resolved
         rate, horizon = None, self.epochs
         for segment in self.segments:
@@ -84,12 +88,16 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             lr = self.base_lr * xp.ones_like(epoch)
         return lr
 
+    def _epoch(self, step, xp):
+        epoch = step / float(self.steps_per_epoch)
+        return xp.floor(epoch) if self.per_epoch else epoch
+
     def __call__(self, step):
-        return self._rate(ops.cast(step, "float32") / float(self.steps_per_epoch), ops)
+        return self._rate(self._epoch(ops.cast(step, "float32"), ops), ops)
 
     def at_step(self, step: int) -> float:
         """The rate of optimizer step ``step`` (0-based), computed in Python: no device round trip."""
-        return float(self._rate(np.float32(step) / np.float32(self.steps_per_epoch), np))
+        return float(self._rate(self._epoch(np.float32(step), np).astype(np.float32), np))
 
     def at_epoch_end(self, epoch: int) -> float:
         """The rate of the last step of 0-based ``epoch``: history.csv's ``lr``."""
@@ -106,6 +114,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "milestones": list(self.milestones),
             "gamma": self.gamma,
             "segments": self.segments,
+            "per_epoch": self.per_epoch,
         }
 
 

@@ -19,7 +19,7 @@ import keras
 
 from resnetctl import __version__, atomic, tracking
 from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
-from resnetctl.data.store import DatasetInfo
+from resnetctl.data.store import DatasetInfo, normalization_stats
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
@@ -107,6 +107,7 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int, rules=None):
         config.power,
         config.milestones,
         segments=config.segments,
+        per_epoch=config.lr_update == "epoch",
     )
 
 
@@ -119,7 +120,7 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
     if config.ema:
         common.update(use_ema=True, ema_momentum=config.ema)
     if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=True, **common)
+        optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum, nesterov=config.nesterov, **common)
     else:  # decoupled decay, not on BN parameters or biases
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, **common)
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
@@ -134,6 +135,33 @@ def compile_model(model, config: TrainConfig, schedule, num_classes: int) -> Non
         jit_compile="auto" if config.jit is None else config.jit,
         steps_per_execution=distribute.steps_per_execution(config.steps_per_execution or 1),
     )
+
+
+def model_options(config: TrainConfig, info: DatasetInfo) -> dict:
+    """What the builder takes from a run's config: decay placement (kernels' L2 with sgd; AdamW
+    decays in the optimizer), normalisation statistics, augmentation and mixing."""
+    sgd = config.optimizer == "sgd"
+    decay = lambda wd: (wd if sgd else 0.0) if wd is not None else None  # noqa: E731
+    mean, std = normalization_stats(info, config.normalization)
+    crop_px = None if config.shift is None else max(1, round(config.shift * info.image_size))  # None: size // 8
+    shift = 1 / 8 if config.shift is None else config.shift
+    return {
+        "weight_decay": decay(config.weight_decay),
+        "stem_weight_decay": decay(config.stem_weight_decay),
+        "classifier_weight_decay": decay(config.classifier_weight_decay),
+        "mean": mean,
+        "std": std,
+        "augmentation": config.augmentation,
+        "max_shift": crop_px,
+        "affine": {"shift": shift, "rotation": config.rotation, "zoom": config.zoom, "shear": config.shear},
+        "seed": config.seed,
+        "zero_init_last": config.zero_init_last,
+        "mixup": config.mixup,
+        "cutmix": config.cutmix,
+        "mix_prob": config.mix_prob,
+        "mix_switch_prob": config.mix_switch_prob,
+        "shortcut": config.shortcut,
+    }
 
 
 def _dataset_summary(info: DatasetInfo) -> dict:
@@ -185,19 +213,7 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
             _clear(out)
         with placement.scope():
             batches = _train_batches(info, config, placement)
-            model = create_model_for(
-                config.model,
-                info,
-                weight_decay=config.weight_decay if config.optimizer == "sgd" else 0.0,
-                augmentation=config.augmentation,
-                seed=config.seed,
-                zero_init_last=config.zero_init_last,
-                mixup=config.mixup,
-                cutmix=config.cutmix,
-                mix_prob=config.mix_prob,
-                mix_switch_prob=config.mix_switch_prob,
-                shortcut=config.shortcut,
-            )
+            model = create_model_for(config.model, info, **model_options(config, info))
             steps = len(batches)
             rules = new_rules(config)
             schedule = make_schedule(config, steps, rules=rules)
@@ -474,7 +490,7 @@ def _fit(
     progress = progress or TrainingProgress()
     rules = {k: v for k, v in (rules or {}).items() if k in ("plateau", "early_stopping")}
     validation = validation_batches(
-        info, config.batch_size, placement.batch_multiple, placement.shard, placement.data_on_device
+        info, config.batch_size, placement.batch_multiple, placement.shard, placement.data_on_device, config.validation
     )
     from resnetctl.plan import start_again_command
 
