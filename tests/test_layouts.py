@@ -192,3 +192,30 @@ def test_labels_only_for_folders(tmp_path):
     (tmp_path / "labels.csv").write_text("file,label\n")
     with pytest.raises(DatasetError, match="--labels is for `prepare folder`"):
         prepare_dataset("cifar10", tmp_path, labels=tmp_path / "labels.csv", data_dir=tmp_path / "data")
+
+
+def _jpeg(path, side, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+def test_a_folder_of_same_size_jpegs_is_read_as_it_is_without_size(tmp_path):
+    """The whole CIFAR-10 as JPEG files (train/ and test/ of class folders, every image 32x32):
+    `prepare folder` needs no --size; one image of another size brings the refusal back."""
+    source = tmp_path / "cifar-10-jpeg"
+    for split, per_class in (("train", 6), ("test", 2)):
+        for c in ("cat", "dog"):
+            for i in range(per_class):
+                _jpeg(source / split / c / f"{c}_{i}.jpg", 32, i)
+    proc = run_cli("prepare", "folder", "--source", source, "--data-dir", tmp_path / "data")
+    assert "32px" in proc.stdout
+    meta = json.loads((tmp_path / "data" / "cifar-10-jpeg" / "meta.json").read_text())
+    assert meta["image_size"] == 32 and {k: v["count"] for k, v in meta["splits"].items()} == {
+        "train": 10,
+        "val": 2,
+        "test": 4,
+    }
+    _jpeg(source / "train" / "cat" / "big.jpg", 40, 9)
+    proc = run_cli("prepare", "folder", "--source", source, "--data-dir", tmp_path / "data2", check=False)
+    one_line_error(proc, 1, "come in various sizes")

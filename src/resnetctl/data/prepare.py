@@ -20,7 +20,7 @@ import numpy as np
 from resnetctl import __version__, atomic, locks, paths
 from resnetctl.data import store
 from resnetctl.data.decode import decode_blocks
-from resnetctl.data.images import resize_center_crop
+from resnetctl.data.images import BadImage, image_dimensions, resize_center_crop
 from resnetctl.data.records import ArrayRecords, FileRecords, Records, SourceData, stratified_split
 from resnetctl.errors import DatasetError, Stopped, is_disk_full
 from resnetctl.hooks import PrepareProgress
@@ -91,6 +91,26 @@ def _read_source(kind: str, source: Path | None, seed: int, labels: Path | None 
     from resnetctl.data.layout import read_any_folder
 
     return read_any_folder(source, labels)
+
+
+def _common_square_size(data: SourceData) -> int | None:
+    """N when every image file whose header gives its size is NxN (a folder of CIFAR-10 JPEGs is
+    read as it is, at 32), else None: then --size decides. Headers only, no decoding; stops at the
+    first image of another size. Files without a readable header are left to the writer."""
+    sizes = set()
+    for records in data.splits.values():
+        if not isinstance(records, FileRecords):
+            return None
+        for name in records.names:
+            try:
+                dims = image_dimensions(records.read(name))
+            except (BadImage, OSError, ValueError):  # the writer skips it and says why
+                continue
+            if dims is not None:
+                sizes.add(dims)
+                if len(sizes) > 1 or dims[0] != dims[1]:
+                    return None
+    return sizes.pop()[0] if sizes else None
 
 
 def _carve_splits(data: SourceData, val_split: float, test_split: float, rng) -> dict[str, Records]:
@@ -245,7 +265,7 @@ def prepare_dataset(
                 hint="the file is damaged or not the one you meant; download it again",
             )
     data = _read_source(kind, source_path, seed, labels_path)
-    image_size = int(size or data.image_size or 0)
+    image_size = int(size or data.image_size or _common_square_size(data) or 0)
     if not image_size:
         raise DatasetError(
             f"Images in {source_path} come in various sizes",
