@@ -3,16 +3,24 @@ in process, several processes of one cluster), and what a trained run is read ba
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import math
 import os
+import pickle
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import tarfile
+import zlib
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,3 +168,155 @@ def pets_world(root: Path) -> tuple[Path, Path]:
             "--val-split", 0, "--test-split", 0.25)  # fmt: skip
     run_cli("build", "resnet8", "--dataset", "pets", "--data-dir", data, "--save", root / "m.keras")
     return data, root / "m.keras"
+
+
+# ---------------------------------------------------------------- builders the test modules share
+@contextlib.contextmanager
+def tmpfs(path, size: str):
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fake_dataset(root: Path, name: str, train: int = 100) -> Path:
+    """A prepared dataset's meta.json (enough for a plan; no images are read)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    meta = {
+        "format_version": 1,
+        "image_size": 32,
+        "classes": list("abcdefgh"),
+        "splits": {"train": {"count": train}, "val": {"count": 10}, "test": {"count": 10}},
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.2, 0.2, 0.2],
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def tree(folder: Path) -> dict:
+    """Every file under ``folder`` with its bytes (symlinks as their target), to compare byte for byte."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(folder))] = ("link", os.readlink(p))
+        elif p.is_file():
+            out[str(p.relative_to(folder))] = p.read_bytes()
+    return out
+
+
+def fake_run_record(tmp_path, **changes):
+    """A run folder holding only a config.json: TrainConfig's defaults with ``changes``."""
+    from resnetctl.runs import RunDir
+    from resnetctl.training.config import TrainConfig
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir(exist_ok=True)
+    record = {
+        **TrainConfig(model="resnet8", batch_size=32, augmentation="crop-flip").to_dict(),
+        "segments": [],
+        "dataset_info": {"classes": ["a", "b"], "image_size": 8},
+        **changes,
+    }
+    run.config_path.write_text(json.dumps(record))
+    return run
+
+
+def cifar_members(rows: int = 4) -> dict[str, object]:
+    """The official CIFAR-10 layout in small: five train batches, a test batch, the meta."""
+    rng = np.random.default_rng(0)
+    members = {
+        name: {
+            b"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, rows)],
+            b"batch_label": name.encode(),
+        }
+        for name in CIFAR_FILES
+    }
+    members["batches.meta"] = {b"label_names": [f"class{i}".encode() for i in range(10)]}
+    return members
+
+
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def make_dataset(root, classes=("a", "b"), labels=(0, 1, 1, 0)):
+    """A dataset folder as prepare writes it, small: meta.json and train.h5."""
+    root.mkdir(parents=True, exist_ok=True)
+    with h5py.File(root / "train.h5", "w") as f:
+        f["images"] = np.zeros((len(labels), 8, 8, 3), np.uint8)
+        f["labels"] = np.asarray(labels, np.int32)
+    meta = {
+        "format_version": 1,
+        "resnetctl_version": "0.1.0",
+        "name": root.name,
+        "image_size": 8,
+        "classes": list(classes),
+        "mean": [1.0, 2.0, 3.0],
+        "std": [4.0, 5.0, 6.0],
+        "splits": {"train": {"count": len(labels), "labelled": True}},
+        "skipped": [],
+    }
+    (root / "meta.json").write_text(json.dumps(meta))
+    return meta
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid PNG signature, IHDR and IEND, no pixels: a few dozen bytes that claim any size."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+
+
+def cifar100_archive(path):
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        return {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"fine_labels": list(rng.permutation(np.arange(n) % 100)),  # every class has images
+            b"coarse_labels": [0] * n,
+        }
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, obj in (
+            ("train", batch(300)),
+            ("test", batch(50)),
+            ("meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}),
+        ):
+            data = pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def run_two_cpus(*args):
+    return run_cli(*args, launcher=("-c", TWO_CPUS))
+
+
+# Splits this process's CPU into two logical devices before TensorFlow starts, then runs the CLI.
+TWO_CPUS = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from resnetctl.cli import main
+sys.argv[0] = "resnetctl"
+main()
+"""
+
+
+# Runs the CLI in this process and reports, after it exits, whether Keras was imported.
+PROBE = """
+import sys
+from resnetctl.cli import main
+sys.argv[0] = "resnetctl"
+try:
+    main()
+finally:
+    print("KERAS-IMPORTED" if "keras" in sys.modules else "NO-KERAS", file=sys.stderr)
+"""

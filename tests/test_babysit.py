@@ -15,8 +15,7 @@ import time
 import pytest
 
 from resnetctl.runs import RunDir
-from tests.helpers import cli_command, run_cli
-from tests.test_faults import tmpfs
+from tests.helpers import cli_command, run_cli, tmpfs
 
 COMMAND = re.compile(r"(resnetctl (?:train|resume|evaluate|summary|predict|export) .*)$")
 
@@ -127,7 +126,8 @@ def test_a_run_can_be_read_while_it_trains_and_the_stop_hint_works(cifar_small, 
 
 
 def test_a_foreign_folder_at_run_is_untouched_on_a_full_disk(tmp_path):
-    from tests.test_run_contract import _fake_dataset, tree
+    from tests.helpers import fake_dataset as _fake_dataset
+    from tests.helpers import tree
 
     data = tmp_path / "data"
     _fake_dataset(data, "shapes")

@@ -7,18 +7,7 @@ import re
 
 import pytest
 
-from tests.helpers import one_line_error, run_cli
-
-# Runs the CLI in this process and reports, after it exits, whether Keras was imported.
-PROBE = """
-import sys
-from resnetctl.cli import main
-sys.argv[0] = "resnetctl"
-try:
-    main()
-finally:
-    print("KERAS-IMPORTED" if "keras" in sys.modules else "NO-KERAS", file=sys.stderr)
-"""
+from tests.helpers import PROBE, one_line_error, run_cli
 
 
 @pytest.mark.parametrize(

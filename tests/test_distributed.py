@@ -13,24 +13,18 @@ import json
 import pytest
 
 from resnetctl.runs import RunDir
-from tests.helpers import free_ports, iterations, needs, placements, run_cli, run_workers, steps_per_epoch
+from tests.helpers import (
+    free_ports,
+    iterations,
+    needs,
+    placements,
+    run_cli,
+    run_two_cpus,
+    run_workers,
+    steps_per_epoch,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-# Splits this process's CPU into two logical devices before TensorFlow starts, then runs the CLI.
-TWO_CPUS = """
-import sys, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from resnetctl.cli import main
-sys.argv[0] = "resnetctl"
-main()
-"""
-
-
-def run_two_cpus(*args):
-    return run_cli(*args, launcher=("-c", TWO_CPUS))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Each case ends in one line and a documented exit code, and nothing the user owns
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import io
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, cli_command, copy_run, one_line_error, run_cli
+from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, cli_command, copy_run, one_line_error, run_cli, tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -69,18 +68,6 @@ def _weights(path) -> dict:
         out = {}
         f.visititems(lambda n, o: out.__setitem__(n, o[...]) if isinstance(o, h5py.Dataset) else None)
         return out
-
-
-@contextlib.contextmanager
-def tmpfs(path, size: str):
-    path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if proc.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 # --------------------------------------------------------------------------- one truth per run

@@ -28,8 +28,8 @@ from resnetctl.errors import ResnetctlError
 from resnetctl.reports import run_summary
 from resnetctl.runs import RunDir
 from resnetctl.training.config import config_from_file
-from tests.helpers import one_line_error, run_cli
-from tests.test_validated_readers import _run, cifar_members, make_dataset
+from tests.helpers import cifar_members, make_dataset, one_line_error, run_cli
+from tests.helpers import fake_run_record as _run
 
 FUZZ = settings(
     max_examples=30,

@@ -15,9 +15,7 @@ import time
 
 import pytest
 
-from tests.helpers import CIFAR_SUBSET, cli_command, one_line_error, pets_world, run_cli
-from tests.test_faults import tmpfs
-from tests.test_hostile_files import png_bomb
+from tests.helpers import CIFAR_SUBSET, cli_command, one_line_error, pets_world, png_bomb, run_cli, tmpfs
 
 pytestmark = pytest.mark.e2e
 

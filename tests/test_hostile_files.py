@@ -13,7 +13,6 @@ import struct
 import subprocess
 import sys
 import zipfile
-import zlib
 
 import cv2
 import numpy as np
@@ -22,14 +21,7 @@ import pytest
 from resnetctl.data.archive import FileTree, walk_folder
 from resnetctl.data.images import BadImage, decode_image, image_dimensions, read_file
 from resnetctl.errors import DatasetError
-from tests.helpers import one_line_error, run_cli
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid PNG signature, IHDR and IEND, no pixels: a few dozen bytes that claim any size."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+from tests.helpers import one_line_error, png_bomb, run_cli
 
 
 def jpeg_bomb() -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -19,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import CIFAR_SUBSET, TINY_MINI, invoke, one_line_error, run_cli
+from tests.helpers import CIFAR_SUBSET, TINY_MINI, cifar100_archive, invoke, one_line_error, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -207,31 +206,9 @@ def test_wrong_checksum_is_refused(tmp_path):
     assert proc.returncode == 1 and "Checksum mismatch" in proc.stderr
 
 
-def _cifar100_archive(path):
-    rng = np.random.default_rng(0)
-
-    def batch(n):
-        return {
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"fine_labels": list(rng.permutation(np.arange(n) % 100)),  # every class has images
-            b"coarse_labels": [0] * n,
-        }
-
-    with tarfile.open(path, "w:gz") as tar:
-        for name, obj in (
-            ("train", batch(300)),
-            ("test", batch(50)),
-            ("meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)]}),
-        ):
-            data = pickle.dumps(obj, protocol=2)
-            info = tarfile.TarInfo(f"cifar-100-python/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def test_cifar100_official_layout(tmp_path):
     archive = tmp_path / "cifar-100-python.tar.gz"
-    _cifar100_archive(archive)
+    cifar100_archive(archive)
     run_cli("prepare", "cifar100", "--source", archive, "--data-dir", tmp_path / "d", "--val-split", "0")
     meta = json.loads((tmp_path / "d" / "cifar100" / "meta.json").read_text())
     assert len(meta["classes"]) == 100 and meta["splits"]["train"]["count"] == 300

@@ -55,7 +55,8 @@ RESOLVED_RECIPES = Path(__file__).with_name("readback_recipes.json")
 def _resolved_recipes() -> dict:
     """Every recipe as ``train --recipe NAME`` resolves it, on 45,000 and on 1,000 train images
     (a recipe written in steps gives other epochs for each)."""
-    from resnetctl.training.recipes import RECIPES, build_config
+    from resnetctl.training.recipes import RECIPES
+    from resnetctl.training.settings import build_config
 
     def sized(train: int):
         return lambda dataset, data_dir: SimpleNamespace(splits={"train": train, "val": 500, "test": 100})

@@ -121,7 +121,7 @@ def test_early_stopping_ends_the_run_and_resume_epochs_continues_it(cifar_small,
 
 # --------------------------------------------------------------------------- every recipe, every kind
 def _cifar100(path):
-    from tests.test_prepare import _cifar100_archive
+    from tests.helpers import cifar100_archive as _cifar100_archive
 
     _cifar100_archive(path)
     return path
@@ -224,7 +224,7 @@ def test_a_plateau_cut_reaches_every_replica_under_mirrored_strategy(cifar_small
     Resumed from epoch 2 (the schedule built afresh at the cut rate), epoch 3 agrees with the run
     that went on to rounding: had a replica kept the old rate (0.1 against 0.0316) in the run
     that went on, its epoch 3 would be far from the resumed one."""
-    from tests.test_distributed import run_two_cpus
+    from tests.helpers import run_two_cpus
 
     common = ["--data-dir", data_dir, "--runs-dir", runs]
     plateau = ["--schedule", "plateau", "--plateau-patience", 1, "--plateau-min-delta", 10, "--warmup-epochs", 0]
@@ -257,7 +257,7 @@ def test_a_plateau_cut_reaches_every_replica_under_mirrored_strategy(cifar_small
     ],
 )
 def test_recipe_and_rule_mistakes_are_answered_before_keras_is_imported(args, text, tmp_path):
-    from tests.test_cli import PROBE
+    from tests.helpers import PROBE
 
     env = {"RESNETCTL_DATA_DIR": str(tmp_path), "RESNETCTL_RUNS_DIR": str(tmp_path)}
     proc = run_cli("train", "resnet20", *args, "-v", launcher=("-c", PROBE), check=False, env_extra=env)

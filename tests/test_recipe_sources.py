@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from resnetctl.training.recipes import RECIPES, build_config, recipe_report
+from resnetctl.training.recipes import RECIPES, recipe_report
+from resnetctl.training.settings import build_config
 from tests.helpers import run_cli
 
 _OFF = {

@@ -14,8 +14,9 @@ import pytest
 from resnetctl.errors import RunError
 from resnetctl.training.config import DEFAULTS, TrainConfig
 from resnetctl.training.monitors import EarlyStopping, Plateau
-from resnetctl.training.recipes import RECIPES, build_config, get_recipe
+from resnetctl.training.recipes import RECIPES, get_recipe
 from resnetctl.training.schedules import PlateauSchedule
+from resnetctl.training.settings import build_config
 
 # a loss that falls, stalls, creeps down by less than min_delta, falls again, stalls
 LOSSES = [2.3, 2.0, 1.8, 1.795, 1.79, 1.789, 1.788, 1.787, 1.6, 1.599, 1.598, 1.597, 1.596, 1.595, 1.594, 1.593]

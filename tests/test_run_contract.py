@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from resnetctl.commands import command
 from resnetctl.errors import ResnetctlError, RunError
 from resnetctl.outputs import claim, write_text, written
-from resnetctl.runs import MARKER, RunDir, best_row, command, find_run, list_runs
-from resnetctl.training.config import TrainConfig, config_from_file, config_from_flags
-from tests.helpers import invoke, run_cli
+from resnetctl.runs import MARKER, RunDir, best_row, find_run, list_runs
+from resnetctl.training.config import TrainConfig, config_from_file
+from resnetctl.training.settings import config_from_flags
+from tests.helpers import fake_dataset, invoke, run_cli, tree
 
 
 def refused(*args) -> ResnetctlError:
@@ -69,17 +71,6 @@ def fake_run(root: Path, name: str = "r", epochs: int = 4, scores=(0.5, 0.6, 0.6
     return run, ids
 
 
-def tree(folder: Path) -> dict:
-    """Every file under ``folder`` with its bytes (symlinks as their target), to compare byte for byte."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_symlink():
-            out[str(p.relative_to(folder))] = ("link", os.readlink(p))
-        elif p.is_file():
-            out[str(p.relative_to(folder))] = p.read_bytes()
-    return out
-
-
 # ------------------------------------------------------------------ identity
 def test_a_folder_is_a_run_only_by_the_tools_marker(tmp_path):
     user = tmp_path / "proj"
@@ -99,7 +90,7 @@ def test_a_folder_is_a_run_only_by_the_tools_marker(tmp_path):
 def test_train_refuses_a_foreign_folder_at_run_and_leaves_it_byte_for_byte(tmp_path):
     """`train --run proj` where proj is a user's folder with a config.json: refused, untouched."""
     data = tmp_path / "data"
-    _fake_dataset(data, "shapes")
+    fake_dataset(data, "shapes")
     runs = tmp_path / "runs"
     proj = runs / "proj"
     (proj / "checkpoints").mkdir(parents=True)
@@ -113,28 +104,12 @@ def test_train_refuses_a_foreign_folder_at_run_and_leaves_it_byte_for_byte(tmp_p
     assert tree(proj) == before
 
 
-def _fake_dataset(root: Path, name: str, train: int = 100) -> Path:
-    """A prepared dataset's meta.json (enough for a plan; no images are read)."""
-    folder = root / name
-    folder.mkdir(parents=True)
-    meta = {
-        "format_version": 1,
-        "image_size": 32,
-        "classes": list("abcdefgh"),
-        "splits": {"train": {"count": train}, "val": {"count": 10}, "test": {"count": 10}},
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.2, 0.2, 0.2],
-    }
-    (folder / "meta.json").write_text(json.dumps(meta))
-    return folder
-
-
 def test_the_default_dataset_is_the_only_one_prepared_and_several_are_a_question(tmp_path):
     data = tmp_path / "data"
-    _fake_dataset(data, "tiny-imagenet")
+    fake_dataset(data, "tiny-imagenet")
     proc = run_cli("train", "resnet56", "--schedule", "poly", "--dry-run", "--data-dir", data, "--runs-dir", tmp_path)
     assert "tiny-imagenet" in proc.stdout and "nothing was trained" in proc.stdout
-    _fake_dataset(data, "cifar10")
+    fake_dataset(data, "cifar10")
     proc = run_cli("train", "resnet56", "--dry-run", "--data-dir", data, check=False)
     assert (
         proc.returncode == 1 and "say which with --dataset" in proc.stderr and "cifar10, tiny-imagenet" in proc.stderr
@@ -145,7 +120,7 @@ def test_near_misses_name_the_likely_cause(tmp_path):
     data = tmp_path / "data"
     hint = refused("train", "resnet20", "--dataset", "cifar-10", "--data-dir", data).hint.split("make it with: ")[1]
     assert shlex.split(hint) == ["resnetctl", "prepare", "cifar10", "--data-dir", str(data)]
-    folder = _fake_dataset(data, "cifar10")
+    folder = fake_dataset(data, "cifar10")
     assert (
         "did you mean --dataset cifar10?"
         in refused("train", "resnet20", "--dataset", "cifar_10", "--data-dir", data).hint
@@ -405,7 +380,7 @@ def test_a_file_that_appears_during_the_work_is_not_replaced(tmp_path):
 def test_the_cli_refuses_to_overwrite_before_any_work(tmp_path, args, text):
     for name in ("photo.jpg", "mine.keras", "model.labels.txt", "m.keras"):
         (tmp_path / name).write_bytes(b"the user's " + name.encode())
-    _fake_dataset(tmp_path / "data", "x")
+    fake_dataset(tmp_path / "data", "x")
     before = tree(tmp_path)
     error = refused(*(a.format(d=tmp_path) for a in args), "--data-dir", tmp_path / "data")
     assert text in error.message
@@ -415,7 +390,7 @@ def test_the_cli_refuses_to_overwrite_before_any_work(tmp_path, args, text):
 # ------------------------------------------------------------------ found by a fresh review
 def _resumable(tmp_path, segments):
     data = tmp_path / "data"
-    folder = _fake_dataset(data, "shapes")
+    folder = fake_dataset(data, "shapes")
     run, _ = fake_run(tmp_path, dataset=folder)
     record = run.config()
     record.update(segments=segments, data_dir=str(data))
@@ -470,7 +445,7 @@ def test_a_closed_pipe_ends_quietly_with_0(tmp_path):
 
 def test_the_dry_run_shows_the_architecture_that_will_train(tmp_path):
     data = tmp_path / "data"
-    _fake_dataset(data, "cifar10")
+    fake_dataset(data, "cifar10")
     result = invoke("train", "resnet20", "--recipe", "keras-resnet20", "--dry-run", "--data-dir", data)
     assert result.exit_code == 0, result.output
     assert "shortcut avgpool" in result.output and "shortcut A)" not in result.output

@@ -13,7 +13,6 @@ import json
 import pickle
 import tarfile
 
-import h5py
 import numpy as np
 import pytest
 
@@ -21,25 +20,8 @@ from resnetctl.data.cifar import read_cifar
 from resnetctl.data.store import check_split, open_dataset
 from resnetctl.errors import DatasetError, ResnetctlError, RunError
 from resnetctl.paths import check_name
-from resnetctl.runs import RunDir
-from resnetctl.training.config import TrainConfig, config_from_file
-
-CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-
-
-def cifar_members(rows: int = 4) -> dict[str, object]:
-    """The official CIFAR-10 layout in small: five train batches, a test batch, the meta."""
-    rng = np.random.default_rng(0)
-    members = {
-        name: {
-            b"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8),
-            b"labels": [int(v) for v in rng.integers(0, 10, rows)],
-            b"batch_label": name.encode(),
-        }
-        for name in CIFAR_FILES
-    }
-    members["batches.meta"] = {b"label_names": [f"class{i}".encode() for i in range(10)]}
-    return members
+from resnetctl.training.config import config_from_file
+from tests.helpers import cifar_members, fake_run_record, make_dataset
 
 
 def write_cifar_folder(root, members: dict[str, object], raw: dict[str, bytes] | None = None):
@@ -129,27 +111,6 @@ def test_a_good_cifar_folder_and_a_tar_hard_link_are_read(tmp_path):
         read_cifar("cifar10", twice)
 
 
-def make_dataset(root, classes=("a", "b"), labels=(0, 1, 1, 0)):
-    """A dataset folder as prepare writes it, small: meta.json and train.h5."""
-    root.mkdir(parents=True, exist_ok=True)
-    with h5py.File(root / "train.h5", "w") as f:
-        f["images"] = np.zeros((len(labels), 8, 8, 3), np.uint8)
-        f["labels"] = np.asarray(labels, np.int32)
-    meta = {
-        "format_version": 1,
-        "resnetctl_version": "0.1.0",
-        "name": root.name,
-        "image_size": 8,
-        "classes": list(classes),
-        "mean": [1.0, 2.0, 3.0],
-        "std": [4.0, 5.0, 6.0],
-        "splits": {"train": {"count": len(labels), "labelled": True}},
-        "skipped": [],
-    }
-    (root / "meta.json").write_text(json.dumps(meta))
-    return meta
-
-
 BAD_META = {
     "mean strings": ("mean", ["a", "b", "c"], "`mean` must be 3 numbers"),
     "std zero": ("std", [0, 1, 1], "`std` must be 3 numbers"),
@@ -182,19 +143,6 @@ def test_labels_are_checked_against_the_class_count(tmp_path):
         check_split(open_dataset(tmp_path / "fewer"), "train")
 
 
-def _run(tmp_path, **changes):
-    run = RunDir(tmp_path / "r")
-    run.path.mkdir(exist_ok=True)
-    record = {
-        **TrainConfig(model="resnet8", batch_size=32, augmentation="crop-flip").to_dict(),
-        "segments": [],
-        "dataset_info": {"classes": ["a", "b"], "image_size": 8},
-        **changes,
-    }
-    run.config_path.write_text(json.dumps(record))
-    return run
-
-
 @pytest.mark.parametrize(
     "changes,message",
     [
@@ -207,9 +155,9 @@ def _run(tmp_path, **changes):
     ],
 )
 def test_a_run_config_with_wrong_types_is_one_line(tmp_path, changes, message):
-    assert _run(tmp_path).config()["model"] == "resnet8"
+    assert fake_run_record(tmp_path).config()["model"] == "resnet8"
     with pytest.raises(RunError, match=message):
-        _run(tmp_path, **changes).config()
+        fake_run_record(tmp_path, **changes).config()
 
 
 def test_config_option_types_state_json_and_history_csv(tmp_path):
@@ -224,7 +172,7 @@ def test_config_option_types_state_json_and_history_csv(tmp_path):
         with pytest.raises(RunError, match=message):
             config_from_file(path)
 
-    run = _run(tmp_path)
+    run = fake_run_record(tmp_path)
     run.state_path.write_text("[1, 2]")  # broke `summary` for every run
     assert run.state()["state"] == "failed"
     with open(run.history_path, "w", newline="") as f:
@@ -251,7 +199,7 @@ def test_a_damaged_epoch_file_does_not_shadow_a_good_last_keras(tmp_path):
     """resume dead-ended on a garbage checkpoints/epoch_0002.keras beside a good last.keras of epoch 2."""
     import zipfile
 
-    run = _run(tmp_path)
+    run = fake_run_record(tmp_path)
     run.checkpoint_dir.mkdir()
     run.epoch_path(2).write_bytes(b"garbage")
     run.epoch_path(1).write_bytes(b"")

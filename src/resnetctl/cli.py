@@ -317,7 +317,7 @@ def _train(
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
     from resnetctl.plan import plan_train
-    from resnetctl.training.config import config_from_flags
+    from resnetctl.training.settings import config_from_flags
 
     if recipe == "list":
         from resnetctl.training.recipes import recipe_rows
@@ -603,8 +603,8 @@ def summary(
                 raise
             logging.getLogger("resnetctl").warning("skipped %s", exc.message)
     if not rows:
+        from resnetctl.commands import command
         from resnetctl.paths import runs_dir as runs_root
-        from resnetctl.runs import command
 
         hint = "start one, e.g.: " + command("train", "resnet20", "--runs-dir", runs_root(runs_dir).resolve())
         raise RunError("No runs to summarise", hint=hint)

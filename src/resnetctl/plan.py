@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from resnetctl import paths
+from resnetctl.commands import command, start_again_command
 from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open_run_dataset
 from resnetctl.errors import RunError
-from resnetctl.runs import RunDir, command, find_run, init_source, snapshot_file
+from resnetctl.runs import RunDir, find_run, init_source, snapshot_file
 from resnetctl.training.config import STRATEGIES, TrainConfig
 
 
@@ -67,23 +68,7 @@ class TrainPlan:
 
     def start_again(self) -> str:
         """The command that starts this run again from nothing (printed after an early stop)."""
-        return start_again_command(self.run, self.dataset)
-
-
-def start_again_command(run: RunDir, dataset: DatasetInfo | None = None, lr: float | None = None) -> str:
-    """``train --config`` of a run that never finished an epoch: same settings, same name."""
-    dataset_path = dataset.path.resolve() if dataset else None
-    return command(
-        "train",
-        "--config",
-        run.config_path.resolve(),
-        "--run",
-        run.name,
-        "--runs-dir",
-        run.path.parent.resolve(),
-        *(("--dataset", dataset_path) if dataset_path else ()),
-        *(("--lr", f"{lr:.3g}") if lr else ()),
-    )
+        return start_again_command(self.run, self.dataset.path)
 
 
 def plan_train(config: TrainConfig, strategy: str = "auto") -> TrainPlan:
@@ -162,7 +147,7 @@ def plan_resume(
     if not checkpoints:
         raise RunError(
             f"Run {rd.path} has no checkpoint: it stopped before its first epoch ended",
-            hint=f"start it again with: {start_again_command(rd, info)}",
+            hint=f"start it again with: {start_again_command(rd, info.path)}",
         )
     epoch = max(checkpoints) if epoch is None else epoch
     rd.checkpoint(epoch)  # an epoch without a checkpoint: the error lists those that have one

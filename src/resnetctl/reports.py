@@ -6,8 +6,9 @@ import math
 import time
 from collections.abc import Iterator
 
+from resnetctl.commands import command, start_again_command
 from resnetctl.errors import RunError
-from resnetctl.runs import RunDir, best_row, command, list_runs, score
+from resnetctl.runs import RunDir, best_row, list_runs, score
 from resnetctl.tracking import mlflow_run_of
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -39,12 +40,10 @@ def sparkline(values: list[float]) -> str:
 
 
 def next_command(run: RunDir, state: str, done: int, epochs: int) -> str | None:
-    """The command that continues a run, as it should be pasted (built by ``runs.command``)."""
+    """The command that continues a run, as it should be pasted."""
     if state == "running":
         return command("summary", run.path.resolve(), "--follow")
     if done == 0:
-        from resnetctl.plan import start_again_command
-
         return start_again_command(run)
     if done < epochs and state != "finished":
         return command("resume", "--run", run.path.resolve())

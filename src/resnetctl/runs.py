@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import re
-import shlex
 import shutil
 import tempfile
 import uuid
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from resnetctl import atomic, locks, paths
 from resnetctl.checkpoints import checkpoint_info, load_model, save_checkpoint  # noqa: F401 (re-exported)
+from resnetctl.commands import command
 from resnetctl.errors import RunError
 
 log = logging.getLogger("resnetctl")
@@ -54,21 +54,6 @@ STATES = ("running", "finished", "stopped", "diverged", "failed")
 # written when the tool creates a run: a folder without it is not a run, whatever files it holds
 MARKER = ".resnetctl-run"
 RUN_FORMAT = 2
-# what a run's config.json holds beside the train options (``train --config`` accepts them)
-RECORD_KEYS = frozenset(
-    {
-        "created",
-        "steps_per_epoch",
-        "effective_warmup_epochs",
-        "dataset_info",
-        "versions",
-        "placement",
-        "resumes",
-        "init",
-        "parent",
-        "mlflow_run",
-    }
-)
 
 
 def score(row: dict) -> float:
@@ -96,12 +81,6 @@ def label_epoch(label: str) -> int | None:
     """The epoch of an ``epoch_label``, else None (``best``, ``last``, a file's stem)."""
     m = re.fullmatch(r"epoch(\d{4,})", str(label))
     return int(m.group(1)) if m else None
-
-
-def command(*words) -> str:
-    """A command line the tool prints, quoted so that it works when pasted into a shell
-    (paths with spaces or quotes included). Every printed command is built here."""
-    return shlex.join(["resnetctl", *(str(w) for w in words if w is not None)])
 
 
 def now() -> str:

@@ -28,22 +28,17 @@ import time
 from pathlib import Path
 
 from resnetctl.errors import RunError
+from resnetctl.training.config import TrainConfig, check_extra, install_hint
 
 log = logging.getLogger("resnetctl")
 
-MLFLOW_INSTALL = 'pip install "resnetctl[mlflow]"'
+MLFLOW_INSTALL = install_hint("mlflow")
 MLFLOW_KEY = "mlflow_run"  # config.json: {"id", "tracking_uri", "experiment_id"}
 DEFAULT_EXPERIMENT = "resnetctl"  # unless MLFLOW_EXPERIMENT_NAME names another
 # history.csv column -> Keras' TensorBoard name (without the epoch_ prefix and val_ split)
 TENSORBOARD_NAMES = {"lr": "learning_rate"}
 RUN_ARTIFACTS = ("config.json", "history.csv", "monitor.png")
 MLFLOW_STATUS = {"finished": "FINISHED", "stopped": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
-
-
-def check_mlflow() -> None:
-    """``--mlflow`` without the package is refused before anything is trained."""
-    if importlib.util.find_spec("mlflow") is None:
-        raise RunError("--mlflow needs the mlflow package", hint=f"install it with `{MLFLOW_INSTALL}`")
 
 
 def mlflow_run_of(record: dict) -> dict | None:
@@ -74,8 +69,6 @@ def _plain(value):
 def hyperparameters(record: dict) -> dict:
     """The run's options (the TrainConfig fields of config.json) plus what they resolved to."""
     from dataclasses import fields
-
-    from resnetctl.training.config import TrainConfig
 
     names = [f.name for f in fields(TrainConfig)] + ["steps_per_epoch", "effective_warmup_epochs"]
     params = {k: _plain(record[k]) for k in names if k in record and k not in ("data_dir", "runs_dir")}
@@ -275,7 +268,7 @@ def open_trackers(config, tensorboard_dir: Path, chief: bool = True) -> Trackers
     if chief and config.tensorboard:
         trackers.append(TensorBoardTracker(tensorboard_dir))
     if chief and config.mlflow:
-        check_mlflow()
+        check_extra("mlflow", "--mlflow")
         trackers.append(MlflowTracker())
     return Trackers(trackers)
 

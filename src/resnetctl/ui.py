@@ -369,7 +369,7 @@ class TrainingDisplay(TrainingProgress):
 
 
 def show_trained(console: Console, result) -> None:
-    from resnetctl.runs import command
+    from resnetctl.commands import command
 
     if result.placement and not result.placement.chief:
         console.print(

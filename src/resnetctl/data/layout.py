@@ -120,16 +120,3 @@ def read_labelled(source: Path, labels: Path) -> SourceData:
     ignored = sorted(n for n in have - set(names) if not n.rsplit("/", 1)[-1].startswith("."))
     records = FileRecords(names, np.asarray([index[c] for c in label_names], np.int32), tree.read)
     return SourceData(kind="labels-csv", classes=classes, splits={"train": records}, ignored=ignored)
-
-
-def read_any_folder(source: Path, labels: Path | None = None) -> SourceData:
-    """``prepare folder``: the layout recognised, then read by its reader."""
-    if labels is not None:
-        return read_labelled(source, labels)
-    if source.is_dir() and tiny_imagenet_root(FileTree(source)) is not None:
-        from resnetctl.data.tiny_imagenet import read_tiny_imagenet
-
-        return read_tiny_imagenet(source)
-    from resnetctl.data.folder import read_folder
-
-    return read_folder(source)

@@ -84,13 +84,19 @@ def _read_source(kind: str, source: Path | None, seed: int, labels: Path | None 
         from resnetctl.data.cifar import read_cifar
 
         return read_cifar(kind, source)
-    if kind == "tiny-imagenet":
-        from resnetctl.data.tiny_imagenet import read_tiny_imagenet
+    from resnetctl.data.archive import FileTree
+    from resnetctl.data.layout import read_labelled, tiny_imagenet_root
+    from resnetctl.data.tiny_imagenet import read_tiny_imagenet
 
+    if kind == "tiny-imagenet" or (
+        labels is None and source.is_dir() and tiny_imagenet_root(FileTree(source)) is not None
+    ):  # `prepare folder` of the unpacked Tiny ImageNet tree reads it as Tiny ImageNet
         return read_tiny_imagenet(source)
-    from resnetctl.data.layout import read_any_folder
+    if labels is not None:
+        return read_labelled(source, labels)
+    from resnetctl.data.folder import read_folder
 
-    return read_any_folder(source, labels)
+    return read_folder(source)
 
 
 def _common_square_size(data: SourceData) -> int | None:

@@ -127,6 +127,35 @@ def _opt(default, help: str, **kwargs):
     return field(default=default, metadata=option(help, **kwargs))
 
 
+# config.json's schema: TrainConfig's fields, and what a run's config.json holds beside them
+# (written by train and resume; ``train --config`` accepts them)
+RECORD_KEYS = frozenset(
+    {
+        "created",
+        "steps_per_epoch",
+        "effective_warmup_epochs",
+        "dataset_info",
+        "versions",
+        "placement",
+        "resumes",
+        "init",
+        "parent",
+        "mlflow_run",
+    }
+)
+
+
+def check_extra(package: str, flag: str) -> None:
+    """A flag that needs an optional extra (``pip install "resnetctl[PACKAGE]"``) is refused
+    before anything is trained when the package is missing."""
+    if importlib.util.find_spec(package) is None:
+        raise RunError(f"{flag} needs the {package} package", hint=f"install it with `{install_hint(package)}`")
+
+
+def install_hint(extra: str) -> str:
+    return f'pip install "resnetctl[{extra}]"'
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = field(metadata=option("Model name, e.g. resnet56 (see `build --list`).", cli=False))
@@ -318,15 +347,10 @@ class TrainConfig:
             raise RunError(f"--no-nesterov applies to sgd. Received: optimizer={self.optimizer!r}")
         if self.run is not None:
             paths.check_name(self.run, "Run")
-        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise RunError(
-                "--tensorboard needs the tensorboard package",
-                hint="install it with: pip install 'resnetctl[tensorboard]'",
-            )
+        if self.tensorboard:
+            check_extra("tensorboard", "--tensorboard")
         if self.mlflow:
-            from resnetctl.tracking import check_mlflow
-
-            check_mlflow()
+            check_extra("mlflow", "--mlflow")
         return self
 
     def _check_monitors(self) -> None:
@@ -517,10 +541,8 @@ def config_from_file(path) -> TrainConfig:
 
 def config_file_options(path) -> dict:
     """The options a ``--config`` file sets (its keys only, each of its declared type, nothing
-    filled in): what :func:`resnetctl.training.recipes.build_config` lays over a recipe."""
+    filled in): what :func:`resnetctl.training.settings.build_config` lays over a recipe."""
     from pathlib import Path
-
-    from resnetctl.runs import RECORD_KEYS
 
     path = Path(path)
     try:
@@ -544,26 +566,11 @@ def cli_options() -> list:
     return [f for f in fields(TrainConfig) if f.metadata.get("cli")]
 
 
+def option_type(name: str) -> type:
+    """The base type of the option ``name`` (``tuple[int, ...]`` for a list option)."""
+    return _kind(_HINTS[name])[0]
+
+
 def option_kind(f) -> tuple[type, bool]:
     """(base type, None allowed) of an option: what its flag parses."""
     return _kind(_HINTS[f.name])
-
-
-def config_from_flags(
-    model: str | None, config_file=None, flags: dict | None = None, recipe: str | None = None
-) -> TrainConfig:
-    """``train``'s settings from its command line: a list option (``--milestones 82,123``) comes as
-    text and is parsed here, then :func:`resnetctl.training.recipes.build_config` merges
-    defaults < ``--recipe`` < ``--config`` file < flags (``None``: not given)."""
-    from resnetctl.training.recipes import build_config
-
-    flags = dict(flags or {})
-    for name, value in list(flags.items()):
-        if isinstance(value, str) and typing.get_origin(_kind(_HINTS[name])[0]) is tuple:
-            try:
-                flags[name] = tuple(int(v) for v in value.split(",") if v.strip())
-            except ValueError:
-                raise RunError(
-                    f"--{name.replace('_', '-')} must be whole numbers separated by commas. Received: {value!r}"
-                ) from None
-    return build_config(model, recipe, config_file, flags)

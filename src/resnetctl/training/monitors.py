@@ -170,7 +170,7 @@ def saved_rules(config, info: dict, epoch: int, lr: float | None, epochs_given: 
     """The rules as checkpoint ``info`` saved them. ``resume --lr`` starts the plateau rule
     afresh from that rate; a run early stopping ended continues only with ``--epochs`` (on
     purpose), its best kept and its count started again."""
-    from resnetctl.runs import command
+    from resnetctl.commands import command
 
     rules = new_rules(config, lr)
     if "plateau" in rules and lr is None and info.get("plateau"):

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 from resnetctl.errors import RunError
-from resnetctl.training.config import TrainConfig, config_file_options
 
 
 @dataclass(frozen=True)
@@ -308,37 +307,3 @@ def recipe_rows() -> list[dict]:
         }
         for r in RECIPES.values()
     ]
-
-
-def build_config(
-    model: str | None, recipe: str | None, config_file=None, flags: dict | None = None, open_info=None
-) -> TrainConfig:
-    """``train``'s settings: defaults < ``recipe`` < ``config_file`` < ``flags`` (``None``: not
-    given), validated. ``open_info(dataset, data_dir)`` gives the ``DatasetInfo`` that a recipe
-    written in steps is converted for (default: :func:`resnetctl.data.store.open_dataset`)."""
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    from_file = config_file_options(config_file) if config_file is not None else {}
-    chosen = get_recipe(recipe) if recipe else None
-    settings: dict = dict(chosen.settings) if chosen else {}
-    if chosen:
-        settings["recipe"] = chosen.name
-    settings.update(from_file)
-    settings.update(given)
-    settings["model"] = model or from_file.get("model") or (chosen.model if chosen else None)
-    if not settings["model"]:
-        raise RunError(
-            "Missing MODEL", hint="e.g. `resnetctl train resnet20`, --recipe NAME or --config RUN/config.json"
-        )
-    if chosen and chosen.iterations and not {"epochs", "milestones"} <= set(from_file) | set(given):
-        if open_info is None:
-            from resnetctl.data.store import open_dataset as open_info
-        config = TrainConfig.from_dict(settings)
-        info = open_info(config.dataset, config.data_dir)
-        fixed = {**from_file, **given}
-        converted = chosen.epochs_for(info.splits["train"], fixed.get("epochs"))
-        settings.update({k: v for k, v in converted.items() if k not in fixed})
-    try:
-        config = TrainConfig.from_dict(settings)
-    except TypeError as exc:
-        raise RunError(f"Bad settings: {exc}") from None
-    return config.validate()

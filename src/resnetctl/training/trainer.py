@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 
 from resnetctl import __version__, atomic, tracking
+from resnetctl.commands import resume_command, start_again_command
 from resnetctl.data.pipeline import EpochStart, train_batches, validation_batches
 from resnetctl.data.store import DatasetInfo, normalization_stats
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
@@ -28,7 +29,6 @@ from resnetctl.runs import (
     RunDir,
     best_row,
     checkpoint_info,
-    command,
     epoch_in,
     link_or_copy,
     load_model,
@@ -438,7 +438,7 @@ class _RunWriter:
 
 
 def _resume_hint(run: RunDir, lr: float | None = None) -> str:
-    return "resume with: " + command("resume", "--run", run.path.resolve(), *(("--lr", f"{lr:.3g}") if lr else ()))
+    return "resume with: " + resume_command(run, lr)
 
 
 def _marks(run: RunDir) -> list[tuple[int, str]]:
@@ -492,8 +492,6 @@ def _fit(
     validation = validation_batches(
         info, config.batch_size, placement.batch_multiple, placement.shard, placement.data_on_device, config.validation
     )
-    from resnetctl.plan import start_again_command
-
     trackers = tracking.open_trackers(config, tensorboard_dir or run.tensorboard_dir, placement.chief)
     fresh = initial_epoch == 0
     epochs = config.total_epochs()
@@ -570,10 +568,10 @@ def _fit(
                 hint = (
                     _resume_hint(run, lr)
                     if done
-                    else "start again with a lower rate: " + start_again_command(run, info, config.lr / 10)
+                    else "start again with a lower rate: " + start_again_command(run, info.path, config.lr / 10)
                 )
                 raise Diverged(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
-            hint = _resume_hint(run) if done else "start again with: " + start_again_command(run, info)
+            hint = _resume_hint(run) if done else "start again with: " + start_again_command(run, info.path)
             raise Stopped(f"Stopped in epoch {stop.epoch}: {stop.reason}; {kept}", hint=hint) from None
         except BaseException as exc:
             done = history[-1]["epoch"] if history else initial_epoch
