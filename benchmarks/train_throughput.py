@@ -33,6 +33,7 @@ from resnetctl.data.store import open_dataset, read_split
 from resnetctl.hooks import TrainingProgress
 from resnetctl.models import create_model_for
 from resnetctl.training.config import TrainConfig
+from resnetctl.plan import plan_train
 from resnetctl.training.trainer import compile_model, make_schedule, train
 
 
@@ -107,7 +108,7 @@ def ours(config: TrainConfig, runs_dir: str, name: str, images: int, steps_only:
     Train's own images_per_second column (appended to ``steps_only``) counts the steps alone,
     not validation or the epoch's writes."""
     ends = EpochEnds()
-    result = train(config.with_overrides(runs_dir=runs_dir, run=name), ends)  # no progress display
+    result = train(plan_train(config.with_overrides(runs_dir=runs_dir, run=name)), ends)  # no progress display
     steps_only.append(float(np.mean([r["images_per_second"] for r in result.history[1:]])))
     return images * (len(ends.times) - 1) / (ends.times[-1] - ends.times[0])
 

@@ -72,6 +72,75 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+# The layers, top first (docs/design.md draws the same): a module imports its own layer or those
+# below it, never one above. The CLI parses and maps errors to exits; ui draws; plans check a
+# command without Keras; the work (train, evaluate, predict, export, summary) runs a plan; runs
+# and their records below it; data, models and settings below those; leaves at the bottom.
+LAYERS = {
+    "cli": ["resnetctl.cli", "resnetctl.__main__"],
+    "ui": ["resnetctl.ui"],
+    "plan": ["resnetctl.plan"],
+    "work": [
+        "resnetctl.training.trainer",
+        "resnetctl.training.callbacks",
+        "resnetctl.evaluation",
+        "resnetctl.prediction",
+        "resnetctl.export",
+        "resnetctl.reports",
+    ],
+    "records": ["resnetctl.runs", "resnetctl.tracking", "resnetctl.plots"],
+    "data, models, settings": [
+        "resnetctl.data.*",
+        "resnetctl.models",
+        "resnetctl.models.*",
+        "resnetctl.checkpoints",
+        "resnetctl.training.config",
+        "resnetctl.training.recipes",
+        "resnetctl.training.settings",
+        "resnetctl.training.monitors",
+        "resnetctl.training.schedules",
+        "resnetctl.training.losses",
+        "resnetctl.training.distribute",
+    ],
+    "leaves": [
+        "resnetctl",
+        "resnetctl.data",
+        "resnetctl.training",
+        "resnetctl.errors",
+        "resnetctl.atomic",
+        "resnetctl.locks",
+        "resnetctl.paths",
+        "resnetctl.signals",
+        "resnetctl.hooks",
+        "resnetctl.heap",
+        "resnetctl.commands",
+        "resnetctl.outputs",
+        "resnetctl.scoring",
+    ],
+}
+
+
+def layer_of(module: str) -> int:
+    """0 for the top layer; the exact name wins over a ``package.*`` pattern."""
+    for exact in (True, False):
+        for depth, (_, names) in enumerate(LAYERS.items()):
+            for name in names:
+                if (name == module) if exact else (name.endswith(".*") and module.startswith(name[:-1])):
+                    return depth
+    raise AssertionError(f"{module} is in no layer of LAYERS: place it there and in docs/design.md")
+
+
+def test_imports_go_down_the_layers_only():
+    graph = import_graph()
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in sorted(graph.items())
+        for target in sorted(targets)
+        if layer_of(target) < layer_of(module)
+    ]
+    assert upward == []
+
+
 def test_the_scan_sees_function_level_imports_and_finds_a_planted_cycle():
     graph = import_graph()
     assert "resnetctl.data.store" in graph["resnetctl.training.settings"]  # imported inside build_config

@@ -421,13 +421,14 @@ from resnetctl.data.pipeline import EpochStart, train_batches
 from resnetctl.data.store import open_dataset
 from resnetctl.models import create_model_for
 from resnetctl.training.config import TrainConfig
+from resnetctl.plan import plan_train
 from resnetctl.training.trainer import compile_model, make_schedule, train
 
 data_dir, runs_dir, train_first = sys.argv[1], sys.argv[2], sys.argv[3] == "yes"
 config = TrainConfig(model="resnet8", dataset="cifar-small", data_dir=data_dir, runs_dir=runs_dir,
                      run="faults", epochs=1, batch_size=64)
 if train_first:
-    train(config)
+    train(plan_train(config))
 info = open_dataset("cifar-small", data_dir)
 batches = train_batches(info, 64, None, 0)
 model = create_model_for("resnet8", info, weight_decay=5e-4, seed=0)

@@ -14,20 +14,17 @@ from resnetctl import atomic
 from resnetctl.data.store import read_filenames, read_split
 from resnetctl.errors import RunError
 from resnetctl.models import check_model_fits
-from resnetctl.plan import check_topk  # noqa: F401 (re-exported)
 from resnetctl.plots import plot_confusion
-from resnetctl.reports import describe_tta
 from resnetctl.runs import RunDir, checkpoint_info, load_model
+from resnetctl.scoring import check_tta, describe_tta
 
 CONFUSION_IMAGE_MAX_CLASSES = 1000  # a figure up to Tiny ImageNet's 200 classes and beyond (plots.py)
 
 
 def predict(model, images: np.ndarray, batch_size: int = 256, tta: str | None = None) -> np.ndarray:
     probs = model.predict(images, batch_size=batch_size, verbose=0)
-    if tta == "flip":
+    if check_tta(tta) == "flip":
         probs = (probs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
-    elif tta is not None:
-        raise RunError(f"Unknown test-time augmentation {tta!r}", hint="use flip")
     return np.asarray(probs, dtype=np.float64)
 
 

@@ -21,6 +21,7 @@ from resnetctl.commands import command, start_again_command
 from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open_run_dataset
 from resnetctl.errors import RunError
 from resnetctl.runs import RunDir, find_run, init_source, snapshot_file
+from resnetctl.scoring import check_topk, check_tta
 from resnetctl.training.config import STRATEGIES, TrainConfig
 
 
@@ -265,17 +266,6 @@ def running_note(run: RunDir | None) -> str | None:
     return f"run {run.name} is still training ({done} epochs done when it was read)"
 
 
-TTA_MODES = ("flip",)
-
-
-def check_topk(topk: int | None, classes: int) -> int:
-    """K of rank-K (``None``: min(5, classes)); refused outside 1..classes."""
-    k = min(5, classes) if topk is None else topk
-    if not 1 <= k <= classes:
-        raise RunError(f"--topk must be between 1 and the {classes} classes. Received: {k}")
-    return k
-
-
 @dataclass(frozen=True)
 class EvaluationPlan:
     source: ModelSource
@@ -294,8 +284,7 @@ def plan_evaluate(
     info = source.dataset
     info.split_path(split)  # an unknown split: one line, with the near miss (validation -> val)
     k = check_topk(topk, info.num_classes)
-    if tta is not None and tta not in TTA_MODES:
-        raise RunError(f"Unknown test-time augmentation {tta!r}", hint=f"use {', '.join(TTA_MODES)}")
+    check_tta(tta)
     if not info.is_labelled(split) and predict is None:
         raise RunError(
             f"Split {split!r} has no labels to score", hint="write its predictions with --predict FILE instead"

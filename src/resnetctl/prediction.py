@@ -21,7 +21,7 @@ from resnetctl.data.archive import walk_folder
 from resnetctl.data.images import BadImage, is_image_file, read_file
 from resnetctl.data.records import FileRecords
 from resnetctl.errors import RunError
-from resnetctl.plan import check_topk
+from resnetctl.scoring import check_topk
 
 GLOB_CHARACTERS = frozenset("*?[")
 

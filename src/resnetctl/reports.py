@@ -25,11 +25,6 @@ RECIPE_KEYS = (
 )
 
 
-def describe_tta(tta: str | None) -> str:
-    """How a score was taken, said wherever one is shown: ``no TTA`` or ``TTA flip``."""
-    return f"TTA {tta}" if tta else "no TTA"
-
-
 def sparkline(values: list[float]) -> str:
     values = [v for v in values if math.isfinite(v)]
     if not values:

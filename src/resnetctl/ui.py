@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resnetctl.hooks import PrepareProgress, TrainingProgress
-from resnetctl.reports import describe_tta
+from resnetctl.scoring import describe_tta
 
 LOG_EVERY_SECONDS = 30.0
 

@@ -198,12 +198,7 @@ def _init_from(model, config: TrainConfig) -> dict | None:
 
 
 def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
-    """Train a new run as planned by :func:`resnetctl.plan.plan_train` (a config works too: it is
-    planned here)."""
-    from resnetctl.plan import plan_train
-
-    if isinstance(plan, TrainConfig):
-        plan = plan_train(plan)
+    """Train a new run as planned by :func:`resnetctl.plan.plan_train`."""
     config, info, run = plan.config, plan.dataset, plan.run
     placement = resolve(plan.strategy)
     placement.check_batch_size(config.batch_size)
@@ -269,9 +264,8 @@ def _clear(run: RunDir) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def resume(plan=None, progress: TrainingProgress | None = None, **options) -> TrainResult:
-    """Continue a run as planned by :func:`resnetctl.plan.plan_resume` (or plan it from
-    ``options``: run, runs_dir, data_dir, epoch, lr, epochs, fork, strategy).
+def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
+    """Continue a run as planned by :func:`resnetctl.plan.plan_resume`.
 
     Model, optimizer state (iterations, momentum), augmentation RNG state and the schedule
     position come back from the checkpoint; the data order is a function of (seed, epoch):
@@ -280,10 +274,6 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
     epoch instead and leaves this one as it is. A new ``lr`` or ``epochs`` is recorded as a
     segment of the schedule, so ``train --config`` of the run replays it.
     """
-    from resnetctl.plan import plan_resume
-
-    if plan is None:
-        plan = plan_resume(**options)
     config, info = plan.config, plan.dataset
     placement = resolve(plan.strategy)
     placement.check_batch_size(config.batch_size)
