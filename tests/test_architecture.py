@@ -77,7 +77,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 # command without Keras; the work (train, evaluate, predict, export, summary) runs a plan; runs
 # and their records below it; data, models and settings below those; leaves at the bottom.
 LAYERS = {
-    "cli": ["resnetctl.cli", "resnetctl.__main__"],
+    "cli": ["resnetctl.cli", "resnetctl.__main__", "resnetctl.cli_options", "resnetctl.cli_runtime"],
     "ui": ["resnetctl.ui"],
     "plan": ["resnetctl.plan"],
     "work": [
@@ -166,3 +166,29 @@ def test_no_test_module_imports_another():
             if hits - {path.stem}:
                 offenders.setdefault(path.name, set()).update(hits - {path.stem})
     assert offenders == {}
+
+
+def test_the_cli_is_a_list_of_short_commands():
+    """cli.py holds the commands and nothing else: each short (options, a plan, a call, a render)."""
+    tree = ast.parse((SRC / "cli.py").read_text(encoding="utf-8"))
+    assert len((SRC / "cli.py").read_text(encoding="utf-8").splitlines()) < 500
+    long = {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 45
+    }
+    assert long == {}
+
+
+def test_only_the_cli_layer_and_ui_import_typer_or_rich():
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        name = _module_name(path)
+        if layer_of(name) <= 1:  # cli, ui
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in ("typer", "rich", "click")]
+    assert offenders == []

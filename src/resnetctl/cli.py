@@ -1,26 +1,42 @@
-"""The ``resnetctl`` command line: parse, call the library, render with ``resnetctl.ui``.
-
-Every mistake that needs no Keras is answered before a backend is imported; heavy imports
-happen inside the commands, so ``--help`` and errors are instant.
+"""The ``resnetctl`` command line: each command parses its options, makes its plan (no Keras:
+every mistake is answered before a backend is imported), runs it in the library and renders
+the result with :mod:`resnetctl.ui`. Shared options are declared in :mod:`resnetctl.cli_options`;
+the process around a command (consoles, ``--verbose``, exit codes) is :mod:`resnetctl.cli_runtime`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import inspect
 import json
-import os
 import sys
-import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from resnetctl import __version__, ui
-from resnetctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Diverged, ResnetctlError, Stopped
-from resnetctl.paths import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV
+from resnetctl.cli_options import (
+    ConfigFileOpt,
+    DataDir,
+    DryRunOpt,
+    ForceOpt,
+    JsonOpt,
+    ModelChoice,
+    RecipeOpt,
+    RunOpt,
+    RunsDir,
+    StrategyOpt,
+    with_model_choice,
+    with_train_options,
+)
+from resnetctl.cli_runtime import (
+    console,
+    console_beside,
+    err_console,
+    import_backend_quietly,
+    print_json,
+    reading_note,
+    set_verbose,
+)
 
 app = typer.Typer(
     name="resnetctl",
@@ -30,45 +46,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # so "[default: ...]" and "[30]" are shown, not eaten as markup
 )
-console = ui.make_console()
-err_console = ui.make_console(stderr=True)
-STATE = {"verbose": False}
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar=DATA_DIR_ENV,
-        show_envvar=True,
-        show_default="the per-user data folder",
-        help="Where datasets live.",
-    ),
-]
-RunsDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--runs-dir",
-        envvar=RUNS_DIR_ENV,
-        show_envvar=True,
-        show_default=f"./{DEFAULT_RUNS_DIR}",
-        help="Where runs live.",
-    ),
-]
-RunOpt = Annotated[str | None, typer.Option("--run", show_default="the latest run", help="Run name or path.")]
-CheckpointOpt = Annotated[str, typer.Option(help="best | last | an epoch number.")]
-ModelFileOpt = Annotated[
-    Path | None,
-    typer.Option("--model", help="Any .keras file from this tool instead of a run (--dataset says what it was for)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else (docs/json.md).")]
-StrategyOpt = Annotated[
-    str,
-    typer.Option(
-        help="auto | none | mirrored | multi-worker. auto: multi-worker when TF_CONFIG names several workers "
-        "(JAX: KERAS_DISTRIBUTION_NUM_PROCESSES > 1), else every local GPU (mirrored) when there are several, "
-        "else one device."
-    ),
-]
 
 
 def _version(value: bool):
@@ -86,37 +63,9 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ):
-    STATE["verbose"] = STATE["verbose"] or verbose
-    if not STATE["verbose"]:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    set_verbose(verbose)
 
 
-def _import_backend_quietly() -> None:
-    """Import Keras (and TensorFlow, which ``keras.utils.set_random_seed`` imports on every backend
-    when it is installed) with fd 2 sent to /dev/null: TensorFlow's C++ libraries print start-up
-    lines before their logging is set up, which TF_CPP_MIN_LOG_LEVEL can't silence. ``--verbose``
-    keeps them; Python errors still show."""
-    if STATE["verbose"] or "keras" in sys.modules:
-        return
-    import importlib.util
-
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        if importlib.util.find_spec("tensorflow"):
-            import tensorflow  # noqa: F401
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-# --------------------------------------------------------------------------- prepare
 @app.command()
 def prepare(
     kind: Annotated[str | None, typer.Argument(help="shapes | cifar10 | cifar100 | tiny-imagenet | folder")] = None,
@@ -147,44 +96,22 @@ def prepare(
     A folder may hold class folders, split folders (train/ val|validation/ test/, each with class
     folders), the unpacked Tiny ImageNet tree, or flat images with --labels FILE.csv."""
     if list_ or kind is None:
-        from resnetctl.data.store import list_datasets
+        from resnetctl.data.store import dataset_rows
 
-        rows = [
-            {
-                "name": d.name,
-                "splits": d.splits,
-                "image_size": d.image_size,
-                "classes": d.num_classes,
-                "path": str(d.path),
-            }
-            for d in list_datasets(data_dir)
-        ]
-        return _print_json(rows) if as_json else ui.show_datasets(console, rows)
+        rows = dataset_rows(data_dir)
+        return print_json(rows) if as_json else ui.show_datasets(console, rows)
     from resnetctl.data.prepare import prepare_dataset
 
     with ui.PrepareBar(err_console if as_json else console) as bar:
         info = prepare_dataset(
-            kind,
-            source,
-            name=name,
-            data_dir=data_dir,
-            val_split=val_split,
-            test_split=test_split,
-            size=size,
-            force=force,
-            seed=seed,
-            checksum=checksum,
-            progress=bar,
-            labels=labels,
-        )
-    return (
-        _print_json({"name": info.name, "path": str(info.path), **info.meta})
-        if as_json
-        else ui.show_prepared(console, info)
-    )
+            kind, source, name=name, data_dir=data_dir, val_split=val_split, test_split=test_split, size=size,
+            force=force, seed=seed, checksum=checksum, progress=bar, labels=labels,
+        )  # fmt: skip
+    if as_json:
+        return print_json({"name": info.name, "path": str(info.path), **info.meta})
+    ui.show_prepared(console, info)
 
 
-# --------------------------------------------------------------------------- build
 @app.command()
 def build(
     model: Annotated[str | None, typer.Argument(help="Model name, e.g. resnet56.")] = None,
@@ -206,112 +133,36 @@ def build(
 ):
     """Show an architecture by stage with parameters and multiply-accumulates (from the spec;
     Keras is loaded only to --save)."""
-    from resnetctl.models import get_spec
-    from resnetctl.models.profile import profile_spec, profile_zoo
-
     if list_ or model is None:
+        from resnetctl.models.profile import profile_zoo
+
         rows = profile_zoo()
-        return _print_json(rows) if as_json else ui.show_zoo(console, rows)
-    spec = get_spec(model)
-    target = None
-    if save is not None:
-        from resnetctl.errors import ModelError
-        from resnetctl.outputs import claim
+        return print_json(rows) if as_json else ui.show_zoo(console, rows)
+    from resnetctl.plan import plan_build
 
-        if save.suffix != ".keras":
-            raise ModelError(f"--save must end in .keras. Received: {save}")
-        target = claim(save, "--save", force=force)
-    if shortcut:
-        spec = spec.replace(shortcut=shortcut)
-    info = None
-    if dataset:
-        from resnetctl.data.store import open_dataset
+    plan = plan_build(
+        model, dataset, data_dir, input_size, num_classes, shortcut, save, force,
+        weight_decay=weight_decay, zero_init_last=zero_init_last,
+    )  # fmt: skip
+    if plan.save is not None:
+        import_backend_quietly()
+        from resnetctl.models import save_untrained
 
-        info = open_dataset(dataset, data_dir)
-        input_size, num_classes = info.image_size, info.num_classes
-    profile = profile_spec(spec, input_size, num_classes)
-    if target is not None:
-        _save_untrained(target, model, info, input_size, num_classes, shortcut, weight_decay, zero_init_last)
+        save_untrained(plan)
     if as_json:
-        return _print_json({**profile.to_dict(), "saved": str(save) if save else None})
-    ui.show_model(console, spec, profile, saved=save)
+        return print_json({**plan.profile.to_dict(), "saved": str(save) if save else None})
+    ui.show_model(console, plan.spec, plan.profile, saved=save)
 
 
-def _save_untrained(target, model, info, input_size, num_classes, shortcut, weight_decay, zero_init_last):
-    _import_backend_quietly()
-    from resnetctl.models import create_model_for
-    from resnetctl.outputs import written
-
-    keras_model = create_model_for(
-        model,
-        info,
-        input_size=None if info else input_size,
-        num_classes=None if info else num_classes,
-        shortcut=shortcut,
-        weight_decay=weight_decay,
-        zero_init_last=zero_init_last,
-    )
-    with written(target, suffix=".keras") as tmp:
-        keras_model.save(tmp)
-
-
-# --------------------------------------------------------------------------- train / resume
-def _train_option(f) -> inspect.Parameter:
-    """A Typer option made from a TrainConfig field's declaration (its help, default, flag)."""
-    from resnetctl.training.config import option_kind
-
-    meta = f.metadata
-    base, _ = option_kind(f)
-    dash = f.name.replace("_", "-")
-    if base is bool:
-        decls, kind = [meta.get("flag") or f"--{dash}/--no-{dash}"], bool
-    elif typing.get_origin(base) is tuple:
-        decls, kind = [f"--{dash}"], str  # a comma-separated list, parsed by config_from_flags
-    else:
-        decls, kind = [f"--{dash}"], base
-    default = f.default
-    shown = meta.get("show_default") or (
-        ("on" if default else "off") if isinstance(default, bool) else str(default) if default is not None else None
-    )
-    option = typer.Option(
-        *decls,
-        help=meta["help"],
-        show_default=shown if shown is not None else False,
-        envvar=meta.get("envvar"),
-        show_envvar=bool(meta.get("envvar")),
-    )
-    return inspect.Parameter(
-        f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
-    )
-
-
+@with_train_options
 def _train(
     model: Annotated[
         str | None,
         typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--recipe's or --config's"),
     ] = None,
-    recipe: Annotated[
-        str | None,
-        typer.Option(
-            help="A published recipe by name: fills every setting; --config and flags override it "
-            "(`--recipe list` shows them).",
-            show_default="none",
-        ),
-    ] = None,
-    config_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="A run's config.json (or a JSON object of its keys) to train again, its resume changes "
-            "included; flags given here override it.",
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Print the plan (every setting resolved), the model and the dataset; train nothing."
-        ),
-    ] = False,
+    recipe: RecipeOpt = None,
+    config_file: ConfigFileOpt = None,
+    dry_run: DryRunOpt = False,
     strategy: StrategyOpt = "auto",
     **options,
 ):
@@ -325,31 +176,16 @@ def _train(
         return ui.show_recipes(console, recipe_rows())
     plan = plan_train(config_from_flags(model, config_file, options, recipe), strategy)
     if dry_run:
-        from resnetctl.models.profile import profile_spec
         from resnetctl.training.recipes import recipe_report
 
-        spec, info = plan.spec(), plan.dataset
-        profile = profile_spec(spec, info.image_size, info.num_classes)
-        return ui.show_dry_run(console, plan.describe(), spec, profile, info, *recipe_report(plan.config))
-    _import_backend_quietly()
-    from resnetctl.training.trainer import train as run_training
+        return ui.show_dry_run(console, plan.describe(), *plan.model_profile(), *recipe_report(plan.config))
+    import_backend_quietly()
+    from resnetctl.training.trainer import train
 
-    ui.show_trained(console, run_training(plan, ui.TrainingDisplay(console)))
+    ui.show_trained(console, train(plan, ui.TrainingDisplay(console)))
 
 
-def _with_train_options(command):
-    """Give ``command`` one option per TrainConfig field declared for the command line."""
-    from resnetctl.training.config import cli_options
-
-    signature = inspect.signature(command, eval_str=True)
-    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    generated = [_train_option(f) for f in cli_options()]
-    command.__signature__ = signature.replace(parameters=fixed + generated)
-    command.__annotations__ = {p.name: p.annotation for p in fixed + generated}
-    return command
-
-
-app.command("train")(_with_train_options(_train))
+app.command("train")(_train)
 
 
 @app.command()
@@ -385,64 +221,16 @@ def resume(
     plan = plan_resume(
         run, runs_dir=runs_dir, data_dir=data_dir, epoch=epoch, lr=lr, epochs=epochs, fork=fork, strategy=strategy
     )
-    _import_backend_quietly()
+    import_backend_quietly()
     from resnetctl.training.trainer import resume as resume_training
 
     ui.show_trained(console, resume_training(plan, ui.TrainingDisplay(console)))
 
 
-# --------------------------------------------------------------------------- evaluate / summary
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file of that name.")]
-
-
-def _reading(source) -> None:
-    """A reader of a run that is training says so (it reads the last finished checkpoint)."""
-    from resnetctl.plan import running_note
-
-    note = running_note(source.run)
-    if note:
-        ui.print_note(err_console, f"{note}; using {source.label} ({source.model_path.name})")
-
-
-def _console_beside(output, as_json: bool):
-    """Where a command renders: stderr when its ``output`` is stdout (``-``), so stdout holds
-    that output alone (``| head`` gets pure CSV); ``--json`` can't share stdout with it."""
-    if output is None or not output.stdout:
-        return console
-    if as_json:
-        raise ResnetctlError(
-            f"{output.what} - and --json would both write to stdout",
-            hint=f"give {output.what} a file name, or leave out --json",
-        )
-    return err_console
-
-
-def _model_source(ctx: typer.Context, **needs):
-    """The model evaluate, predict and export read, from the options they share (``--run``,
-    ``--runs-dir``, ``--checkpoint``, ``--model``, ``--dataset``, ``--data-dir``) as parsed."""
-    from resnetctl.plan import resolve_model
-
-    p = ctx.params
-    return resolve_model(
-        p["run"],
-        runs_dir=p["runs_dir"],
-        checkpoint=p["checkpoint"],
-        model_path=p["model"],
-        dataset=p["dataset"],
-        data_dir=p["data_dir"],
-        **needs,
-    )
-
-
 @app.command()
+@with_model_choice("Dataset.")
 def evaluate(
-    ctx: typer.Context,
-    run: RunOpt = None,
-    runs_dir: RunsDir = None,
-    checkpoint: CheckpointOpt = "best",
-    model: ModelFileOpt = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset.", show_default="the run's")] = None,
-    data_dir: DataDir = None,
+    source: ModelChoice,
     split: Annotated[str, typer.Option(help="test | val | train | unlabelled.")] = "test",
     topk: Annotated[int | None, typer.Option(help="K of rank-K accuracy.", show_default="min(5, classes)")] = None,
     tta: Annotated[str | None, typer.Option(help="Test-time augmentation: flip.")] = None,
@@ -459,29 +247,22 @@ def evaluate(
     """Rank-1 and rank-K accuracy, loss, per-class accuracy and the confusion matrix."""
     from resnetctl.plan import plan_evaluate
 
-    source = _model_source(ctx, need_dataset=True)
-    request = plan_evaluate(source, split, topk, tta, predict, force)
-    out = _console_beside(request.predictions, as_json)
-    _reading(source)
-    _import_backend_quietly()
+    model = source.resolve(need_dataset=True)
+    plan = plan_evaluate(model, split, topk, tta, predict, force, as_json)
+    out = console_beside(plan.predictions)
+    reading_note(model)
+    import_backend_quietly()
     from resnetctl.evaluation import evaluate as run_evaluation
 
-    r = run_evaluation(request)
-    return _print_json(r) if as_json else ui.show_evaluation(out, r)
+    result = run_evaluation(plan)
+    return print_json(result) if as_json else ui.show_evaluation(out, result)
 
 
 @app.command()
+@with_model_choice("Dataset whose classes and size to use.")
 def predict(
-    ctx: typer.Context,
+    source: ModelChoice,
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or globs.")],
-    run: RunOpt = None,
-    runs_dir: RunsDir = None,
-    checkpoint: CheckpointOpt = "best",
-    model: ModelFileOpt = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset whose classes and size to use.", show_default="the run's")
-    ] = None,
-    data_dir: DataDir = None,
     topk: Annotated[int | None, typer.Option(help="Classes shown per image.", show_default="min(5, classes)")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.", min=1)] = 64,
     csv_path: Annotated[
@@ -495,49 +276,26 @@ def predict(
     as_json: JsonOpt = False,
 ):
     """Classify image files, decoded and resized exactly as prepare did for the model's dataset."""
-    import logging
+    from resnetctl.plan import plan_predict
 
-    from resnetctl.errors import RunError
-    from resnetctl.outputs import claim
-    from resnetctl.prediction import classify, find_images, load, write_csv
+    plan = plan_predict(source.resolve, paths, topk, batch_size, csv_path, force, as_json)
+    out = console_beside(plan.csv)
+    reading_note(plan.source)
+    import_backend_quietly()
+    from resnetctl.prediction import check_classified
+    from resnetctl.prediction import predict as run_prediction
 
-    csv_output = claim(csv_path, "--csv", force=force, stdout=True) if csv_path is not None else None
-    out = _console_beside(csv_output, as_json)
-    source = _model_source(ctx)
-    files, problems = find_images(paths)
-    _reading(source)
-    _import_backend_quietly()
-    keras_model, classes = load(source)
-    results = problems + list(classify(keras_model, classes, files, topk, batch_size))
-    classified = [r for r in results if "predictions" in r]
-    if csv_output is not None and classified:
-        write_csv(csv_output, results, len(classified[0]["predictions"]))
-    if as_json:
-        _print_json(results)
-    else:
-        ui.show_predictions(out, results, source.label)
-    skipped = len(results) - len(classified)
-    if skipped:
-        logging.getLogger("resnetctl").warning(
-            "%d of %d skipped (%s)", skipped, len(results), '"error" in the JSON' if as_json else "listed above"
-        )
-    if not classified:
-        raise RunError("No image could be classified")
+    results = run_prediction(plan)
+    print_json(results) if as_json else ui.show_predictions(out, results, plan.source.label)
+    check_classified(results, '"error" in the JSON' if as_json else "listed above")
 
 
 @app.command("export")
+@with_model_choice("Dataset whose classes and test images to use.")
 def export_model(
-    ctx: typer.Context,
+    source: ModelChoice,
     out: Annotated[Path, typer.Option("--out", help="File to write (a folder for saved-model).")],
     fmt: Annotated[str, typer.Option("--format", help="keras | saved-model | tflite | onnx.")] = "keras",
-    run: RunOpt = None,
-    runs_dir: RunsDir = None,
-    checkpoint: CheckpointOpt = "best",
-    model: ModelFileOpt = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset whose classes and test images to use.", show_default="the run's")
-    ] = None,
-    data_dir: DataDir = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export at --out.")] = False,
     as_json: JsonOpt = False,
 ):
@@ -545,14 +303,14 @@ def export_model(
     from resnetctl.export import check_request
 
     request = check_request(fmt, out, force)
-    source = _model_source(ctx, need_classes=True)
-    _reading(source)
-    _import_backend_quietly()
+    model = source.resolve(need_classes=True)
+    reading_note(model)
+    import_backend_quietly()
     from resnetctl.export import check_images, export
 
-    images, checked_on = check_images(source, dataset, data_dir)
-    result = {"checkpoint": str(source.model_path), "checked_on": checked_on, **export(source, request, images)}
-    return _print_json(result) if as_json else ui.show_export(console, result)
+    images, checked_on = check_images(model, source.dataset, source.data_dir)
+    result = {"checkpoint": str(model.model_path), "checked_on": checked_on, **export(model, request, images)}
+    return print_json(result) if as_json else ui.show_export(console, result)
 
 
 @app.command()
@@ -573,135 +331,31 @@ def summary(
     as_json: JsonOpt = False,
 ):
     """One run in depth (with its lineage), or several side by side (--json: always a list)."""
-    import logging
+    from resnetctl.reports import follow_run, summarise
 
-    from resnetctl.errors import RunError
-    from resnetctl.reports import follow_run, run_summary
-    from resnetctl.runs import find_run, list_runs
-
-    if plot is not None:
-        from resnetctl.plots import check_plot_path
-
-        plot = check_plot_path(plot, force)
     if follow:
-        found = find_run(runs[0] if runs else None, runs_dir)
-        for row in follow_run(found):
+        from resnetctl.runs import find_run
+
+        for row in follow_run(find_run(runs[0] if runs else None, runs_dir)):
             if as_json:
                 sys.stdout.write(json.dumps(row) + "\n")
                 sys.stdout.flush()
             else:
                 ui.show_followed(console, row)
         return None
-    found = [find_run(r, runs_dir) for r in runs] if runs else list_runs(runs_dir)
-    rows, found_ok = [], []
-    for r in found:
-        try:
-            rows.append(run_summary(r))
-            found_ok.append(r)
-        except RunError as exc:
-            if runs:
-                raise
-            logging.getLogger("resnetctl").warning("skipped %s", exc.message)
-    if not rows:
-        from resnetctl.commands import command
-        from resnetctl.paths import runs_dir as runs_root
+    from resnetctl.plan import plan_summary
 
-        hint = "start one, e.g.: " + command("train", "resnet20", "--runs-dir", runs_root(runs_dir).resolve())
-        raise RunError("No runs to summarise", hint=hint)
-    if plot is not None:
-        from resnetctl.plots import plot_runs
-
-        plot_runs([(row["run"], run.history()) for row, run in zip(rows, found_ok, strict=True)], plot)
+    plan = plan_summary(runs, runs_dir, plot, force)
+    rows = summarise(plan)
     if as_json:
-        return _print_json(rows)
-    if plot is not None:
-        console.print(f"curves of {len(rows)} run(s): {plot.path}", highlight=False)
+        return print_json(rows)
+    if plan.plot is not None:
+        console.print(f"curves of {len(rows)} run(s): {plan.plot.path}", highlight=False)
     return ui.show_run(console, rows[0]) if len(rows) == 1 else ui.show_runs(console, rows)
-
-
-def _take_verbose(argv: list[str]) -> list[str]:
-    """``--verbose``/``-v`` anywhere before ``--`` counts, not only before the command."""
-    if "--" in argv:
-        cut = argv.index("--")
-        head, tail = argv[:cut], argv[cut:]
-    else:
-        head, tail = argv, []
-    kept = [a for a in head if a not in ("--verbose", "-v")]
-    if len(kept) != len(head):
-        STATE["verbose"] = True
-    return kept + tail
-
-
-def _exit(code: int) -> None:
-    """Exit with ``code``. When a command failed with worker threads still alive (the streamed
-    HDF5 readers of an interrupted epoch, TensorFlow's pools), skip the interpreter's teardown:
-    a daemon thread frozen while holding h5py's lock made that teardown hang forever."""
-    import threading
-
-    if code and threading.active_count() > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
-
-
-def _closed_pipe() -> None:
-    """End quietly with 0: what was printed reached a reader that stopped reading (``| head``)."""
-    with contextlib.suppress(OSError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    os._exit(0)
 
 
 def main() -> None:
     """Entry point: every failure becomes one line and a documented exit code (docs/training.md)."""
-    from resnetctl.signals import RECEIVED, raise_on_signals
+    from resnetctl.cli_runtime import run
 
-    ui.show_library_warnings(err_console)
-    raise_on_signals()
-    args = _take_verbose(sys.argv[1:])
-    try:
-        code = app(args=args, standalone_mode=False)  # Typer returns Exit codes here
-        if code == EXIT_INTERRUPTED:  # Typer's answer to a KeyboardInterrupt: exit 130, silently
-            raise KeyboardInterrupt
-        if isinstance(code, int) and code:
-            _exit(code)
-    except Stopped as exc:  # a stop asked for (Ctrl+C, SIGTERM) is not an error; divergence is
-        (ui.print_error if isinstance(exc, Diverged) else ui.print_stopped)(err_console, exc.message, exc.hint)
-        _exit(exc.exit_code)
-    except ResnetctlError as exc:
-        if STATE["verbose"]:
-            err_console.print_exception()
-        ui.print_error(err_console, exc.message, exc.hint)
-        _exit(exc.exit_code)
-    except KeyboardInterrupt as exc:
-        name = getattr(exc, "signal_name", None) or RECEIVED["signal"] or "SIGINT"
-        ui.print_stopped(err_console, f"stopped by {name}; nothing half-written was kept")
-        _exit(EXIT_INTERRUPTED)
-    except BrokenPipeError:  # `resnetctl summary | head`: the reader has all it wanted
-        _closed_pipe()
-    except SystemExit as exc:  # Typer turns a closed pipe into exit 1 itself
-        if isinstance(exc.__context__, OSError) and exc.__context__.errno == errno.EPIPE:
-            _closed_pipe()
-        raise
-    except Exception as exc:
-        # usage errors; matched by shape, as Typer >= 0.29 vendors Click and older Typer uses Click's own
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if type(exc).__name__ == "Abort":
-            sys.exit(1)
-        if STATE["verbose"]:
-            err_console.print_exception()
-        if isinstance(exc, OSError):
-            ui.print_error(
-                err_console,
-                f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-                "check the path and its permissions; --verbose shows where it happened",
-            )
-            _exit(1)
-        ui.print_error(
-            err_console,
-            f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in resnetctl; please report it with the output of --verbose",
-        )
-        _exit(EXIT_INTERNAL)
+    run(app)

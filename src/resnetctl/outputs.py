@@ -48,6 +48,17 @@ def _kind(mode: int) -> str | None:
     return "a socket" if stat.S_ISSOCK(mode) else None
 
 
+def check_stdout_once(output, as_json: bool) -> None:
+    """An output named ``-`` (stdout) and ``--json`` would both write to stdout: refused."""
+    from resnetctl.errors import ResnetctlError
+
+    if output is not None and output.stdout and as_json:
+        raise ResnetctlError(
+            f"{output.what} - and --json would both write to stdout",
+            hint=f"give {output.what} a file name, or leave out --json",
+        )
+
+
 def claim(
     path: str | os.PathLike,
     what: str,

@@ -53,6 +53,13 @@ class TrainPlan:
         spec = get_spec(self.config.model)
         return spec.replace(shortcut=self.config.shortcut) if self.config.shortcut else spec
 
+    def model_profile(self) -> tuple:
+        """(spec, profile, dataset) for ``--dry-run``: the model counted for this dataset."""
+        from resnetctl.models.profile import profile_spec
+
+        spec, info = self.spec(), self.dataset
+        return spec, profile_spec(spec, info.image_size, info.num_classes), info
+
     def describe(self) -> dict:
         """Every setting as it will be used (what ``--dry-run`` shows and config.json records)."""
         c = self.config
@@ -276,10 +283,16 @@ class EvaluationPlan:
 
 
 def plan_evaluate(
-    source: ModelSource, split: str, topk: int | None, tta: str | None, predict=None, force: bool = False
+    source: ModelSource,
+    split: str,
+    topk: int | None,
+    tta: str | None,
+    predict=None,
+    force: bool = False,
+    as_json: bool = False,
 ) -> EvaluationPlan:
     """Everything ``evaluate`` can refuse, refused before a model is loaded."""
-    from resnetctl.outputs import claim
+    from resnetctl.outputs import check_stdout_once, claim
 
     info = source.dataset
     info.split_path(split)  # an unknown split: one line, with the near miss (validation -> val)
@@ -290,4 +303,96 @@ def plan_evaluate(
             f"Split {split!r} has no labels to score", hint="write its predictions with --predict FILE instead"
         )
     output = claim(predict, "--predict", force=force, stdout=True) if predict is not None else None
+    check_stdout_once(output, as_json)
     return EvaluationPlan(source, split, k, tta, output)
+
+
+@dataclass(frozen=True)
+class PredictPlan:
+    source: ModelSource
+    files: list[str]
+    problems: list[dict]  # paths that matched nothing or can't be opened: reported, not fatal
+    topk: int | None
+    batch_size: int
+    csv: object | None  # an outputs.Output for --csv
+
+
+def plan_predict(resolve_source, paths: list[str], topk, batch_size: int, csv_path=None, force=False, as_json=False):
+    """``predict``: the CSV claimed (first: a CSV that can't be written is the first answer), the
+    model resolved (``resolve_source()`` gives its :class:`ModelSource`) and the files found, all
+    before a model is loaded."""
+    from resnetctl.outputs import check_stdout_once, claim
+    from resnetctl.prediction import find_images
+
+    output = claim(csv_path, "--csv", force=force, stdout=True) if csv_path is not None else None
+    check_stdout_once(output, as_json)
+    source = resolve_source()
+    files, problems = find_images(paths)
+    if source.classes:
+        check_topk(topk, len(source.classes))
+    return PredictPlan(source, files, problems, topk, batch_size, output)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    spec: object  # models.specs.ResNetSpec
+    profile: object  # models.profile.Profile
+    dataset: DatasetInfo | None
+    save: object | None  # an outputs.Output for --save
+    options: dict  # what create_model_for gets for --save
+
+
+def plan_build(
+    model: str,
+    dataset: str | None = None,
+    data_dir=None,
+    input_size: int | None = None,
+    num_classes: int | None = None,
+    shortcut: str | None = None,
+    save: Path | None = None,
+    force: bool = False,
+    **options,
+) -> BuildPlan:
+    """``build``: the architecture counted from its spec, and ``--save`` claimed (Keras only builds
+    the model to save it)."""
+    from resnetctl.errors import ModelError
+    from resnetctl.models.profile import profile_spec
+    from resnetctl.models.specs import get_spec
+    from resnetctl.outputs import claim
+
+    spec = get_spec(model)
+    target = None
+    if save is not None:
+        if save.suffix != ".keras":
+            raise ModelError(f"--save must end in .keras. Received: {save}")
+        target = claim(save, "--save", force=force)
+    if shortcut:
+        spec = spec.replace(shortcut=shortcut)
+    info = open_dataset(dataset, data_dir) if dataset else None
+    if info is not None:
+        input_size, num_classes = info.image_size, info.num_classes
+    sizes = {} if info else {"input_size": input_size, "num_classes": num_classes}
+    return BuildPlan(
+        spec,
+        profile_spec(spec, input_size, num_classes),
+        info,
+        target,
+        {"name": model, "shortcut": shortcut, **sizes, **options},
+    )
+
+
+@dataclass(frozen=True)
+class SummaryPlan:
+    runs: list[RunDir]
+    named: bool  # runs were named: one that can't be read is an error, not a skipped line
+    plot: object | None  # an outputs.Output for --plot
+    runs_dir: Path | None
+
+
+def plan_summary(runs: list[str] | None, runs_dir=None, plot: Path | None = None, force: bool = False) -> SummaryPlan:
+    from resnetctl.plots import check_plot_path
+    from resnetctl.runs import list_runs
+
+    output = check_plot_path(plot, force) if plot is not None else None
+    found = [find_run(r, runs_dir) for r in runs] if runs else list_runs(runs_dir)
+    return SummaryPlan(found, bool(runs), output, runs_dir)

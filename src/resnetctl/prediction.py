@@ -124,6 +124,30 @@ def classify(
                 }
 
 
+def predict(plan) -> list[dict]:
+    """``predict`` as planned by :func:`resnetctl.plan.plan_predict`: every file classified or
+    reported, in order; the CSV written when asked."""
+    model, classes = load(plan.source)
+    results = plan.problems + list(classify(model, classes, plan.files, plan.topk, plan.batch_size))
+    classified = [r for r in results if "predictions" in r]
+    if plan.csv is not None and classified:
+        write_csv(plan.csv, results, len(classified[0]["predictions"]))
+    return results
+
+
+def check_classified(results: list[dict], where: str) -> None:
+    """After the results are shown: a warning naming how many were skipped (``where`` they are
+    listed), and a refusal when none could be classified."""
+    import logging
+
+    classified = sum("predictions" in r for r in results)
+    skipped = len(results) - classified
+    if skipped:
+        logging.getLogger("resnetctl").warning("%d of %d skipped (%s)", skipped, len(results), where)
+    if not classified:
+        raise RunError("No image could be classified")
+
+
 def write_csv(output, results: list[dict], k: int) -> None:
     """One row per image: ``file,class_1,probability_1,...`` (skipped files: ``error`` set)."""
     import csv

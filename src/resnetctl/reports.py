@@ -126,3 +126,30 @@ def follow_run(run: RunDir, poll_seconds: float = 1.0, timeout: float | None = N
         if timeout is not None and time.monotonic() - started > timeout:
             return
         time.sleep(poll_seconds)
+
+
+def summarise(plan) -> list[dict]:
+    """``summary`` as planned by :func:`resnetctl.plan.plan_summary`: a summary per run (a run
+    that can't be read is skipped with a warning unless it was named), the curves drawn when
+    ``--plot`` asked; refused when there is nothing to summarise."""
+    import logging
+
+    from resnetctl.paths import runs_dir as runs_root
+
+    rows, readable = [], []
+    for run in plan.runs:
+        try:
+            rows.append(run_summary(run))
+            readable.append(run)
+        except RunError as exc:
+            if plan.named:
+                raise
+            logging.getLogger("resnetctl").warning("skipped %s", exc.message)
+    if not rows:
+        hint = "start one, e.g.: " + command("train", "resnet20", "--runs-dir", runs_root(plan.runs_dir).resolve())
+        raise RunError("No runs to summarise", hint=hint)
+    if plan.plot is not None:
+        from resnetctl.plots import plot_runs
+
+        plot_runs([(row["run"], run.history()) for row, run in zip(rows, readable, strict=True)], plan.plot)
+    return rows

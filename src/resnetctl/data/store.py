@@ -262,6 +262,14 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
+def dataset_rows(data_dir: str | Path | None = None) -> list[dict]:
+    """What ``prepare --list`` shows: a row per readable dataset."""
+    return [
+        {"name": d.name, "splits": d.splits, "image_size": d.image_size, "classes": d.num_classes, "path": str(d.path)}
+        for d in list_datasets(data_dir)
+    ]
+
+
 def list_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:
     """Readable datasets under the data dir; a damaged one is skipped with a warning."""
     root = paths.check_folder(paths.data_dir(data_dir), "Data dir")
