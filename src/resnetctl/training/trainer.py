@@ -12,7 +12,7 @@ import logging
 import math
 import platform
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -229,21 +229,8 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
                     "placement": placement.to_dict(),
                 }
             )
-            history, stopped = _fit(
-                out,
-                model,
-                config,
-                info,
-                batches,
-                [],
-                0,
-                schedule,
-                -math.inf,
-                progress,
-                placement,
-                rules,
-                created=created,
-            )
+            fit = Fit(out, model, config, info, batches, placement, schedule, rules=rules, created=created)
+            history, stopped = _fit(fit, progress)
     return TrainResult(run, history, placement, stopped)
 
 
@@ -348,21 +335,11 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
                 "branch": str(branch.path) if branch else None,
                 "fork_of": plan.source.name if plan.fork else None,
             }
-            history, stopped = _fit(
-                out,
-                model,
-                config,
-                info,
-                batches,
-                history,
-                plan.epoch,
-                schedule,
-                best,
-                progress,
-                placement,
-                plan.rules,
+            fit = Fit(
+                out, model, config, info, batches, placement, schedule, history, plan.epoch, best, plan.rules,
                 resumed=resumed,
-            )
+            )  # fmt: skip
+            history, stopped = _fit(fit, progress)
     return TrainResult(rd, history, placement, stopped)
 
 
@@ -454,29 +431,35 @@ def _kept(run: RunDir, done: int) -> str:
     return f"the last good checkpoint is epoch {newest} ({checkpoints[newest]}); history.csv has {done} epochs"
 
 
-def _fit(
-    run: RunDir,
-    model,
-    config: TrainConfig,
-    info: DatasetInfo,
-    batches,
-    history: list[dict],
-    initial_epoch: int,
-    schedule,
-    best_score: float,
-    progress: TrainingProgress | None,
-    placement: Placement,
-    rules: dict | None = None,
-    created: bool = False,
-    resumed: dict | None = None,
-    tensorboard_dir: Path | None = None,
-) -> tuple[list[dict], dict | None]:
+@dataclass(frozen=True)
+class Fit:
+    """One ``model.fit`` of a run, as train and resume set it up."""
+
+    run: RunDir  # where this call writes (the placement's output folder)
+    model: object
+    config: TrainConfig
+    info: DatasetInfo
+    batches: object
+    placement: Placement
+    schedule: object
+    history: list[dict] = field(default_factory=list)  # the rows before initial_epoch
+    initial_epoch: int = 0
+    best_score: float = -math.inf
+    rules: dict | None = None  # the plateau and early-stopping rules
+    created: bool = False  # this call made the run's folder (removed again if nothing is kept)
+    resumed: dict | None = None  # what resume changed, for the progress display and the trackers
+    tensorboard_dir: Path | None = None  # where --tensorboard writes (default <run>/tensorboard)
+
+
+def _fit(fit: Fit, progress: TrainingProgress | None) -> tuple[list[dict], dict | None]:
     """``model.fit`` with our callbacks; records the run's state; returns the history and, when
     early stopping ended the run, why (reason, best and stopped epochs).
-    ``tensorboard_dir``: where ``--tensorboard`` writes (default ``<run>/tensorboard``).
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
+    run, model, config, info, batches, placement = fit.run, fit.model, fit.config, fit.info, fit.batches, fit.placement
+    history, initial_epoch, schedule, best_score = fit.history, fit.initial_epoch, fit.schedule, fit.best_score
+    rules, created, resumed, tensorboard_dir = fit.rules, fit.created, fit.resumed, fit.tensorboard_dir
     progress = progress or TrainingProgress()
     rules = {k: v for k, v in (rules or {}).items() if k in ("plateau", "early_stopping")}
     validation = validation_batches(
