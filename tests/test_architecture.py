@@ -88,7 +88,7 @@ LAYERS = {
         "resnetctl.export",
         "resnetctl.reports",
     ],
-    "records": ["resnetctl.runs", "resnetctl.tracking", "resnetctl.plots"],
+    "records": ["resnetctl.runs", "resnetctl.lineage", "resnetctl.tracking", "resnetctl.plots"],
     "data, models, settings": [
         "resnetctl.data.*",
         "resnetctl.models",

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from resnetctl.lineage import fork
 from resnetctl.outputs import claim
 from resnetctl.runs import RunDir
 from resnetctl.training.config import TrainConfig
@@ -45,7 +46,7 @@ def test_a_fork_keeps_the_schedule_changes_made_before_its_epoch(tmp_path):
     run.checkpoint_dir.mkdir()
     with zipfile.ZipFile(run.epoch_path(3), "w") as z:  # the checkpoint format, without a model
         z.writestr("resnetctl.json", json.dumps({"format_version": 1, "id": "x", "epoch": 3, "model": "resnet8"}))
-    child = run.fork(3, "f")
+    child = fork(run, 3, "f")
     assert child.config()["segments"] == segments[:1] and run.config()["segments"] == segments
 
 

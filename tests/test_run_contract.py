@@ -16,6 +16,7 @@ import pytest
 
 from resnetctl.commands import command
 from resnetctl.errors import ResnetctlError, RunError
+from resnetctl.lineage import branch_off, fork, lineage
 from resnetctl.outputs import claim, write_text, written
 from resnetctl.runs import MARKER, RunDir, best_row, find_run, list_runs
 from resnetctl.training.config import TrainConfig, config_from_file
@@ -163,7 +164,7 @@ def test_going_back_keeps_the_later_epochs_as_a_branch(tmp_path):
     run.write_evaluation(dict(later_eval))
     run.write_evaluation(dict(early_eval))
 
-    branch = run.branch_off(2)
+    branch = branch_off(run, 2)
     assert branch.name == "r.b1" and branch.is_run()
     assert [r["epoch"] for r in run.history()] == [1, 2]
     assert [r["epoch"] for r in branch.history()] == [1, 2, 3, 4]  # its whole line
@@ -175,21 +176,21 @@ def test_going_back_keeps_the_later_epochs_as_a_branch(tmp_path):
     assert (branch.tensorboard_dir / "events.out").read_bytes() == b"events of epochs 1-4"
     parent = branch.config()["parent"]
     assert parent["run"] == "r" and parent["epoch"] == 2 and parent["kind"] == "branch"
-    assert branch.lineage()[0]["run"] == "r"
-    assert run.branch_off(2) is None  # nothing after epoch 2 any more
-    assert run.branch_off(1).name == "r.b2"  # a second branch gets the next name
+    assert lineage(branch)[0]["run"] == "r"
+    assert branch_off(run, 2) is None  # nothing after epoch 2 any more
+    assert branch_off(run, 1).name == "r.b2"  # a second branch gets the next name
 
 
 def test_a_fork_copies_nothing_it_does_not_need_and_changes_nothing(tmp_path):
     run, _ = fake_run(tmp_path)
     before = tree(run.path)
-    child = run.fork(2, "r-low-lr")
+    child = fork(run, 2, "r-low-lr")
     assert tree(run.path) == before
     assert sorted(child.checkpoints()) == [2] and [r["epoch"] for r in child.history()] == [1, 2]
     assert child.config()["parent"]["kind"] == "fork" and child.config()["run"] == "r-low-lr"
     assert os.stat(child.epoch_path(2)).st_ino == os.stat(run.epoch_path(2)).st_ino  # a hard link, not a copy
     with pytest.raises(RunError, match="already exists"):
-        run.fork(2, "r-low-lr")
+        fork(run, 2, "r-low-lr")
 
 
 def test_evaluations_are_ordered_by_when_they_were_made_and_say_their_tta(tmp_path):

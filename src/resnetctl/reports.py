@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from resnetctl.commands import command, start_again_command
 from resnetctl.errors import RunError
+from resnetctl.lineage import lineage
 from resnetctl.runs import RunDir, best_row, list_runs, score
 from resnetctl.tracking import mlflow_run_of
 
@@ -89,7 +90,7 @@ def run_summary(run: RunDir) -> dict:
         "recipe": {k: config.get(k) for k in RECIPE_KEYS},
         "recipe_name": config.get("recipe"),
         "segments": [dict(s) for s in options.segments],
-        "lineage": run.lineage(),
+        "lineage": lineage(run),
         "branches": branches(run),
         "epochs_done": done,
         "epochs": total,

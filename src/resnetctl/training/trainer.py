@@ -24,6 +24,7 @@ from resnetctl.data.store import DatasetInfo, normalization_stats
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
+from resnetctl.lineage import branch_off, fork
 from resnetctl.models import check_model_fits, create_model_for, get_spec
 from resnetctl.runs import (
     RunDir,
@@ -287,9 +288,9 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
             branch = None
             if placement.chief and plan.fork is not None:
                 with plan.source.lock():
-                    plan.source.fork(plan.epoch, plan.fork)
+                    fork(plan.source, plan.epoch, plan.fork)
             elif placement.chief and plan.branches:  # this process holds the run's lock already
-                branch = plan.source.branch_off(plan.epoch)
+                branch = branch_off(plan.source, plan.epoch)
             record = (rd if placement.chief else plan.source).config()
             if branch is not None:  # the old line's MLflow run went with the branch; this line gets its own
                 record.pop(tracking.MLFLOW_KEY, None)
