@@ -74,8 +74,15 @@ def test_help_shows_every_default_and_environment_variable():
     assert "--install-completion" in run_cli("-h").stdout
 
 
-def test_json_outputs_keep_their_shape(tmp_path):
+def test_prepare_list_json_is_a_row_per_dataset_and_summary_of_no_runs_is_one_line(tmp_path, cifar_small, data_dir):
     assert json.loads(run_cli("prepare", "--list", "--json", "--data-dir", tmp_path).stdout) == []
+    rows = json.loads(run_cli("prepare", "--list", "--json", "--data-dir", data_dir).stdout)
+    small = next(r for r in rows if r["name"] == "cifar-small")
+    assert set(small) == {"name", "splits", "image_size", "classes", "path"}
+    assert (small["image_size"], small["classes"], small["path"]) == (32, 10, str(cifar_small))
+    assert set(small["splits"]) >= {"train", "val", "test"} and all(
+        isinstance(n, int) for n in small["splits"].values()
+    )
     proc = run_cli("summary", "--runs-dir", tmp_path, "--json", check=False)
     one_line_error(proc, 1, "No runs to summarise")
 

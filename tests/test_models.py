@@ -170,7 +170,7 @@ def test_build_list_answers_from_the_specs_without_keras():
     assert round(r1202["trainable_params"] / 1e6, 1) == 19.4  # He et al. 2015, table 6
 
 
-def test_help_is_fast_because_keras_is_not_imported():
+def test_importing_the_cli_leaves_keras_out_and_every_command_answers_help():
     import subprocess
     import sys
 

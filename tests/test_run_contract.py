@@ -208,8 +208,15 @@ def test_evaluations_are_ordered_by_when_they_were_made_and_say_their_tta(tmp_pa
     run.write_evaluation({**newest, "evaluated": "2026-01-02T00:00:00+00:00"})
     from resnetctl.reports import run_summary
 
+    third = {**older, "checkpoint": "epoch0003", "epoch": 3, "checkpoint_id": ids[3], "tta": None}
+    run.write_evaluation({**third, "evaluated": "2026-01-01T12:00:00+00:00"})  # made between the two
+    assert [(r["checkpoint"], r["tta"]) for r in run.evaluations()] == [
+        ("epoch0004", None),
+        ("epoch0003", None),
+        ("best", "flip"),
+    ]  # by when they were made, not by file name (eval-test-best... sorts first)
     latest = run_summary(run)["latest_evaluation"]
-    assert latest["tta"] == "flip" and latest["evaluated"].startswith("2026-01-02")  # not the alphabetical last
+    assert latest["tta"] == "flip" and latest["evaluated"].startswith("2026-01-02")
 
 
 def test_an_epoch_stored_only_in_last_keras_is_not_stale_when_evaluated(tmp_path):
