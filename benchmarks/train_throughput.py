@@ -32,8 +32,8 @@ from resnetctl.data.pipeline import EpochStart, train_batches
 from resnetctl.data.store import open_dataset, read_split
 from resnetctl.hooks import TrainingProgress
 from resnetctl.models import create_model_for
-from resnetctl.training.config import TrainConfig
 from resnetctl.plan import plan_train
+from resnetctl.training.config import TrainConfig
 from resnetctl.training.trainer import compile_model, make_schedule, train
 
 

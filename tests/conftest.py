@@ -1,7 +1,8 @@
 """Session fixtures: the real-format datasets in ../shared/datasets, prepared once through the CLI.
 
-Tiers: ``pytest -m "not e2e"`` runs the fast unit tests (under a minute); ``pytest`` runs all,
-including the end-to-end tests that train real models in real subprocesses (marked ``e2e``).
+Tiers: ``pytest -m "not e2e and not slow"`` runs the fast tier (under a minute); ``pytest`` runs
+all, including the tests that train real models in real subprocesses (``e2e``) and those that run
+the CLI on real archives and folders without training (``slow``).
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ def test_help_shows_every_default_and_environment_variable():
     assert "--install-completion" in run_cli("-h").stdout
 
 
+@pytest.mark.slow
 def test_prepare_list_json_is_a_row_per_dataset_and_summary_of_no_runs_is_one_line(tmp_path, cifar_small, data_dir):
     assert json.loads(run_cli("prepare", "--list", "--json", "--data-dir", tmp_path).stdout) == []
     rows = json.loads(run_cli("prepare", "--list", "--json", "--data-dir", data_dir).stdout)

@@ -200,6 +200,7 @@ def _jpeg(path, side, seed):
     assert cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
+@pytest.mark.slow
 def test_a_folder_of_same_size_jpegs_is_read_as_it_is_without_size(tmp_path):
     """The whole CIFAR-10 as JPEG files (train/ and test/ of class folders, every image 32x32):
     `prepare folder` needs no --size; one image of another size brings the refusal back."""

@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers import CIFAR_SUBSET, TINY_MINI, cifar100_archive, invoke, one_line_error, run_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.slow  # prepares real archives and folders through the CLI; trains nothing
 
 
 def _cifar_source():

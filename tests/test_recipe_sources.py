@@ -151,6 +151,7 @@ def test_a_short_run_of_the_papers_recipe_carries_its_drops_along(epochs, milest
     assert any(("a constant rate" if schedule == "constant" else "0.5/0.75 of") in note for note in notes), notes
 
 
+@pytest.mark.slow
 def test_train_recipe_he2015_for_one_epoch_dry_runs(cifar_small, data_dir):
     proc = run_cli(
         "train",
