@@ -192,3 +192,39 @@ def test_labels_only_for_folders(tmp_path):
     (tmp_path / "labels.csv").write_text("file,label\n")
     with pytest.raises(DatasetError, match="--labels is for `prepare folder`"):
         prepare_dataset("cifar10", tmp_path, labels=tmp_path / "labels.csv", data_dir=tmp_path / "data")
+
+
+# ------------------------------------------------------------------ images without a label are said, never dropped
+@pytest.mark.parametrize(
+    ("layout", "dropped", "reason"),
+    [
+        ("labels", "unlisted.png", "an image not listed in --labels labels.csv"),
+        ("class-folders", "loose.png", "an image outside the class folders"),
+        ("split-folders", "train/loose.png", "an image outside the class folders"),
+        ("split-folders", "loose.png", "an image outside the split folders"),
+    ],
+)
+def test_an_image_the_layout_gives_no_label_is_listed_as_skipped(tmp_path, layout, dropped, reason):
+    """An image of --source that the layout gives no label (not in the CSV, loose beside the class
+    or split folders) is listed in meta.json's skipped with why, and said by prepare; it was only
+    counted among the ignored non-image files."""
+    source, rows = tmp_path / "src", ["file,label"]
+    top = "train/" if layout == "split-folders" else ""
+    for i in range(12):
+        colour = list(COLOURS)[i % 2]
+        name = f"{i}.png" if layout == "labels" else f"{top}{colour}/{i}.png"
+        _image(source / name, COLOURS[colour], i)
+        rows.append(f"{name},{colour}")
+    _image(source / dropped, COLOURS["blue"], 99)
+    (source / top / "notes.txt").write_text("not an image")
+    extra = ()
+    if layout == "labels":
+        (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+        extra = ("--labels", tmp_path / "labels.csv")
+    proc = run_cli("prepare", "folder", "--source", source, "--data-dir", tmp_path / "data", "--size", 12,
+                   "--val-split", 0, "--test-split", 0, *extra)  # fmt: skip
+    meta = json.loads((tmp_path / "data" / "src" / "meta.json").read_text())
+    assert sum(v["count"] for v in meta["splits"].values()) == 12
+    assert [(s["file"], s["reason"].startswith(reason)) for s in meta["skipped"]] == [(dropped, True)], meta
+    assert meta["ignored_files"] == 1  # notes.txt only: the non-image files
+    assert "Skipped 1 image" in proc.stdout and dropped in proc.stdout
