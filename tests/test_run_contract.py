@@ -494,3 +494,25 @@ def test_a_reader_keeps_the_checkpoint_it_resolved_when_training_prunes_or_repla
             assert copy.read_bytes() == b"resolved " + name.encode() * 1000
         with source.snapshot() as copy:  # read again from the start (evaluate, then a second reader)
             assert copy.read_bytes().startswith(b"resolved ")
+
+
+def test_summary_suggests_evaluate_until_the_checkpoint_it_reads_is_scored(tmp_path):
+    """Right after `evaluate` wrote its record, `summary` said `next: resnetctl evaluate` again."""
+
+    def next_words():
+        result = invoke("summary", run.path, "--json")
+        assert result.exit_code == 0, result.output
+        return shlex.split(json.loads(result.stdout)[0]["next_command"])
+
+    run, ids = fake_run(tmp_path)  # best.keras is epoch 2, last.keras epoch 4
+    assert next_words()[:2] == ["resnetctl", "evaluate"]
+    record = {"split": "test", "tta": None, "rank_1": 0.5}
+    run.write_evaluation({**record, "checkpoint": "last", "epoch": 4, "checkpoint_id": ids[4]})
+    assert next_words()[:2] == ["resnetctl", "evaluate"]  # another checkpoint was scored, not best
+    run.write_evaluation({**record, "checkpoint": "best", "epoch": 2, "checkpoint_id": ids[2]})
+    words = next_words()
+    assert words[1] == "export" and words[words.index("--run") + 1] == str(run.path.resolve())
+    assert words[words.index("--out") + 1] == "r.keras"
+    fake_checkpoint(run.best_path.with_name("new.keras"), 2)  # best.keras replaced by another file
+    os.replace(run.best_path.with_name("new.keras"), run.best_path)
+    assert next_words()[:2] == ["resnetctl", "evaluate"]

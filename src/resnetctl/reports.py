@@ -48,7 +48,10 @@ def next_command(run: RunDir, state: str, done: int, epochs: int) -> str | None:
         return start_again_command(run)
     if done < epochs and state != "finished":
         return command("resume", "--run", run.path.resolve())
-    return command("evaluate", "--run", run.path.resolve())
+    if not run.evaluated():
+        return command("evaluate", "--run", run.path.resolve())
+    # scored already: what comes next is using the model (a new name here, so it works when pasted)
+    return command("export", "--run", run.path.resolve(), "--out", f"{run.name}.keras")
 
 
 def branches(run: RunDir) -> list[dict]:

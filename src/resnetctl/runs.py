@@ -418,6 +418,21 @@ class RunDir:
             out.append(record)
         return sorted(out, key=lambda r: str(r["evaluated"]))
 
+    def evaluated(self) -> bool:
+        """Whether a score of the checkpoint a bare ``evaluate`` reads now (``best.keras``, else the
+        newest) is recorded: then evaluating is not what comes next."""
+        path = self.best_path if self.best_path.is_file() else None
+        if path is None:
+            checkpoints = self.checkpoints()
+            path = checkpoints[max(checkpoints)] if checkpoints else None
+        try:
+            wanted = checkpoint_info(path).get("id") if path is not None else None
+        except RunError:
+            return False
+        return wanted is not None and any(
+            e.get("checkpoint_id") == wanted and e.get("rank_1") is not None for e in self.evaluations()
+        )
+
     def is_stale(self, evaluation: dict) -> bool:
         """An evaluation is stale when no checkpoint of the run holds what it scored any more."""
         wanted = evaluation.get("checkpoint_id")
