@@ -18,7 +18,7 @@ from resnetctl.errors import ResnetctlError, RunError
 from resnetctl.outputs import claim, write_text, written
 from resnetctl.runs import MARKER, RunDir, best_row, command, find_run, list_runs
 from resnetctl.training.config import TrainConfig, config_from_file, config_from_flags
-from tests.helpers import invoke, run_cli
+from tests.helpers import invoke, one_line_error, run_cli
 
 
 def refused(*args) -> ResnetctlError:
@@ -516,3 +516,101 @@ def test_summary_suggests_evaluate_until_the_checkpoint_it_reads_is_scored(tmp_p
     fake_checkpoint(run.best_path.with_name("new.keras"), 2)  # best.keras replaced by another file
     os.replace(run.best_path.with_name("new.keras"), run.best_path)
     assert next_words()[:2] == ["resnetctl", "evaluate"]
+
+
+# ------------------------------------------------------------------ user-named outputs never land on the tool's files
+def _owned_world(tmp_path):
+    """A run `r` in runs/ (with an evaluation record), a prepared dataset `x` (its marker, meta.json
+    and a split file), a photo and a model file of the user's, and a link to the run's folder."""
+    runs = tmp_path / "runs"
+    run, _ = fake_run(runs)
+    (run.path / "eval-test-best.json").write_text('{"rank_1": 0.5}')
+    (run.path / "tensorboard" / "train").mkdir(parents=True)
+    (runs / ".r.lock").write_text("")
+    folder = _fake_dataset(tmp_path / "data", "x")
+    (folder / ".resnetctl-dataset").write_text("{}")
+    (folder / "train.h5").write_bytes(b"the dataset's images")
+    (tmp_path / "photo.jpg").write_bytes(b"a photo")
+    (tmp_path / "alias").symlink_to(run.path)
+    return run
+
+
+OWNED_TEXT = [  # for the text outputs (predict --csv, evaluate --predict): any name
+    "runs/r/history.csv",
+    "runs/r/config.json",
+    "runs/r/state.json",
+    "runs/r/checkpoints/epoch_0002.keras",
+    "runs/r/eval-test-best.json",
+    "runs/r/.resnetctl-run",
+    "runs/r/tensorboard/train/events.csv",
+    "runs/.r.lock",
+    "alias/history.csv",  # the run's folder through a link
+    "data/x/meta.json",
+    "data/x/train.h5",
+    "data/x/mine.csv",  # a dataset's folder holds its own files only
+]
+OWNED_MODELS = [  # export --out, build --save: .keras names
+    "runs/r/last.keras",
+    "runs/r/best.keras",
+    "runs/r/checkpoints/epoch_0002.keras",
+    "runs/r/checkpoints/epoch_0009.keras",  # not there yet
+    "alias/best.keras",
+    "data/x/m.keras",
+]
+OWNED_PLOTS = [  # summary --plot
+    "runs/r/monitor.png",
+    "runs/r/eval-test-best-confusion.png",  # not there yet: evaluate writes it
+    "runs/r/tensorboard/curves.svg",
+    "data/x/curves.png",
+]
+OWNED = [
+    *((c, t) for c in ("predict", "evaluate") for t in OWNED_TEXT),
+    *((c, t) for c in ("export", "build") for t in OWNED_MODELS),
+    *(("summary", t) for t in OWNED_PLOTS),
+]
+
+
+@pytest.mark.parametrize(("command_", "target"), OWNED)
+def test_force_never_lands_an_output_on_a_file_the_tool_manages(tmp_path, command_, target):
+    """`predict --csv runs/R/history.csv --force` replaced the run's history (the run was then
+    lost); `export --force --out runs/R/last.keras` a checkpoint. Any path a run's contract names,
+    anything in a dataset, the lock beside them: refused in one line naming the run, unchanged."""
+    run = _owned_world(tmp_path)
+    out = tmp_path / target
+    args = {
+        "predict": ("predict", tmp_path / "photo.jpg", "--run", run.path, "--csv", out),
+        "evaluate": (
+            "evaluate",
+            "--run",
+            run.path,
+            "--dataset",
+            "x",
+            "--data-dir",
+            tmp_path / "data",
+            "--predict",
+            out,
+        ),
+        "export": ("export", "--run", run.path, "--out", out),
+        "build": ("build", "resnet8", "--save", out),
+        "summary": ("summary", run.path, "--plot", out),
+    }[command_]
+    before = tree(tmp_path)
+    error = refused(*args, "--force")
+    assert "which resnetctl manages" in error.message and "--force or not" in error.message, error.message
+    assert any(f" {name} " in error.message for name in ("run r", "dataset x", "runs/r")), error.message
+    assert tree(tmp_path) == before
+
+
+def test_a_new_name_of_the_users_in_a_run_folder_is_still_allowed(tmp_path):
+    run = _owned_world(tmp_path)
+    assert claim(run.path / "my-predictions.csv", "--csv").path == run.path / "my-predictions.csv"
+    assert claim(tmp_path / "runs" / "r.keras", "--out").path.name == "r.keras"  # beside the run, not in it
+
+
+def test_the_issues_predict_csv_history_force_is_one_line_through_the_cli(tmp_path):
+    run = _owned_world(tmp_path)
+    before = tree(tmp_path)
+    proc = run_cli("predict", tmp_path / "photo.jpg", "--run", run.path, "--csv", run.history_path, "--force",
+                   check=False)  # fmt: skip
+    one_line_error(proc, 1, "is a file of run r")
+    assert tree(tmp_path) == before

@@ -4,7 +4,9 @@
 Checked before any work is done (:func:`claim`): the folder must exist and be writable; an existing
 file is replaced only with ``--force``; a symlink, a device, a FIFO or a socket is never written
 through or replaced (``--csv /dev/stdout`` must not replace the system's ``/dev/stdout``); a
-folder is never replaced by a file. Written under a short hidden temporary name in the same
+folder is never replaced by a file; a path among the tool's own files (a file a run's contract
+names, anything in a prepared dataset, the lock beside one: :func:`tool_owned`) is never an
+output, ``--force`` or not. Written under a short hidden temporary name in the same
 folder and renamed into place (:func:`written`), so a reader never sees half a file and a long
 valid name never fails for its temporary's sake. One process writes an output at a time: a
 second writer of the same real path is refused. Where a command allows it (``predict --csv``,
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -72,6 +75,12 @@ def claim(
         raise ResnetctlError(f"{what} {given}: folder {where.parent} is not writable")
     if len(os.fsencode(where.name)) > 255:
         raise ResnetctlError(f"{what} {given}: the file name is longer than 255 bytes")
+    owner = tool_owned(where)
+    if owner:
+        raise ResnetctlError(
+            f"{what} {given} is {owner}, which resnetctl manages; no output replaces it, --force or not",
+            hint="give a path outside the tool's files",
+        )
     try:
         st = os.lstat(where)
     except FileNotFoundError:
@@ -95,6 +104,37 @@ def claim(
             f"{what} {given} exists and was not written by this command; --force replaces only an earlier output"
         )
     return Output(where, what, force, folder)
+
+
+_BESIDE = re.compile(r"\.(.+?)\.(?:lock|tmp-.*)")  # the lock or a temporary of the run/dataset NAME beside it
+
+
+def tool_owned(where: Path) -> str | None:
+    """What of the tool's ``where`` is or would be (``"a file of run R (PATH)"``), else None: a file
+    or folder a run's contract names (:meth:`RunDir.owns`), anything in a prepared dataset (its
+    folder holds its files only), a run or dataset itself, or the lock or a temporary beside one.
+    Folders are taken as they really are, so a link to a run's folder leads into the run."""
+    from resnetctl.data.store import made_by_resnetctl
+    from resnetctl.runs import RunDir
+
+    real = Path(os.path.realpath(where.parent)) / where.name
+    for folder in (real, *real.parents):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        if RunDir(folder).is_run():
+            inside = real.relative_to(folder).parts
+            if not inside:
+                return f"the folder of run {folder.name} ({folder})"
+            return f"a file of run {folder.name} ({folder})" if RunDir(folder).owns(inside) else None
+        if made_by_resnetctl(folder):
+            return f"dataset {folder.name} ({folder})" if folder == real else f"in dataset {folder.name} ({folder})"
+    beside = _BESIDE.fullmatch(real.name)
+    if beside:
+        sibling = real.parent / beside.group(1)
+        kind = "run" if RunDir(sibling).is_run() else "dataset" if made_by_resnetctl(sibling) else None
+        if kind:
+            return f"the lock or a temporary of {kind} {sibling.name} ({sibling})"
+    return None
 
 
 def recheck(output: Output) -> None:

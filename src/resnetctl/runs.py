@@ -54,6 +54,11 @@ STATES = ("running", "finished", "stopped", "diverged", "failed")
 # written when the tool creates a run: a folder without it is not a run, whatever files it holds
 MARKER = ".resnetctl-run"
 RUN_FORMAT = 2
+# what of a run dir is the tool's: these files, everything in these folders, the evaluation
+# records and their files (``eval-*``) and hidden names (the marker, temporaries). No output a
+# user names lands on one of them, --force or not (``outputs.claim`` asks :meth:`RunDir.owns`).
+OWN_FILES = frozenset({MARKER, "config.json", "state.json", "history.csv", "monitor.png", "last.keras", "best.keras"})
+OWN_FOLDERS = frozenset({"checkpoints", "tensorboard"})
 # what a run's config.json holds beside the train options (``train --config`` accepts them)
 RECORD_KEYS = frozenset(
     {
@@ -157,6 +162,13 @@ class RunDir:
             and "resnetctl" in config["versions"]
             and isinstance(config.get("dataset_info"), dict)
         )
+
+    def owns(self, relative: tuple[str, ...]) -> bool:
+        """Whether the path ``relative`` to this run's folder is one the tool writes or will write."""
+        first = relative[0]
+        if first in OWN_FOLDERS:
+            return True
+        return len(relative) == 1 and (first in OWN_FILES or first.startswith(("eval-", ".")))
 
     def check_is_run(self) -> RunDir:
         if not self.is_run():
