@@ -614,3 +614,16 @@ def test_the_issues_predict_csv_history_force_is_one_line_through_the_cli(tmp_pa
                    check=False)  # fmt: skip
     one_line_error(proc, 1, "is a file of run r")
     assert tree(tmp_path) == before
+
+
+def test_a_side_file_that_already_says_the_same_is_kept_not_a_conflict(tmp_path):
+    side = tmp_path / "m.labels.txt"
+    side.write_text("cat\ndog\n")
+    stamp = side.stat().st_mtime_ns
+    write_text(claim(side, "labels", same="cat\ndog\n"), "cat\ndog\n")  # shared by m.onnx and m.tflite
+    assert side.read_text() == "cat\ndog\n" and side.stat().st_mtime_ns == stamp
+    with pytest.raises(ResnetctlError, match="already exists"):
+        claim(side, "labels", same="bird\nfish\n")  # another model's names: the one policy as before
+    with pytest.raises(ResnetctlError, match="already exists"):
+        claim(side, "labels", same="cat\ndog")  # a prefix is not the same
+    assert side.read_text() == "cat\ndog\n"

@@ -546,6 +546,7 @@ def export_model(
 
     request = check_request(fmt, out, force)
     source = _model_source(ctx, need_classes=True)
+    request = request.with_classes(source.classes)
     _reading(source)
     _import_backend_quietly()
     from resnetctl.export import check_images, export

@@ -42,6 +42,7 @@ class Output:
     force: bool
     folder: bool = False  # a folder output (a SavedModel)
     stdout: bool = False  # named "-": written to stdout, no file
+    same: str | None = None  # a side file: an existing file that holds exactly this is kept, not a conflict
 
 
 def _kind(mode: int) -> str | None:
@@ -59,10 +60,13 @@ def claim(
     folder: bool = False,
     replaceable: Callable[[Path], bool] | None = None,
     stdout: bool = False,
+    same: str | None = None,
 ) -> Output:
     """``path`` checked as an output, before any work. ``replaceable`` says whether an existing
     thing there is one that ``--force`` may replace (e.g. only an earlier export folder);
-    ``stdout``: whether ``-`` may name stdout (a text output)."""
+    ``stdout``: whether ``-`` may name stdout (a text output); ``same``: the text of a side file
+    that several outputs share (the class names beside exports of one model in several formats):
+    a file there that already holds exactly it is no conflict and is kept as it is."""
     if stdout and str(path) == STDOUT:
         if sys.stdout is None:  # started with stdout closed (>&-)
             raise ResnetctlError(f"{what} - writes to stdout, and stdout is closed")
@@ -84,7 +88,7 @@ def claim(
     try:
         st = os.lstat(where)
     except FileNotFoundError:
-        return Output(where, what, force, folder)
+        return Output(where, what, force, folder, same=same)
     if stat.S_ISLNK(st.st_mode):
         raise ResnetctlError(
             f"{what} {given} is a symbolic link; it is never written through or replaced",
@@ -95,6 +99,8 @@ def claim(
         raise ResnetctlError(f"{what} {given} is {special}; it is never replaced", hint="give a file path")
     if stat.S_ISDIR(st.st_mode) and not folder:
         raise ResnetctlError(f"{what} {given} is a folder; give a file name")
+    if same is not None and stat.S_ISREG(st.st_mode) and _holds(where, same):
+        return Output(where, what, force, folder, same=same)
     if not force:
         raise ResnetctlError(f"{what} {given} already exists", hint="give another name, or add --force to replace it")
     if folder and not stat.S_ISDIR(st.st_mode):
@@ -137,9 +143,19 @@ def tool_owned(where: Path) -> str | None:
     return None
 
 
+def _holds(path: Path, text: str) -> bool:
+    """Whether the regular file ``path`` holds exactly ``text`` (read no further than its length)."""
+    wanted = text.encode("utf-8")
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(wanted) + 1) == wanted
+    except OSError:
+        return False
+
+
 def recheck(output: Output) -> None:
     """Claim again at publish time: what appeared at the path during the work must not be lost."""
-    claim(output.path, output.what, force=output.force, folder=output.folder)
+    claim(output.path, output.what, force=output.force, folder=output.folder, same=output.same)
 
 
 def temp_name(output: Output, suffix: str = "") -> Path:
@@ -194,6 +210,8 @@ def write_text(output: Output, text: str) -> None:
     if output.stdout:  # flushed here, so a reader that stopped reading (| head) is seen at once
         sys.stdout.write(text)
         sys.stdout.flush()
+        return
+    if output.same == text and _holds(output.path, text):  # a shared side file that says this already
         return
     with written(output) as tmp:
         tmp.write_text(text, encoding="utf-8")
