@@ -378,12 +378,28 @@ def resume(
         typer.Option(help="Start a new run NAME from the checkpoint instead, leaving this run as it is."),
     ] = None,
     strategy: StrategyOpt = "auto",
+    mlflow: Annotated[
+        bool | None,
+        typer.Option(
+            "--mlflow/--no-mlflow",
+            help="Log to MLflow from here on, or go on without it (its MLflow run is kept in config.json).",
+            show_default="as the run did",
+        ),
+    ] = None,
 ):
     """Continue a run from a checkpoint, optionally with a new learning rate or length."""
     from resnetctl.plan import plan_resume
 
     plan = plan_resume(
-        run, runs_dir=runs_dir, data_dir=data_dir, epoch=epoch, lr=lr, epochs=epochs, fork=fork, strategy=strategy
+        run,
+        runs_dir=runs_dir,
+        data_dir=data_dir,
+        epoch=epoch,
+        lr=lr,
+        epochs=epochs,
+        fork=fork,
+        strategy=strategy,
+        mlflow=mlflow,
     )
     _import_backend_quietly()
     from resnetctl.training.trainer import resume as resume_training

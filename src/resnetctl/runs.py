@@ -528,6 +528,17 @@ class RunDir:
         self.write_history([r for r in history if r["epoch"] <= epoch])
         return branch
 
+    def fork_record(self, epoch: int, name: str) -> dict:
+        """The config.json of a fork ``name`` of this run at ``epoch``: its parent recorded, the
+        schedule changes made before ``epoch``, and no MLflow run (the fork gets its own)."""
+        record = self.config()
+        record.update(
+            run=name, parent={"run": self.name, "path": str(self.path.resolve()), "epoch": epoch, "kind": "fork"}
+        )
+        record["segments"] = list(self.options().segments_before(epoch))
+        record.pop("mlflow_run", None)
+        return record
+
     def fork(self, epoch: int, name: str) -> RunDir:
         """A new run ``name`` beside this one that starts from this run's ``epoch`` (its checkpoint
         linked, its history up to there copied, ``parent`` recorded); this run is not changed."""
@@ -542,13 +553,7 @@ class RunDir:
         shutil.rmtree(tmp, ignore_errors=True)
         staged = RunDir(tmp)
         staged.checkpoint_dir.mkdir(parents=True)
-        record = self.config()
-        record.update(
-            run=name, parent={"run": self.name, "path": str(self.path.resolve()), "epoch": epoch, "kind": "fork"}
-        )
-        record["segments"] = list(self.options().segments_before(epoch))
-        record.pop("mlflow_run", None)
-        staged.write_config(record)
+        staged.write_config(self.fork_record(epoch, name))
         staged.write_history([r for r in self.history() if r["epoch"] <= epoch])
         link_or_copy(source, staged.epoch_path(epoch))
         staged.write_state("stopped", epoch=epoch, reason=f"forked from {self.name} at epoch {epoch}")

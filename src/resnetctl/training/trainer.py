@@ -13,7 +13,6 @@ import math
 import platform
 import shutil
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import keras
 
@@ -208,48 +207,58 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
     placement = resolve(plan.strategy)
     placement.check_batch_size(config.batch_size)
     _set_up_backend(config)
-    with _RunWriter(run, placement) as out:
-        if placement.chief and plan.restart:
-            _clear(out)
-        with placement.scope():
-            batches = _train_batches(info, config, placement)
-            model = create_model_for(config.model, info, **model_options(config, info))
-            steps = len(batches)
-            rules = new_rules(config)
-            schedule = make_schedule(config, steps, rules=rules)
-            init = _init_from(model, config)
-            compile_model(model, config, schedule, info.num_classes)
+    with _RunWriter(run, placement) as out, placement.scope():
+        batches = _train_batches(info, config, placement)
+        validation = _validation_batches(info, config, placement)
+        model = create_model_for(config.model, info, **model_options(config, info))
+        steps = len(batches)
+        rules = new_rules(config)
+        schedule = make_schedule(config, steps, rules=rules)
+        init = _init_from(model, config)
+        compile_model(model, config, schedule, info.num_classes)
+        record = {
+            **config.to_dict(),
+            "created": now(),
+            "steps_per_epoch": steps,
+            "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
+            "dataset_info": _dataset_summary(info),
+            **({"init": init} if init else {}),
+            "versions": library_versions(),
+            "placement": placement.to_dict(),
+        }
+        trackers = tracking.open_trackers(config, out.tensorboard_dir, placement.chief, plan.tracking_off)
+        record.update(trackers.open(out.path, record))  # a store that refuses: nothing was written
+        with tracking.finished_on_error(trackers, out):
+            if placement.chief and plan.restart:
+                _clear(out)
             created = not out.path.exists()
             if placement.chief:
                 out.create()
-            out.write_config(
-                {
-                    **config.to_dict(),
-                    "created": now(),
-                    "steps_per_epoch": steps,
-                    "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
-                    "dataset_info": _dataset_summary(info),
-                    **({"init": init} if init else {}),
-                    "versions": library_versions(),
-                    "placement": placement.to_dict(),
-                }
-            )
-            history, stopped = _fit(
-                out,
-                model,
-                config,
-                info,
-                batches,
-                [],
-                0,
-                schedule,
-                -math.inf,
-                progress,
-                placement,
-                rules,
-                created=created,
-            )
+            out.write_config(record)
+        history, stopped = _fit(
+            out,
+            model,
+            config,
+            info,
+            batches,
+            [],
+            0,
+            schedule,
+            -math.inf,
+            progress,
+            placement,
+            trackers,
+            validation,
+            rules,
+            created=created,
+        )
     return TrainResult(run, history, placement, stopped)
+
+
+def _validation_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
+    """The split watched each epoch, read before anything of the run is written."""
+    p = placement
+    return validation_batches(info, config.batch_size, p.batch_multiple, p.shard, p.data_on_device, config.validation)
 
 
 def _train_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
@@ -306,17 +315,15 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
             if config.ema:  # a checkpoint holds the average in the model (EMAWeights)
                 swap_ema(model)
             history = plan.source.history_upto(plan.epoch)  # a row lost to a kill: refused or put back here
-            # everything is checked: only now does the source change (a branch) or get copied (a fork)
-            branch = None
-            if placement.chief and plan.fork is not None:
-                with plan.source.lock():
-                    plan.source.fork(plan.epoch, plan.fork)
-            elif placement.chief and plan.branches:  # this process holds the run's lock already
-                branch = plan.source.branch_off(plan.epoch)
-            record = (rd if placement.chief else plan.source).config()
-            if branch is not None:  # the old line's MLflow run went with the branch; this line gets its own
-                record.pop(tracking.MLFLOW_KEY, None)
-            best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
+            validation = _validation_batches(info, config, placement)
+            # the record of the line that goes on: a fork's own; a branch leaves the old line's
+            # MLflow run with the epochs it keeps (this line gets its own)
+            if plan.fork is not None:
+                record = plan.source.fork_record(plan.epoch, plan.fork)
+            else:
+                record = plan.source.config()
+                if plan.branches:
+                    record.pop(tracking.MLFLOW_KEY, None)
             previous = (
                 make_schedule(
                     replace(config, segments=TrainConfig.from_dict(record).segments_before(plan.epoch, inclusive=True)),
@@ -330,6 +337,7 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 versions=library_versions(),
                 effective_warmup_epochs=config.warmup(),
                 steps_per_epoch=steps,
+                mlflow=config.mlflow,  # resume --mlflow / --no-mlflow
             )
             record["resumes"] = [  # later resumes belong to the branch that kept those epochs
                 r for r in record.get("resumes", []) if isinstance(r, dict) and r.get("from_epoch", 0) < plan.epoch
@@ -341,16 +349,27 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                     "lr": plan.segment.get("lr") if plan.segment else None,
                     "epochs": config.total_epochs(),
                     "placement": placement.to_dict(),
-                    **({"branch": branch.name} if branch else {}),
                 }
             )
-            if placement.chief:
-                out.create()
-                out.write_history(history)
-                out.write_config(record)
-                if out.checkpoints().get(plan.epoch) == out.last_path:  # its epoch file was lost to a kill
-                    out.checkpoint_dir.mkdir(exist_ok=True)
-                    link_or_copy(out.last_path, out.epoch_path(plan.epoch))
+            trackers = tracking.open_trackers(config, rd.tensorboard_dir, placement.chief, plan.tracking_off)
+            # everything is checked, the tracker's store too: only now does the run change
+            record.update(trackers.open(rd.path, record))
+            with tracking.finished_on_error(trackers, rd):
+                branch = None
+                if placement.chief and plan.fork is not None:
+                    with plan.source.lock():
+                        plan.source.fork(plan.epoch, plan.fork)
+                elif placement.chief and plan.branches:  # this process holds the run's lock already
+                    branch = plan.source.branch_off(plan.epoch)
+                    record["resumes"][-1]["branch"] = branch.name
+                best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
+                if placement.chief:
+                    out.create()
+                    out.write_history(history)
+                    out.write_config(record)
+                    if out.checkpoints().get(plan.epoch) == out.last_path:  # its epoch file was lost to a kill
+                        out.checkpoint_dir.mkdir(exist_ok=True)
+                        link_or_copy(out.last_path, out.epoch_path(plan.epoch))
             resumed = {
                 "from_epoch": plan.epoch,
                 "lr": schedule.at_step(plan.epoch * steps),
@@ -370,6 +389,8 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 best,
                 progress,
                 placement,
+                trackers,
+                validation,
                 plan.rules,
                 resumed=resumed,
             )
@@ -476,25 +497,23 @@ def _fit(
     best_score: float,
     progress: TrainingProgress | None,
     placement: Placement,
+    trackers: tracking.Trackers,
+    validation,
     rules: dict | None = None,
     created: bool = False,
     resumed: dict | None = None,
-    tensorboard_dir: Path | None = None,
 ) -> tuple[list[dict], dict | None]:
     """``model.fit`` with our callbacks; records the run's state; returns the history and, when
-    early stopping ended the run, why (reason, best and stopped epochs).
-    ``tensorboard_dir``: where ``--tensorboard`` writes (default ``<run>/tensorboard``).
+    early stopping ended the run, why (reason, best and stopped epochs). ``trackers`` are opened
+    (``tracking.open_trackers(config, tensorboard_dir).open``), ``validation`` read, before the
+    caller wrote anything of the run.
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     progress = progress or TrainingProgress()
     rules = {k: v for k, v in (rules or {}).items() if k in ("plateau", "early_stopping")}
-    validation = validation_batches(
-        info, config.batch_size, placement.batch_multiple, placement.shard, placement.data_on_device, config.validation
-    )
     from resnetctl.plan import start_again_command
 
-    trackers = tracking.open_trackers(config, tensorboard_dir or run.tensorboard_dir, placement.chief)
     fresh = initial_epoch == 0
     epochs = config.total_epochs()
     run.write_state("running", epoch=initial_epoch)
