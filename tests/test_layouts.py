@@ -228,3 +228,17 @@ def test_an_image_the_layout_gives_no_label_is_listed_as_skipped(tmp_path, layou
     assert [(s["file"], s["reason"].startswith(reason)) for s in meta["skipped"]] == [(dropped, True)], meta
     assert meta["ignored_files"] == 1  # notes.txt only: the non-image files
     assert "Skipped 1 image" in proc.stdout and dropped in proc.stdout
+
+
+def test_an_image_of_the_tiny_imagenet_tree_without_a_class_is_listed_as_skipped(tmp_path):
+    """An image under train/ of a class wnids.txt does not list, or in val/images/ that
+    val_annotations.txt does not name, was dropped without a word."""
+    tree = _unpack_tiny(tmp_path)
+    _image(tree / "train" / "n99999999" / "images" / "stray_0.JPEG", COLOURS["red"], 1)
+    _image(tree / "val" / "images" / "val_9999.JPEG", COLOURS["red"], 2)
+    info = prepare_dataset("folder", tree, data_dir=tmp_path / "data", name="tiny", workers=1)
+    assert {s["file"]: s["reason"] for s in info.meta["skipped"]} == {
+        "train/n99999999/images/stray_0.JPEG": "an image with no class: not a class of wnids.txt (n99999999)",
+        "val/images/val_9999.JPEG": "an image of val/images/ that val_annotations.txt does not name",
+    }
+    assert info.splits["test"] == 200  # the annotated ones, as before
