@@ -496,8 +496,9 @@ def test_a_reader_keeps_the_checkpoint_it_resolved_when_training_prunes_or_repla
             assert copy.read_bytes().startswith(b"resolved ")
 
 
-def test_summary_suggests_evaluate_until_the_checkpoint_it_reads_is_scored(tmp_path):
+def test_summary_suggests_evaluate_until_the_checkpoint_it_reads_is_scored(tmp_path, monkeypatch):
     """Right after `evaluate` wrote its record, `summary` said `next: resnetctl evaluate` again."""
+    monkeypatch.chdir(tmp_path)
 
     def next_words():
         result = invoke("summary", run.path, "--json")
@@ -513,6 +514,8 @@ def test_summary_suggests_evaluate_until_the_checkpoint_it_reads_is_scored(tmp_p
     words = next_words()
     assert words[1] == "export" and words[words.index("--run") + 1] == str(run.path.resolve())
     assert words[words.index("--out") + 1] == "r.keras"
+    (tmp_path / "r.keras").write_text("the user's")  # the suggestion stays pasteable: a free name
+    assert next_words()[next_words().index("--out") + 1] == "r-2.keras"
     fake_checkpoint(run.best_path.with_name("new.keras"), 2)  # best.keras replaced by another file
     os.replace(run.best_path.with_name("new.keras"), run.best_path)
     assert next_words()[:2] == ["resnetctl", "evaluate"]
