@@ -88,7 +88,7 @@ LAYERS = {
         "resnetctl.export",
         "resnetctl.reports",
     ],
-    "records": ["resnetctl.runs", "resnetctl.lineage", "resnetctl.tracking", "resnetctl.plots"],
+    "records": ["resnetctl.runs", "resnetctl.lineage", "resnetctl.tracking", "resnetctl.plots", "resnetctl.outputs"],
     "data, models, settings": [
         "resnetctl.data.*",
         "resnetctl.models",
@@ -114,7 +114,6 @@ LAYERS = {
         "resnetctl.hooks",
         "resnetctl.heap",
         "resnetctl.commands",
-        "resnetctl.outputs",
         "resnetctl.scoring",
     ],
 }

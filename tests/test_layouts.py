@@ -220,3 +220,53 @@ def test_a_folder_of_same_size_jpegs_is_read_as_it_is_without_size(tmp_path):
     _jpeg(source / "train" / "cat" / "big.jpg", 40, 9)
     proc = run_cli("prepare", "folder", "--source", source, "--data-dir", tmp_path / "data2", check=False)
     one_line_error(proc, 1, "come in various sizes")
+
+
+# ------------------------------------------------------------------ images without a label are said, never dropped
+@pytest.mark.parametrize(
+    ("layout", "dropped", "reason"),
+    [
+        ("labels", "unlisted.png", "an image not listed in --labels labels.csv"),
+        ("class-folders", "loose.png", "an image outside the class folders"),
+        ("split-folders", "train/loose.png", "an image outside the class folders"),
+        ("split-folders", "loose.png", "an image outside the split folders"),
+    ],
+)
+def test_an_image_the_layout_gives_no_label_is_listed_as_skipped(tmp_path, layout, dropped, reason):
+    """An image of --source that the layout gives no label (not in the CSV, loose beside the class
+    or split folders) is listed in meta.json's skipped with why, and said by prepare; it was only
+    counted among the ignored non-image files."""
+    source, rows = tmp_path / "src", ["file,label"]
+    top = "train/" if layout == "split-folders" else ""
+    for i in range(12):
+        colour = list(COLOURS)[i % 2]
+        name = f"{i}.png" if layout == "labels" else f"{top}{colour}/{i}.png"
+        _image(source / name, COLOURS[colour], i)
+        rows.append(f"{name},{colour}")
+    _image(source / dropped, COLOURS["blue"], 99)
+    (source / top / "notes.txt").write_text("not an image")
+    extra = ()
+    if layout == "labels":
+        (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+        extra = ("--labels", tmp_path / "labels.csv")
+    proc = run_cli("prepare", "folder", "--source", source, "--data-dir", tmp_path / "data", "--size", 12,
+                   "--val-split", 0, "--test-split", 0, *extra)  # fmt: skip
+    meta = json.loads((tmp_path / "data" / "src" / "meta.json").read_text())
+    assert sum(v["count"] for v in meta["splits"].values()) == 12
+    assert [(s["file"], s["reason"].startswith(reason)) for s in meta["skipped"]] == [(dropped, True)], meta
+    assert meta["ignored_files"] == 1  # notes.txt only: the non-image files
+    assert "Skipped 1 image" in proc.stdout and dropped in proc.stdout
+
+
+def test_an_image_of_the_tiny_imagenet_tree_without_a_class_is_listed_as_skipped(tmp_path):
+    """An image under train/ of a class wnids.txt does not list, or in val/images/ that
+    val_annotations.txt does not name, was dropped without a word."""
+    tree = _unpack_tiny(tmp_path)
+    _image(tree / "train" / "n99999999" / "images" / "stray_0.JPEG", COLOURS["red"], 1)
+    _image(tree / "val" / "images" / "val_9999.JPEG", COLOURS["red"], 2)
+    info = prepare_dataset("folder", tree, data_dir=tmp_path / "data", name="tiny", workers=1)
+    assert {s["file"]: s["reason"] for s in info.meta["skipped"]} == {
+        "train/n99999999/images/stray_0.JPEG": "an image with no class: not a class of wnids.txt (n99999999)",
+        "val/images/val_9999.JPEG": "an image of val/images/ that val_annotations.txt does not name",
+    }
+    assert info.splits["test"] == 200  # the annotated ones, as before

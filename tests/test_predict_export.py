@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import TINY_MINI, needs, one_line_error, run_cli
+from tests.helpers import TINY_MINI, needs, one_line_error, pets_world, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -241,6 +241,35 @@ def test_export_never_replaces_what_is_not_an_export(tiny_run, tmp_path):
     (tmp_path / "exp").mkdir()  # a relative --out: the self-check must not resolve it twice
     run_cli("export", "--run", tiny_run.resolve(), "--out", "exp/m.keras", cwd=tmp_path)
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["m.keras", "m.labels.txt"]
+
+
+@pytest.mark.e2e
+@needs("tf2onnx")
+@needs("onnxruntime")
+def test_formats_exported_side_by_side_share_their_labels_and_onnx_carries_them_inside(tmp_path):
+    """`export --format onnx --out m.onnx`, then tflite and keras beside it: the second was refused
+    because m.labels.txt existed. One model's exports share the side file that says the same; ONNX
+    also holds the class names in its metadata, where onnxruntime reads them."""
+    import onnxruntime
+
+    data, model = pets_world(tmp_path)
+    out = tmp_path / "exports"
+    out.mkdir()
+    base = ("export", "--model", model, "--dataset", "pets", "--data-dir", data, "--json")
+    reports = [
+        json.loads(run_cli(*base, "--format", fmt, "--out", out / f"m.{suffix}").stdout)
+        for fmt, suffix in (("onnx", "onnx"), ("tflite", "tflite"), ("keras", "keras"))
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["m.keras", "m.labels.txt", "m.onnx", "m.tflite"]
+    assert {r["labels"] for r in reports} == {str(out / "m.labels.txt")}
+    assert (out / "m.labels.txt").read_text().splitlines() == ["cat", "dog"]
+    session = onnxruntime.InferenceSession(str(out / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["classes"]) == ["cat", "dog"]
+    assert reports[0]["labels_inside"] == "metadata_props['classes']"
+    (out / "m.keras").unlink()  # a side file that says something else is the user's: refused, unchanged
+    (out / "m.labels.txt").write_text("bird\nfish\n")
+    one_line_error(run_cli(*base, "--out", out / "m.keras", check=False), 1, "m.labels.txt already exists")
+    assert (out / "m.labels.txt").read_text() == "bird\nfish\n" and not (out / "m.keras").exists()
 
 
 # --------------------------------------------------------------------------- fine-tuning

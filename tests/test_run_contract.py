@@ -21,7 +21,7 @@ from resnetctl.outputs import claim, write_text, written
 from resnetctl.runs import MARKER, RunDir, best_row, find_run, list_runs
 from resnetctl.training.config import TrainConfig, config_from_file
 from resnetctl.training.settings import config_from_flags
-from tests.helpers import fake_dataset, invoke, run_cli, tree
+from tests.helpers import fake_dataset, invoke, one_line_error, run_cli, tree
 
 
 def refused(*args) -> ResnetctlError:
@@ -477,3 +477,139 @@ def test_a_reader_keeps_the_checkpoint_it_resolved_when_training_prunes_or_repla
             assert copy.read_bytes() == b"resolved " + name.encode() * 1000
         with source.snapshot() as copy:  # read again from the start (evaluate, then a second reader)
             assert copy.read_bytes().startswith(b"resolved ")
+
+
+def test_summary_suggests_evaluate_until_the_checkpoint_it_reads_is_scored(tmp_path, monkeypatch):
+    """Right after `evaluate` wrote its record, `summary` said `next: resnetctl evaluate` again."""
+    monkeypatch.chdir(tmp_path)
+
+    def next_words():
+        result = invoke("summary", run.path, "--json")
+        assert result.exit_code == 0, result.output
+        return shlex.split(json.loads(result.stdout)[0]["next_command"])
+
+    run, ids = fake_run(tmp_path)  # best.keras is epoch 2, last.keras epoch 4
+    assert next_words()[:2] == ["resnetctl", "evaluate"]
+    record = {"split": "test", "tta": None, "rank_1": 0.5}
+    run.write_evaluation({**record, "checkpoint": "last", "epoch": 4, "checkpoint_id": ids[4]})
+    assert next_words()[:2] == ["resnetctl", "evaluate"]  # another checkpoint was scored, not best
+    run.write_evaluation({**record, "checkpoint": "best", "epoch": 2, "checkpoint_id": ids[2]})
+    words = next_words()
+    assert words[1] == "export" and words[words.index("--run") + 1] == str(run.path.resolve())
+    assert words[words.index("--out") + 1] == "r.keras"
+    (tmp_path / "r.keras").write_text("the user's")  # the suggestion stays pasteable: a free name
+    assert next_words()[next_words().index("--out") + 1] == "r-2.keras"
+    fake_checkpoint(run.best_path.with_name("new.keras"), 2)  # best.keras replaced by another file
+    os.replace(run.best_path.with_name("new.keras"), run.best_path)
+    assert next_words()[:2] == ["resnetctl", "evaluate"]
+
+
+# ------------------------------------------------------------------ user-named outputs never land on the tool's files
+def _owned_world(tmp_path):
+    """A run `r` in runs/ (with an evaluation record), a prepared dataset `x` (its marker, meta.json
+    and a split file), a photo and a model file of the user's, and a link to the run's folder."""
+    runs = tmp_path / "runs"
+    run, _ = fake_run(runs)
+    (run.path / "eval-test-best.json").write_text('{"rank_1": 0.5}')
+    (run.path / "tensorboard" / "train").mkdir(parents=True)
+    (runs / ".r.lock").write_text("")
+    folder = fake_dataset(tmp_path / "data", "x")
+    (folder / ".resnetctl-dataset").write_text("{}")
+    (folder / "train.h5").write_bytes(b"the dataset's images")
+    (tmp_path / "photo.jpg").write_bytes(b"a photo")
+    (tmp_path / "alias").symlink_to(run.path)
+    return run
+
+
+OWNED_TEXT = [  # for the text outputs (predict --csv, evaluate --predict): any name
+    "runs/r/history.csv",
+    "runs/r/config.json",
+    "runs/r/state.json",
+    "runs/r/checkpoints/epoch_0002.keras",
+    "runs/r/eval-test-best.json",
+    "runs/r/.resnetctl-run",
+    "runs/r/tensorboard/train/events.csv",
+    "runs/.r.lock",
+    "alias/history.csv",  # the run's folder through a link
+    "data/x/meta.json",
+    "data/x/train.h5",
+    "data/x/mine.csv",  # a dataset's folder holds its own files only
+]
+OWNED_MODELS = [  # export --out, build --save: .keras names
+    "runs/r/last.keras",
+    "runs/r/best.keras",
+    "runs/r/checkpoints/epoch_0002.keras",
+    "runs/r/checkpoints/epoch_0009.keras",  # not there yet
+    "alias/best.keras",
+    "data/x/m.keras",
+]
+OWNED_PLOTS = [  # summary --plot
+    "runs/r/monitor.png",
+    "runs/r/eval-test-best-confusion.png",  # not there yet: evaluate writes it
+    "runs/r/tensorboard/curves.svg",
+    "data/x/curves.png",
+]
+OWNED = [
+    *((c, t) for c in ("predict", "evaluate") for t in OWNED_TEXT),
+    *((c, t) for c in ("export", "build") for t in OWNED_MODELS),
+    *(("summary", t) for t in OWNED_PLOTS),
+]
+
+
+@pytest.mark.parametrize(("command_", "target"), OWNED)
+def test_force_never_lands_an_output_on_a_file_the_tool_manages(tmp_path, command_, target):
+    """`predict --csv runs/R/history.csv --force` replaced the run's history (the run was then
+    lost); `export --force --out runs/R/last.keras` a checkpoint. Any path a run's contract names,
+    anything in a dataset, the lock beside them: refused in one line naming the run, unchanged."""
+    run = _owned_world(tmp_path)
+    out = tmp_path / target
+    args = {
+        "predict": ("predict", tmp_path / "photo.jpg", "--run", run.path, "--csv", out),
+        "evaluate": (
+            "evaluate",
+            "--run",
+            run.path,
+            "--dataset",
+            "x",
+            "--data-dir",
+            tmp_path / "data",
+            "--predict",
+            out,
+        ),
+        "export": ("export", "--run", run.path, "--out", out),
+        "build": ("build", "resnet8", "--save", out),
+        "summary": ("summary", run.path, "--plot", out),
+    }[command_]
+    before = tree(tmp_path)
+    error = refused(*args, "--force")
+    assert "which resnetctl manages" in error.message and "--force or not" in error.message, error.message
+    assert any(f" {name} " in error.message for name in ("run r", "dataset x", "runs/r")), error.message
+    assert tree(tmp_path) == before
+
+
+def test_a_new_name_of_the_users_in_a_run_folder_is_still_allowed(tmp_path):
+    run = _owned_world(tmp_path)
+    assert claim(run.path / "my-predictions.csv", "--csv").path == run.path / "my-predictions.csv"
+    assert claim(tmp_path / "runs" / "r.keras", "--out").path.name == "r.keras"  # beside the run, not in it
+
+
+def test_the_issues_predict_csv_history_force_is_one_line_through_the_cli(tmp_path):
+    run = _owned_world(tmp_path)
+    before = tree(tmp_path)
+    proc = run_cli("predict", tmp_path / "photo.jpg", "--run", run.path, "--csv", run.history_path, "--force",
+                   check=False)  # fmt: skip
+    one_line_error(proc, 1, "is a file of run r")
+    assert tree(tmp_path) == before
+
+
+def test_a_side_file_that_already_says_the_same_is_kept_not_a_conflict(tmp_path):
+    side = tmp_path / "m.labels.txt"
+    side.write_text("cat\ndog\n")
+    stamp = side.stat().st_mtime_ns
+    write_text(claim(side, "labels", same="cat\ndog\n"), "cat\ndog\n")  # shared by m.onnx and m.tflite
+    assert side.read_text() == "cat\ndog\n" and side.stat().st_mtime_ns == stamp
+    with pytest.raises(ResnetctlError, match="already exists"):
+        claim(side, "labels", same="bird\nfish\n")  # another model's names: the one policy as before
+    with pytest.raises(ResnetctlError, match="already exists"):
+        claim(side, "labels", same="cat\ndog")  # a prefix is not the same
+    assert side.read_text() == "cat\ndog\n"

@@ -333,3 +333,191 @@ def test_parent_and_state_names():
     assert state_after(None) == "finished"
     assert state_after(Stop(False)) == "stopped" and state_after(Stop(True)) == "diverged"
     assert state_after(KeyboardInterrupt()) == "stopped" and state_after(OSError()) == "failed"
+
+
+# ------------------------------------------------------------------ stores that refuse, stores that hang
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@needs("mlflow")
+@pytest.mark.parametrize(
+    "kind",
+    ["file-uri", "folder", "relative-folder", "unknown-scheme", "closed-port", "no-answer", "deleted-experiment"],
+)
+def test_a_store_that_refuses_at_the_start_is_one_line_and_nothing_is_written(cifar_small, data_dir, tmp_path, kind):
+    """MLflow 3 refuses a file store (`file:///x/mlruns`, a plain folder, documented as valid): the
+    error path itself failed (AttributeError, exit 70). A server that is not there took minutes of
+    MLflow's retries. Each is one line with what to do, before anything of the run is written."""
+    listening = socket.socket()  # takes connections and never answers: a server that hangs
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(16)
+    env = {"MLFLOW_EXPERIMENT_NAME": "tests"}
+    uri, text = {
+        "file-uri": ((tmp_path / "x" / "mlruns").as_uri(), "refuses the file store"),
+        "folder": (str(tmp_path / "plain"), "refuses the file store"),
+        "relative-folder": ("./mlruns", "MLFLOW_TRACKING_URI=sqlite:///"),
+        "unknown-scheme": ("bogus://somewhere", "cannot use the store bogus://somewhere"),
+        "closed-port": (f"http://127.0.0.1:{_free_port()}", "cannot use the store http://127.0.0.1:"),
+        "no-answer": (f"http://127.0.0.1:{listening.getsockname()[1]}", "gave no answer within 3 s"),
+        "deleted-experiment": (f"sqlite:///{tmp_path / 'm.db'}", "experiment 'tests' is deleted"),
+    }[kind]
+    env.update(MLFLOW_TRACKING_URI=uri, RESNETCTL_MLFLOW_TIMEOUT="3")
+    if kind == "deleted-experiment":
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        client.delete_experiment(client.create_experiment("tests"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    try:
+        proc = run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir,
+                       "--runs-dir", tmp_path / "runs", "--run", "t", "--epochs", 1, "--mlflow",
+                       env_extra=env, check=False, cwd=tmp_path, timeout=150)  # fmt: skip
+    finally:
+        listening.close()
+    one_line_error(proc, 1, text)
+    assert "train without --mlflow" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run, no mlruns/, no mlflow.db
+
+
+def _hint_command(stderr: str, after: str) -> list[str]:
+    import shlex
+
+    line = next(line for line in stderr.splitlines() if after in line)
+    words = shlex.split(line.split(after, 1)[1])
+    assert words[0] == "resnetctl"
+    return words[1:]
+
+
+@pytest.mark.e2e
+@needs("mlflow")
+def test_a_refused_resume_leaves_every_file_and_resume_turns_tracking_off_and_on(cifar_small, data_dir, tmp_path):
+    """Train with --mlflow, delete that MLflow run, `resume --epochs 2`: refused, but config.json got
+    a segment and a `resumes` entry and state.json said failed; and nothing could go on without
+    tracking. Now the refusal changes nothing, its hint's `--no-mlflow` command goes on, `--mlflow`
+    later continues the same MLflow run (the epochs trained without it included), and a store
+    that is gone is refused without an empty one made in its place."""
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "m.db"
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store}", "MLFLOW_EXPERIMENT_NAME": "tests"}
+    runs = tmp_path / "runs"
+    _train(data_dir, runs, "m", env, "--epochs", 1, "--mlflow")
+    run = RunDir(runs / "m")
+    known = mlflow_run_of(run.config())
+    client = MlflowClient(known["tracking_uri"])
+    client.delete_run(known["id"])
+    before = _tree(runs)
+    refused = run_cli("resume", "--run", run.path, "--epochs", 2, env_extra=env, check=False)
+    one_line_error(refused, 1, f"run {known['id']}, which this run logs to, was deleted")
+    assert _tree(runs) == before  # config.json, state.json, history.csv: every file as it was
+    go_on = _hint_command(refused.stderr, "resume without tracking: ")
+    assert go_on[-1] == "--no-mlflow" and "--epochs" in go_on
+    run_cli(*go_on, env_extra=env)  # pasted as printed
+    assert [r["epoch"] for r in run.history()] == [1, 2]
+    assert run.config()["mlflow"] is False and mlflow_run_of(run.config()) == known  # kept, to turn it on again
+    client.restore_run(known["id"])
+    run_cli("resume", "--run", run.path, "--epochs", 3, "--mlflow", env_extra=env)
+    logged = client.get_run(known["id"])
+    assert logged.info.status == "FINISHED" and run.config()["mlflow"] is True
+    points = client.get_metric_history(known["id"], "loss")
+    assert sorted(m.step for m in points) == [1, 2, 3]  # epoch 2, trained without MLflow, put in
+    np.testing.assert_allclose(
+        [m.value for m in sorted(points, key=lambda m: m.step)], [r["loss"] for r in run.history()], rtol=1e-6
+    )
+    store.rename(tmp_path / "moved.db")
+    before = _tree(runs)
+    gone = run_cli("resume", "--run", run.path, "--epochs", 4, env_extra=env, check=False)
+    one_line_error(gone, 1, "this run logs to is gone")
+    assert _tree(runs) == before and not store.exists()
+
+
+@pytest.mark.e2e
+@needs("mlflow")
+def test_a_store_that_stops_answering_never_holds_training_and_sigterm_is_answered(cifar_small, data_dir, tmp_path):
+    """A real tracking server (MLflow's app) that stops answering once training runs: each
+    logging call waited on the training thread (MLflow's retries: minutes), and a SIGTERM waited
+    behind them. Now the epochs go on, SIGTERM ends the run in seconds (what the store did not take
+    is given up with a warning), and a resume once it answers again completes the MLflow run."""
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    port, gate = _free_port(), tmp_path / "gate"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.mlflow_gate", str(port), str(tmp_path / "s.db"), str(tmp_path / "art"), gate],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    runs = tmp_path / "runs"
+    train = None
+    try:
+        assert server.stdout.readline().strip() == b"ready"
+        args = ("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
+                "--run", "g", "--batch-size", BATCH, "--epochs", 30, "--log-every", 1, "--mlflow")  # fmt: skip
+        train = subprocess.Popen(
+            [sys.executable, "-m", "resnetctl", *map(str, args)], env=env, stderr=subprocess.PIPE, text=True
+        )
+        run = RunDir(runs / "g")
+        deadline = time.monotonic() + 300
+        while run.state().get("state") != "running":  # the start is done: the MLflow run exists
+            assert train.poll() is None and time.monotonic() < deadline, train.stderr.read()
+            time.sleep(0.2)
+        gate.touch()  # from here on the server answers nothing
+        deadline = time.monotonic() + 120  # one epoch is seconds; a held logging call is minutes
+        while len(run.history()) < 2:
+            assert train.poll() is None and time.monotonic() < deadline, "training waited on the store"
+            time.sleep(0.2)
+        train.send_signal(signal.SIGTERM)
+        _, stderr = train.communicate(timeout=60)
+        assert train.returncode == 130, stderr
+        assert "Traceback" not in stderr and "stopped" in stderr and "MLflow did not take" in stderr, stderr
+        assert run.state()["state"] == "stopped"
+        gate.unlink()  # the server answers again
+        done = len(run.history())
+        run_cli("resume", "--run", run.path, "--epochs", done + 1, env_extra={"MLFLOW_TRACKING_URI": url})
+        known = mlflow_run_of(run.config())
+        logged = MlflowClient(url).get_run(known["id"])
+        assert logged.info.status == "FINISHED" and logged.data.params["model"] == "resnet8"
+        steps = sorted({m.step for m in MlflowClient(url).get_metric_history(known["id"], "loss")})
+        assert steps == [r["epoch"] for r in run.history()]  # what the held calls lost is put back at resume
+    finally:
+        if train is not None and train.poll() is None:
+            train.kill()
+            train.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@needs("mlflow")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_is_answered_while_the_store_does_not_answer(cifar_small, data_dir, tmp_path, name):
+    """Ctrl+C or SIGTERM while resnetctl waits for a store that hangs: one line and 130 at once
+    (the wait was in MLflow's HTTP call, up to 120 s a try, with the signal only noted)."""
+    import signal
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(16)
+    listening.settimeout(120)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{listening.getsockname()[1]}",
+           "RESNETCTL_MLFLOW_TIMEOUT": "300", "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
+    args = ("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", tmp_path / "runs",
+            "--epochs", 1, "--mlflow")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "resnetctl", *map(str, args)], env=env, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)  # fmt: skip
+    try:
+        connection, _ = listening.accept()  # resnetctl asked the store and waits for its answer
+        time.sleep(0.5)
+        proc.send_signal(getattr(signal, name))
+        _, stderr = proc.communicate(timeout=30)
+        connection.close()
+    finally:
+        proc.kill()
+        listening.close()
+    assert proc.returncode == 130 and f"stopped by {name}" in stderr and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "runs").exists()

@@ -22,6 +22,7 @@ from resnetctl.cli_options import (
     JsonOpt,
     ModelChoice,
     RecipeOpt,
+    ResumeMlflowOpt,
     RunOpt,
     RunsDir,
     StrategyOpt,
@@ -146,7 +147,7 @@ def build(
     )  # fmt: skip
     if plan.save is not None:
         import_backend_quietly()
-        from resnetctl.models import save_untrained
+        from resnetctl.export import save_untrained
 
         save_untrained(plan)
     if as_json:
@@ -214,13 +215,15 @@ def resume(
         typer.Option(help="Start a new run NAME from the checkpoint instead, leaving this run as it is."),
     ] = None,
     strategy: StrategyOpt = "auto",
+    mlflow: ResumeMlflowOpt = None,
 ):
     """Continue a run from a checkpoint, optionally with a new learning rate or length."""
     from resnetctl.plan import plan_resume
 
     plan = plan_resume(
-        run, runs_dir=runs_dir, data_dir=data_dir, epoch=epoch, lr=lr, epochs=epochs, fork=fork, strategy=strategy
-    )
+        run, runs_dir=runs_dir, data_dir=data_dir, epoch=epoch, lr=lr, epochs=epochs, fork=fork, strategy=strategy,
+        mlflow=mlflow,
+    )  # fmt: skip
     import_backend_quietly()
     from resnetctl.training.trainer import resume as resume_training
 
@@ -304,6 +307,7 @@ def export_model(
 
     request = check_request(fmt, out, force)
     model = source.resolve(need_classes=True)
+    request = request.with_classes(model.classes)
     reading_note(model)
     import_backend_quietly()
     from resnetctl.export import check_images, export

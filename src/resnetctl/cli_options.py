@@ -77,6 +77,16 @@ DryRunOpt = Annotated[
 ]
 
 
+ResumeMlflowOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--mlflow/--no-mlflow",
+        help="Log to MLflow from here on, or go on without it (its MLflow run is kept in config.json).",
+        show_default="as the run did",
+    ),
+]
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """The model a reader command reads, as its options named it (resolved by

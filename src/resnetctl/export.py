@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,18 @@ NEEDS = {"onnx": ("tf2onnx", "onnxruntime")}
 class ExportRequest:
     fmt: str
     out: Output  # the artifact (a folder for saved-model)
-    labels: Output  # the class names beside it (inside a SavedModel folder: written with it)
+    labels: Output | None = None  # the class names beside it (inside a SavedModel folder: written with it)
+
+    def with_classes(self, classes: list[str]) -> ExportRequest:
+        """The labels file claimed, now that the class names are known. It is a side file: exports
+        of one model in several formats side by side (``m.onnx``, ``m.tflite``) share one
+        ``m.labels.txt``, so one that already holds these names is kept, never a conflict."""
+        path = labels_path(self.out.path, self.fmt)
+        if self.fmt == "saved-model":
+            return replace(self, labels=Output(path, "--out's labels", self.out.force))
+        text = labels_text(classes)
+        labels = claim(path, f"the labels file beside --out ({path.name})", force=self.out.force, same=text)
+        return replace(self, labels=labels)
 
 
 def _earlier_export(fmt: str):
@@ -60,10 +71,7 @@ def check_request(fmt: str, out: Path, force: bool) -> ExportRequest:
     if missing:
         raise RunError(f"{fmt} export needs {' and '.join(missing)}", hint="pip install 'resnetctl[export]'")
     target = claim(out, "--out", force=force, folder=fmt == "saved-model", replaceable=_earlier_export(fmt))
-    labels = Output(labels_path(target.path, fmt), "--out's labels", force)
-    if fmt != "saved-model":
-        labels = claim(labels.path, f"the labels file beside --out ({labels.path.name})", force=force)
-    return ExportRequest(fmt, target, labels)
+    return ExportRequest(fmt, target)
 
 
 def check_images(source, dataset=None, data_dir=None, count: int = CHECK_IMAGES) -> tuple[np.ndarray, str]:
@@ -93,6 +101,31 @@ def check_images(source, dataset=None, data_dir=None, count: int = CHECK_IMAGES)
 def labels_path(out: Path, fmt: str) -> Path:
     """Class names, one per line in output order: inside a SavedModel folder, else beside the file."""
     return out / "labels.txt" if fmt == "saved-model" else out.with_suffix(".labels.txt")
+
+
+def labels_text(classes: list[str]) -> str:
+    return "\n".join(classes) + "\n"
+
+
+ONNX_CLASSES_KEY = "classes"  # metadata_props: the class names as a JSON list, in output order
+
+
+def _embed_classes(fmt: str, path: Path, classes: list[str]) -> str | None:
+    """The class names inside the artifact, where its format holds metadata and its runtime reads
+    it back (ONNX ``metadata_props``: onnxruntime's ``get_modelmeta().custom_metadata_map``).
+    Returns where they went (None: in the labels file only)."""
+    if fmt != "onnx":
+        return None
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_CLASSES_KEY, json.dumps(classes)
+    onnx.save(model, str(path))
+    return f"metadata_props[{ONNX_CLASSES_KEY!r}]"
 
 
 def inference_model(model):
@@ -215,6 +248,8 @@ def export(source, request: ExportRequest, images: np.ndarray) -> dict:
     runtime on ``images``, agrees with the trained model; else nothing is published."""
     from resnetctl.prediction import load
 
+    if request.labels is None:
+        request = request.with_classes(source.classes)
     fmt, out, classes = request.fmt, request.out.path, source.classes
     model, _ = load(source)
     reference = np.asarray(model.predict(images, verbose=0), np.float64)
@@ -225,6 +260,7 @@ def export(source, request: ExportRequest, images: np.ndarray) -> dict:
             with warnings.catch_warnings():  # converters' deprecation notices are not the user's business
                 warnings.simplefilter("ignore")
                 _write(plain, fmt, tmp)
+                inside = _embed_classes(fmt, tmp, classes)
         except ImportError as exc:
             raise RunError(
                 f"{fmt} export on the {_backend()} backend needs a package that is missing ({exc})",
@@ -247,13 +283,15 @@ def export(source, request: ExportRequest, images: np.ndarray) -> dict:
                 f"{agreement:.1%}); nothing was written"
             )
         if fmt == "saved-model":  # the labels travel inside the folder
-            (tmp / "labels.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+            (tmp / "labels.txt").write_text(labels_text(classes), encoding="utf-8")
+            inside = "labels.txt in the folder"
         else:
-            write_text(request.labels, "\n".join(classes) + "\n")
+            write_text(request.labels, labels_text(classes))
     return {
         "format": fmt,
         "path": str(out),
         "labels": str(request.labels.path),
+        "labels_inside": inside,
         "input": f"uint8 (N, {images.shape[1]}, {images.shape[2]}, 3) RGB",
         "output": f"float32 (N, {len(classes)}) probabilities",
         "checked_images": int(len(images)),
@@ -266,3 +304,14 @@ def _backend() -> str:
     import keras
 
     return keras.backend.backend()
+
+
+def save_untrained(plan) -> None:
+    """``build --save``: the model of a :class:`resnetctl.plan.BuildPlan`, untrained, written
+    under the output policy."""
+    from resnetctl.models import create_model_for
+
+    options = dict(plan.options)
+    model = create_model_for(options.pop("name"), plan.dataset, **options)
+    with written(plan.save, suffix=".keras") as tmp:
+        model.save(tmp)

@@ -87,6 +87,16 @@ def branch_off(run: RunDir, epoch: int) -> RunDir | None:
     return branch
 
 
+def fork_record(run: RunDir, epoch: int, name: str) -> dict:
+    """The config.json of a fork ``name`` of ``run`` at ``epoch``: its parent recorded, the
+    schedule changes made before ``epoch``, and no MLflow run (the fork gets its own)."""
+    record = run.config()
+    record.update(run=name, parent={"run": run.name, "path": str(run.path.resolve()), "epoch": epoch, "kind": "fork"})
+    record["segments"] = list(run.options().segments_before(epoch))
+    record.pop("mlflow_run", None)
+    return record
+
+
 def fork(run: RunDir, epoch: int, name: str) -> RunDir:
     """A new run ``name`` beside this one that starts from this run's ``epoch`` (its checkpoint
     linked, its history up to there copied, ``parent`` recorded); this run is not changed."""

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from resnetctl import paths
+from resnetctl import paths, tracking
 from resnetctl.commands import command, start_again_command
 from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open_run_dataset
 from resnetctl.errors import RunError
@@ -78,6 +78,8 @@ class TrainPlan:
         """The command that starts this run again from nothing (printed after an early stop)."""
         return start_again_command(self.run, self.dataset.path)
 
+    tracking_off = "train without --mlflow"  # how to go on when the MLflow store refuses
+
 
 def plan_train(config: TrainConfig, strategy: str = "auto") -> TrainPlan:
     """Check everything ``train`` needs before anything is written."""
@@ -111,7 +113,10 @@ def plan_train(config: TrainConfig, strategy: str = "auto") -> TrainPlan:
         restart = True
     resolved = replace(config.resolved(info), run=name, dataset=info.name if config.dataset is None else config.dataset)
     in_memory = fits_in_memory(info, "train") if config.in_memory is None else config.in_memory
-    return TrainPlan(resolved, info, run, strategy, restart, in_memory)
+    plan = TrainPlan(resolved, info, run, strategy, restart, in_memory)
+    if config.mlflow:  # the store answers (bounded), before Keras and before anything is written
+        tracking.check_store(None, plan.tracking_off)
+    return plan
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,31 @@ class ResumePlan:
     branches: bool  # epochs after ``epoch`` exist and will be kept as a branch
     segment: dict | None
     rules: dict  # the plateau and early-stopping rules as the checkpoint left them
+    data_dir: object = None  # as given (--data-dir), for the commands printed
+
+    @property
+    def tracking_off(self) -> str:
+        """This resume without MLflow, as a command (the hint when its store refuses)."""
+        changed = self.segment or {}
+        return "resume without tracking: " + command(
+            "resume",
+            "--run",
+            self.source.path.resolve(),
+            "--epoch",
+            self.epoch,
+            *(("--lr", changed["lr"]) if changed.get("lr") is not None else ()),
+            *(("--epochs", changed["epochs"]) if changed.get("epochs") is not None else ()),
+            *(("--fork", self.fork) if self.fork is not None else ()),
+            *(("--data-dir", Path(self.data_dir).resolve()) if self.data_dir is not None else ()),
+            *(("--strategy", self.strategy) if self.strategy != "auto" else ()),
+            "--no-mlflow",
+        )
+
+    @property
+    def mlflow_run(self) -> dict | None:
+        """The MLflow run this line goes on with: the run's own, unless it branches or forks (the
+        epochs left behind keep it; this line gets one of its own)."""
+        return None if self.fork is not None or self.branches else tracking.mlflow_run_of(self.record)
 
 
 def plan_resume(
@@ -141,11 +171,16 @@ def plan_resume(
     epochs: int | None = None,
     fork: str | None = None,
     strategy: str = "auto",
+    mlflow: bool | None = None,
 ) -> ResumePlan:
+    """``mlflow``: turn MLflow tracking on or off from here (None: as the run had it)."""
     check_strategy(strategy)
     rd = find_run(run, runs_dir)
     record = rd.config()
-    config = rd.options().validate()  # a damaged or edited config.json is answered here, before Keras
+    config = rd.options()
+    if mlflow is not None:
+        config = replace(config, mlflow=mlflow)
+    config.validate()  # a damaged or edited config.json is answered here, before Keras
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise RunError(f"`lr` must be a finite number > 0. Received: lr={lr}")
     if epochs is not None and epochs < 1:
@@ -186,7 +221,12 @@ def plan_resume(
     from resnetctl.training.monitors import saved_rules
 
     rules = saved_rules(config, checkpoint_info(rd.checkpoint(epoch)), epoch, lr, epochs is not None, rd)
-    return ResumePlan(target, rd, config, record, epoch, info, strategy, fork, later and fork is None, segment, rules)
+    plan = ResumePlan(
+        target, rd, config, record, epoch, info, strategy, fork, later and fork is None, segment, rules, data_dir
+    )
+    if config.mlflow:  # the store answers and still holds the MLflow run, before Keras and any write
+        tracking.check_store(plan.mlflow_run, plan.tracking_off)
+    return plan
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 
@@ -43,7 +44,14 @@ def next_command(run: RunDir, state: str, done: int, epochs: int) -> str | None:
         return start_again_command(run)
     if done < epochs and state != "finished":
         return command("resume", "--run", run.path.resolve())
-    return command("evaluate", "--run", run.path.resolve())
+    if not run.evaluated():
+        return command("evaluate", "--run", run.path.resolve())
+    # scored already: what comes next is using the model, exported under a name that is free here
+    # (so the command works when pasted in this folder)
+    out, k = f"{run.name}.keras", 2
+    while os.path.lexists(out):
+        out, k = f"{run.name}-{k}.keras", k + 1
+    return command("export", "--run", run.path.resolve(), "--out", out)
 
 
 def branches(run: RunDir) -> list[dict]:

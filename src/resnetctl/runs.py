@@ -53,6 +53,11 @@ STATES = ("running", "finished", "stopped", "diverged", "failed")
 # written when the tool creates a run: a folder without it is not a run, whatever files it holds
 MARKER = ".resnetctl-run"
 RUN_FORMAT = 2
+# what of a run dir is the tool's: these files, everything in these folders, the evaluation
+# records and their files (``eval-*``) and hidden names (the marker, temporaries). No output a
+# user names lands on one of them, --force or not (``outputs.claim`` asks :meth:`RunDir.owns`).
+OWN_FILES = frozenset({MARKER, "config.json", "state.json", "history.csv", "monitor.png", "last.keras", "best.keras"})
+OWN_FOLDERS = frozenset({"checkpoints", "tensorboard"})
 
 
 def score(row: dict) -> float:
@@ -135,6 +140,13 @@ class RunDir:
             and "resnetctl" in config["versions"]
             and isinstance(config.get("dataset_info"), dict)
         )
+
+    def owns(self, relative: tuple[str, ...]) -> bool:
+        """Whether the path ``relative`` to this run's folder is one the tool writes or will write."""
+        first = relative[0]
+        if first in OWN_FOLDERS:
+            return True
+        return len(relative) == 1 and (first in OWN_FILES or first.startswith(("eval-", ".")))
 
     def check_is_run(self) -> RunDir:
         if not self.is_run():
@@ -395,6 +407,21 @@ class RunDir:
             record.setdefault("evaluated", dt.datetime.fromtimestamp(p.stat().st_mtime, dt.timezone.utc).isoformat())
             out.append(record)
         return sorted(out, key=lambda r: str(r["evaluated"]))
+
+    def evaluated(self) -> bool:
+        """Whether a score of the checkpoint a bare ``evaluate`` reads now (``best.keras``, else the
+        newest) is recorded: then evaluating is not what comes next."""
+        path = self.best_path if self.best_path.is_file() else None
+        if path is None:
+            checkpoints = self.checkpoints()
+            path = checkpoints[max(checkpoints)] if checkpoints else None
+        try:
+            wanted = checkpoint_info(path).get("id") if path is not None else None
+        except RunError:
+            return False
+        return wanted is not None and any(
+            e.get("checkpoint_id") == wanted and e.get("rank_1") is not None for e in self.evaluations()
+        )
 
     def is_stale(self, evaluation: dict) -> bool:
         """An evaluation is stale when no checkpoint of the run holds what it scored any more."""

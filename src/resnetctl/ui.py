@@ -133,7 +133,7 @@ def show_prepared(console: Console, info) -> None:
     )
     skipped = info.meta["skipped"]
     if skipped:
-        console.print(f"[yellow]Skipped {len(skipped)} unusable image(s)[/] (listed in meta.json):")
+        console.print(f"[yellow]Skipped {len(skipped)} image(s)[/] (each with its reason in meta.json):")
         for s in skipped[:10]:
             console.print(f"  {s['file']}: {s['reason']}", highlight=False, markup=False)
 

@@ -38,6 +38,12 @@ def read_folder(source: Path) -> SourceData:
     index = {c: i for i, c in enumerate(classes)}
 
     splits, ignored = {}, []
+    # an image that is in no class folder has no label: listed as skipped, never dropped in silence
+    loose = [
+        {"file": n, "reason": "an image outside the split folders (train/ val/ test/); it has no split"}
+        for n in tree.names()
+        if "/" not in n and is_image_file(n) and not n.startswith(".") and prefixes["train"]
+    ]
     for split, prefix in prefixes.items():
         names, labels, unknown = [], [], {}
         for name in tree.names():
@@ -46,6 +52,9 @@ def read_folder(source: Path) -> SourceData:
             parts = name[len(prefix) :].split("/")
             if len(parts) < 2 or parts[0] not in index:
                 if not any(p.startswith(".") for p in parts):
+                    if split == "train" and len(parts) < 2 and is_image_file(name):
+                        loose.append({"file": name, "reason": "an image outside the class folders; it has no class"})
+                        continue
                     ignored.append(name)
                     if is_image_file(name) and (len(parts) >= 2 or split != "train"):
                         where = parts[0] if len(parts) >= 2 else ""  # "": loose in the split's folder
@@ -65,4 +74,4 @@ def read_folder(source: Path) -> SourceData:
             f"{source}: no images in class folder(s) {', '.join(empty)}", hint="remove the empty folders or add images"
         )
     kind = "split-folders" if prefixes["train"] else "class-folders"
-    return SourceData(kind=kind, classes=classes, splits=splits, ignored=ignored, skipped=tree.skipped)
+    return SourceData(kind=kind, classes=classes, splits=splits, ignored=ignored, skipped=[*tree.skipped, *loose])

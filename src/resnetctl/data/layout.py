@@ -117,6 +117,17 @@ def read_labelled(source: Path, labels: Path) -> SourceData:
         raise DatasetError(f"--labels {labels} lists no images")
     classes = sorted(set(label_names))
     index = {c: i for i, c in enumerate(classes)}
-    ignored = sorted(n for n in have - set(names) if not n.rsplit("/", 1)[-1].startswith("."))
+    left = sorted(n for n in have - set(names) if not n.rsplit("/", 1)[-1].startswith("."))
+    # an image the CSV does not name has no label: listed as skipped (said, and kept in meta.json),
+    # never dropped in silence among the non-image files
+    unlisted = [
+        {"file": n, "reason": f"an image not listed in --labels {labels.name}"} for n in left if is_image_file(n)
+    ]
     records = FileRecords(names, np.asarray([index[c] for c in label_names], np.int32), tree.read)
-    return SourceData(kind="labels-csv", classes=classes, splits={"train": records}, ignored=ignored)
+    return SourceData(
+        kind="labels-csv",
+        classes=classes,
+        splits={"train": records},
+        ignored=[n for n in left if not is_image_file(n)],
+        skipped=[*tree.skipped, *unlisted],
+    )

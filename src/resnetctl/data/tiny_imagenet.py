@@ -38,7 +38,7 @@ def read_tiny_imagenet(source: Path) -> SourceData:
     index = {w: i for i, w in enumerate(wnids)}
     names = tree.names()
 
-    train_names, train_labels, ignored = [], [], []
+    train_names, train_labels, ignored, unlabelled_images = [], [], [], []
     for name in names:
         if not name.startswith(f"{root}train/"):
             continue
@@ -46,6 +46,10 @@ def read_tiny_imagenet(source: Path) -> SourceData:
         if len(parts) == 4 and parts[2] == "images" and parts[1] in index and is_image_file(name):
             train_names.append(name)
             train_labels.append(index[parts[1]])
+        elif is_image_file(name) and not parts[-1].startswith("."):  # said, never dropped in silence
+            outside = len(parts) < 3 or parts[1] in index
+            why = "not in train/<wnid>/images/" if outside else f"not a class of wnids.txt ({parts[1]})"
+            unlabelled_images.append({"file": name, "reason": f"an image with no class: {why}"})
         elif not name.endswith("_boxes.txt"):
             ignored.append(name)
     if not train_names:
@@ -68,6 +72,12 @@ def read_tiny_imagenet(source: Path) -> SourceData:
             f"{source}: {len(missing)} images named in val_annotations.txt are missing, e.g. {missing[0]}"
         )
 
+    named = set(test_names)
+    unlabelled_images += [
+        {"file": n, "reason": "an image of val/images/ that val_annotations.txt does not name"}
+        for n in names
+        if n.startswith(f"{root}val/images/") and is_image_file(n) and n not in named
+    ]
     unlabelled = [n for n in names if n.startswith(f"{root}test/images/") and is_image_file(n)]
     splits = {"train": FileRecords(train_names, np.asarray(train_labels, np.int32), tree.read)}
     if test_names:
@@ -81,5 +91,5 @@ def read_tiny_imagenet(source: Path) -> SourceData:
         splits=splits,
         image_size=64,
         ignored=ignored,
-        skipped=tree.skipped,
+        skipped=[*tree.skipped, *unlabelled_images],
     )

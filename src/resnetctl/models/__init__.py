@@ -55,14 +55,3 @@ def check_model_fits(model, source, num_classes: int | None, image_size: int | N
             f"{num_classes} classes",
             hint="use it with the dataset it was trained on (--dataset)",
         )
-
-
-def save_untrained(plan) -> None:
-    """``build --save``: the model of a :class:`resnetctl.plan.BuildPlan`, untrained, written
-    under the output policy."""
-    from resnetctl.outputs import written
-
-    options = dict(plan.options)
-    model = create_model_for(options.pop("name"), plan.dataset, **options)
-    with written(plan.save, suffix=".keras") as tmp:
-        model.save(tmp)

@@ -13,7 +13,6 @@ import math
 import platform
 import shutil
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import keras
 
@@ -24,7 +23,7 @@ from resnetctl.data.store import DatasetInfo, normalization_stats
 from resnetctl.errors import Diverged, RunError, Stopped, is_disk_full
 from resnetctl.heap import KeepFreedMemory
 from resnetctl.hooks import TrainingProgress
-from resnetctl.lineage import branch_off, fork
+from resnetctl.lineage import branch_off, fork, fork_record
 from resnetctl.models import check_model_fits, create_model_for, get_spec
 from resnetctl.runs import (
     RunDir,
@@ -204,35 +203,43 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
     placement = resolve(plan.strategy)
     placement.check_batch_size(config.batch_size)
     _set_up_backend(config)
-    with _RunWriter(run, placement) as out:
-        if placement.chief and plan.restart:
-            _clear(out)
-        with placement.scope():
-            batches = _train_batches(info, config, placement)
-            model = create_model_for(config.model, info, **model_options(config, info))
-            steps = len(batches)
-            rules = new_rules(config)
-            schedule = make_schedule(config, steps, rules=rules)
-            init = _init_from(model, config)
-            compile_model(model, config, schedule, info.num_classes)
+    with _RunWriter(run, placement) as out, placement.scope():
+        batches = _train_batches(info, config, placement)
+        validation = _validation_batches(info, config, placement)
+        model = create_model_for(config.model, info, **model_options(config, info))
+        steps = len(batches)
+        rules = new_rules(config)
+        schedule = make_schedule(config, steps, rules=rules)
+        init = _init_from(model, config)
+        compile_model(model, config, schedule, info.num_classes)
+        record = {
+            **config.to_dict(),
+            "created": now(),
+            "steps_per_epoch": steps,
+            "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
+            "dataset_info": _dataset_summary(info),
+            **({"init": init} if init else {}),
+            "versions": library_versions(),
+            "placement": placement.to_dict(),
+        }
+        trackers = tracking.open_trackers(config, out.tensorboard_dir, placement.chief, plan.tracking_off)
+        record.update(trackers.open(out.path, record))  # a store that refuses: nothing was written
+        with tracking.finished_on_error(trackers, out):
+            if placement.chief and plan.restart:
+                _clear(out)
             created = not out.path.exists()
             if placement.chief:
                 out.create()
-            out.write_config(
-                {
-                    **config.to_dict(),
-                    "created": now(),
-                    "steps_per_epoch": steps,
-                    "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
-                    "dataset_info": _dataset_summary(info),
-                    **({"init": init} if init else {}),
-                    "versions": library_versions(),
-                    "placement": placement.to_dict(),
-                }
-            )
-            fit = Fit(out, model, config, info, batches, placement, schedule, rules=rules, created=created)
-            history, stopped = _fit(fit, progress)
+            out.write_config(record)
+        fit = Fit(out, model, config, info, batches, placement, schedule, trackers, validation, rules=rules)
+        history, stopped = _fit(replace(fit, created=created), progress)
     return TrainResult(run, history, placement, stopped)
+
+
+def _validation_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
+    """The split watched each epoch, read before anything of the run is written."""
+    p = placement
+    return validation_batches(info, config.batch_size, p.batch_multiple, p.shard, p.data_on_device, config.validation)
 
 
 def _train_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
@@ -284,17 +291,15 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
             if config.ema:  # a checkpoint holds the average in the model (EMAWeights)
                 swap_ema(model)
             history = plan.source.history_upto(plan.epoch)  # a row lost to a kill: refused or put back here
-            # everything is checked: only now does the source change (a branch) or get copied (a fork)
-            branch = None
-            if placement.chief and plan.fork is not None:
-                with plan.source.lock():
-                    fork(plan.source, plan.epoch, plan.fork)
-            elif placement.chief and plan.branches:  # this process holds the run's lock already
-                branch = branch_off(plan.source, plan.epoch)
-            record = (rd if placement.chief else plan.source).config()
-            if branch is not None:  # the old line's MLflow run went with the branch; this line gets its own
-                record.pop(tracking.MLFLOW_KEY, None)
-            best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
+            validation = _validation_batches(info, config, placement)
+            # the record of the line that goes on: a fork's own; a branch leaves the old line's
+            # MLflow run with the epochs it keeps (this line gets its own)
+            if plan.fork is not None:
+                record = fork_record(plan.source, plan.epoch, plan.fork)
+            else:
+                record = plan.source.config()
+                if plan.branches:
+                    record.pop(tracking.MLFLOW_KEY, None)
             previous = (
                 make_schedule(
                     replace(config, segments=TrainConfig.from_dict(record).segments_before(plan.epoch, inclusive=True)),
@@ -308,6 +313,7 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
                 versions=library_versions(),
                 effective_warmup_epochs=config.warmup(),
                 steps_per_epoch=steps,
+                mlflow=config.mlflow,  # resume --mlflow / --no-mlflow
             )
             record["resumes"] = [  # later resumes belong to the branch that kept those epochs
                 r for r in record.get("resumes", []) if isinstance(r, dict) and r.get("from_epoch", 0) < plan.epoch
@@ -319,16 +325,27 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
                     "lr": plan.segment.get("lr") if plan.segment else None,
                     "epochs": config.total_epochs(),
                     "placement": placement.to_dict(),
-                    **({"branch": branch.name} if branch else {}),
                 }
             )
-            if placement.chief:
-                out.create()
-                out.write_history(history)
-                out.write_config(record)
-                if out.checkpoints().get(plan.epoch) == out.last_path:  # its epoch file was lost to a kill
-                    out.checkpoint_dir.mkdir(exist_ok=True)
-                    link_or_copy(out.last_path, out.epoch_path(plan.epoch))
+            trackers = tracking.open_trackers(config, rd.tensorboard_dir, placement.chief, plan.tracking_off)
+            # everything is checked, the tracker's store too: only now does the run change
+            record.update(trackers.open(rd.path, record))
+            with tracking.finished_on_error(trackers, rd):
+                branch = None
+                if placement.chief and plan.fork is not None:
+                    with plan.source.lock():
+                        fork(plan.source, plan.epoch, plan.fork)
+                elif placement.chief and plan.branches:  # this process holds the run's lock already
+                    branch = branch_off(plan.source, plan.epoch)
+                    record["resumes"][-1]["branch"] = branch.name
+                best = _best_kept(out, history, plan.epoch) if placement.chief else -math.inf
+                if placement.chief:
+                    out.create()
+                    out.write_history(history)
+                    out.write_config(record)
+                    if out.checkpoints().get(plan.epoch) == out.last_path:  # its epoch file was lost to a kill
+                        out.checkpoint_dir.mkdir(exist_ok=True)
+                        link_or_copy(out.last_path, out.epoch_path(plan.epoch))
             resumed = {
                 "from_epoch": plan.epoch,
                 "lr": schedule.at_step(plan.epoch * steps),
@@ -337,8 +354,8 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
                 "fork_of": plan.source.name if plan.fork else None,
             }
             fit = Fit(
-                out, model, config, info, batches, placement, schedule, history, plan.epoch, best, plan.rules,
-                resumed=resumed,
+                out, model, config, info, batches, placement, schedule, trackers, validation, plan.rules, history,
+                plan.epoch, best, resumed=resumed,
             )  # fmt: skip
             history, stopped = _fit(fit, progress)
     return TrainResult(rd, history, placement, stopped)
@@ -434,7 +451,9 @@ def _kept(run: RunDir, done: int) -> str:
 
 @dataclass(frozen=True)
 class Fit:
-    """One ``model.fit`` of a run, as train and resume set it up."""
+    """One ``model.fit`` of a run, as train and resume set it up: ``trackers`` opened
+    (``tracking.open_trackers(...).open``) and ``validation`` read before anything of the run
+    was written."""
 
     run: RunDir  # where this call writes (the placement's output folder)
     model: object
@@ -443,13 +462,14 @@ class Fit:
     batches: object
     placement: Placement
     schedule: object
+    trackers: tracking.Trackers
+    validation: object
+    rules: dict | None = None  # the plateau and early-stopping rules
     history: list[dict] = field(default_factory=list)  # the rows before initial_epoch
     initial_epoch: int = 0
     best_score: float = -math.inf
-    rules: dict | None = None  # the plateau and early-stopping rules
     created: bool = False  # this call made the run's folder (removed again if nothing is kept)
     resumed: dict | None = None  # what resume changed, for the progress display and the trackers
-    tensorboard_dir: Path | None = None  # where --tensorboard writes (default <run>/tensorboard)
 
 
 def _fit(fit: Fit, progress: TrainingProgress | None) -> tuple[list[dict], dict | None]:
@@ -460,13 +480,9 @@ def _fit(fit: Fit, progress: TrainingProgress | None) -> tuple[list[dict], dict 
     read) with what was kept and the command that continues."""
     run, model, config, info, batches, placement = fit.run, fit.model, fit.config, fit.info, fit.batches, fit.placement
     history, initial_epoch, schedule, best_score = fit.history, fit.initial_epoch, fit.schedule, fit.best_score
-    rules, created, resumed, tensorboard_dir = fit.rules, fit.created, fit.resumed, fit.tensorboard_dir
+    trackers, validation, created, resumed = fit.trackers, fit.validation, fit.created, fit.resumed
     progress = progress or TrainingProgress()
-    rules = {k: v for k, v in (rules or {}).items() if k in ("plateau", "early_stopping")}
-    validation = validation_batches(
-        info, config.batch_size, placement.batch_multiple, placement.shard, placement.data_on_device, config.validation
-    )
-    trackers = tracking.open_trackers(config, tensorboard_dir or run.tensorboard_dir, placement.chief)
+    rules = {k: v for k, v in (fit.rules or {}).items() if k in ("plateau", "early_stopping")}
     fresh = initial_epoch == 0
     epochs = config.total_epochs()
     run.write_state("running", epoch=initial_epoch)
