@@ -4,7 +4,6 @@ placement and input normalisation."""
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
 import pytest
@@ -28,8 +27,10 @@ def test_the_from_scratch_networks_have_the_repo_parameter_counts(name):
     assert model.count_params() - normalize == expected
     assert profile_spec(get_spec(name), size, classes).params == expected  # `build`'s count, without Keras
     assert model.get_layer("input_bn").epsilon == pytest.approx(2e-5)
-    assert model.get_layer("stage1_block1_shortcut_conv").kernel.shape[-2:] == (64, model.get_layer(
-        "stage1_block1_conv3").kernel.shape[-1])  # stage 1 projects too
+    assert model.get_layer("stage1_block1_shortcut_conv").kernel.shape[-2:] == (
+        64,
+        model.get_layer("stage1_block1_conv3").kernel.shape[-1],
+    )  # stage 1 projects too
     assert model.get_layer("stem_conv").kernel_initializer.__class__.__name__ == "GlorotUniform"
 
 
@@ -71,8 +72,9 @@ def test_affine_augmentation_is_image_data_generators_transform():
     )
     for i in range(len(images)):
         one = {k: v[i] for k, v in params.items()}
-        expected = _image_data_generator(images[i], one["theta"], one["tx"] * 32, one["ty"] * 32, one["shear"],
-                                         one["zx"], one["zy"])
+        expected = _image_data_generator(
+            images[i], one["theta"], one["tx"] * 32, one["ty"] * 32, one["shear"], one["zx"], one["zy"]
+        )
         np.testing.assert_allclose(ours[i], expected, atol=2e-3)
 
 
