@@ -21,6 +21,7 @@ import typer
 from resnetctl import __version__, ui
 from resnetctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Diverged, ResnetctlError, Stopped
 from resnetctl.paths import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV
+from resnetctl.training.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS
 
 app = typer.Typer(
     name="resnetctl",
@@ -258,17 +259,17 @@ def _save_untrained(target, model, info, input_size, num_classes, shortcut, weig
 # --------------------------------------------------------------------------- train / resume
 def _train_option(f) -> inspect.Parameter:
     """A Typer option made from a TrainConfig field's declaration (its help, default, flag)."""
-    from resnetctl.training.config import option_kind
+    from resnetctl.training.config import option_flag, option_kind
 
     meta = f.metadata
     base, _ = option_kind(f)
-    dash = f.name.replace("_", "-")
+    decls = [option_flag(f)]
     if base is bool:
-        decls, kind = [meta.get("flag") or f"--{dash}/--no-{dash}"], bool
+        kind = bool
     elif typing.get_origin(base) is tuple:
-        decls, kind = [f"--{dash}"], str  # a comma-separated list, parsed by config_from_flags
+        kind = str  # a comma-separated list, parsed by config_from_flags
     else:
-        decls, kind = [f"--{dash}"], base
+        kind = base
     default = f.default
     shown = meta.get("show_default") or (
         ("on" if default else "off") if isinstance(default, bool) else str(default) if default is not None else None
@@ -350,6 +351,45 @@ def _with_train_options(command):
 
 
 app.command("train")(_with_train_options(_train))
+
+
+def _lr_find(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--recipe's or --config's"),
+    ] = None,
+    recipe: Annotated[str | None, typer.Option(help="A published recipe by name, as for train.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="A run's config.json (or a JSON object of its keys), as for train.")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps of the sweep at most (fastai's num_it).")] = LR_FIND_STEPS,
+    start_lr: Annotated[float, typer.Option(help="The rate of the first step.")] = LR_FIND_START,
+    end_lr: Annotated[float, typer.Option(help="The rate of the last step.")] = LR_FIND_END,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Draw the loss against the rate (log scale) with the suggestion (.png, .svg, .pdf)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --plot replace an existing file.")] = False,
+    as_json: JsonOpt = False,
+    **options,
+):
+    """Sweep the learning rate exponentially over a fresh model (train's model, augmentation and
+    compiled step; no run is made) and suggest one, with the train command that uses it. Takes
+    train's options: the command it prints repeats them."""
+    from resnetctl.plan import plan_lr_find
+
+    plan = plan_lr_find(
+        model, config_file, recipe, options, steps=steps, start_lr=start_lr, end_lr=end_lr, plot=plot, force=force
+    )
+    _import_backend_quietly()
+    from resnetctl.training.lr_find import lr_find
+
+    with ui.SweepBar(err_console) as bar:
+        result = lr_find(plan, bar)
+    return _print_json(result) if as_json else ui.show_lr_find(console, result)
+
+
+app.command("lr-find")(_with_train_options(_lr_find))
 
 
 @app.command()

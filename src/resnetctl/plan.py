@@ -20,7 +20,7 @@ from resnetctl import paths
 from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open_run_dataset
 from resnetctl.errors import RunError
 from resnetctl.runs import RunDir, command, find_run, init_source, snapshot_file
-from resnetctl.training.config import STRATEGIES, TrainConfig
+from resnetctl.training.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, STRATEGIES, TrainConfig
 
 
 def check_strategy(strategy: str) -> str:
@@ -317,3 +317,61 @@ def plan_evaluate(
         )
     output = claim(predict, "--predict", force=force, stdout=True) if predict is not None else None
     return EvaluationPlan(source, split, k, tta, output)
+
+
+@dataclass(frozen=True)
+class LrFindPlan:
+    """``lr-find``: the run's settings as ``train`` would resolve them (the same model, augmentation,
+    optimizer and loss), the sweep, the picture it draws, and the ``train`` command it hands back."""
+
+    config: TrainConfig  # resolved as train resolves it; one optimizer step per compiled call
+    dataset: DatasetInfo
+    steps: int
+    start_lr: float
+    end_lr: float
+    plot: object | None  # an outputs.Output for --plot
+    train_words: tuple[str, ...]  # train's arguments as given here (no --lr)
+
+    def train_command(self, lr: float) -> str:
+        """The ``train`` command that uses rate ``lr`` with every setting given to ``lr-find``."""
+        return command("train", *self.train_words, "--lr", f"{lr:.3g}")
+
+
+def plan_lr_find(
+    model: str | None,
+    config_file=None,
+    recipe: str | None = None,
+    flags: dict | None = None,
+    *,
+    steps: int = LR_FIND_STEPS,
+    start_lr: float = LR_FIND_START,
+    end_lr: float = LR_FIND_END,
+    plot=None,
+    force: bool = False,
+) -> LrFindPlan:
+    """Everything ``lr-find`` can refuse, refused before Keras: the train options (as ``train``
+    checks them), the sweep's range and length, the dataset, the picture's path."""
+    from resnetctl.training.config import config_from_flags, flag_words
+
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    if "lr" in flags:
+        raise RunError("lr-find sweeps the rate itself: leave out --lr", hint="set the sweep with --start-lr/--end-lr")
+    if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
+        raise RunError(f"--start-lr and --end-lr must satisfy 0 < start < end. Received: {start_lr}, {end_lr}")
+    if steps < 10:
+        raise RunError(f"--steps must be >= 10 (the smoothing needs a few). Received: steps={steps}")
+    config = config_from_flags(model, config_file, flags, recipe)
+    info = open_dataset(config.dataset, config.data_dir)
+    resolved = replace(config.resolved(info), steps_per_execution=1)
+    output = None
+    if plot is not None:
+        from resnetctl.plots import check_plot_path
+
+        output = check_plot_path(Path(plot), force)
+    words = (
+        *((model,) if model else ()),
+        *(("--recipe", recipe) if recipe else ()),
+        *(("--config", str(Path(config_file).resolve())) if config_file is not None else ()),
+        *flag_words(flags),
+    )
+    return LrFindPlan(resolved, info, steps, start_lr, end_lr, output, words)

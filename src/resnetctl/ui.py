@@ -548,3 +548,56 @@ def show_followed(console: Console, row: dict) -> None:
         return
     cells = " ".join(f"{label} {_fmt(row, key, fmt).strip()}" for key, label, fmt in COLUMNS if key in row)
     console.print(f"epoch {row['epoch']}: {cells}", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- lr-find
+class SweepBar:
+    """``lr-find``'s progress: a bar with the rate and smoothed loss on a terminal, nothing elsewhere."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            TextColumn("[bold]lr-find"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def __call__(self, step: int, steps: int, lr: float, smoothed: float) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("", total=steps, stats="")
+        self.progress.update(self.task, completed=step, stats=f"lr {lr:.2e} smoothed loss {smoothed:.4f}")
+
+
+def show_lr_find(console: Console, r: dict, rows: int = 12) -> None:
+    """The sweep as a short table (rate, smoothed loss), why it stopped, the suggestion with its
+    rule, and the ``train`` command that uses it (on a line of its own: it works when pasted)."""
+    console.print(
+        f"lr-find: {r['model']} on {r['dataset']} ({r['backend']}), batch {r['batch_size']}, "
+        f"{r['augmentation']}, {r['optimizer']}; {r['steps_run']} of {r['steps']} steps from lr "
+        f"{r['start_lr']:.3g} to {r['end_lr']:.3g}",
+        highlight=False,
+        markup=False,
+    )
+    table = _table("lr", "smoothed loss", console=console)
+    points = r["points"]
+    stride = max(1, len(points) // rows)
+    for p in points[::stride]:
+        table.add_row(f"{p['lr']:.3g}", f"{p['smoothed']:.4f}")
+    console.print(table)
+    console.print(f"stopped: {r['stopped']}", highlight=False, markup=False)
+    console.print(f"lowest smoothed loss {r['minimum_loss']:.4f} at lr {r['minimum_lr']:.3g}", highlight=False)
+    console.print(f"[bold]suggested lr {r['suggested_lr']:.3g}[/] by {escape(r['rule'])}", highlight=False)
+    if r.get("plot"):
+        console.print(f"plot: {r['plot']}", highlight=False, markup=False)
+    console.print("train with: " + escape(r["train_command"]), highlight=False, soft_wrap=True)

@@ -76,6 +76,9 @@ def default_batch_size(train_images: int) -> int:
     return size
 
 
+# lr-find's sweep by default: fastai's lr_find (start_lr 1e-7, end_lr 10, num_it 100)
+LR_FIND_START, LR_FIND_END, LR_FIND_STEPS = 1e-7, 10.0, 100
+
 MAX_STEPS_PER_EXECUTION = 16
 PROGRESS_UPDATES_PER_EPOCH = 20
 
@@ -547,6 +550,43 @@ def cli_options() -> list:
 def option_kind(f) -> tuple[type, bool]:
     """(base type, None allowed) of an option: what its flag parses."""
     return _kind(_HINTS[f.name])
+
+
+def option_flag(f) -> str:
+    """An option's flag as declared: ``--name``, or ``--name/--no-name`` for a boolean (or its own
+    ``flag``, e.g. ``--in-memory/--stream``)."""
+    dash = f.name.replace("_", "-")
+    if option_kind(f)[0] is bool:
+        return f.metadata.get("flag") or f"--{dash}/--no-{dash}"
+    return f"--{dash}"
+
+
+_PATH_OPTIONS = ("data_dir", "runs_dir")
+
+
+def flag_words(flags: dict) -> list[str]:
+    """The command-line words that give ``flags`` (option name -> value; ``None``: not given) back
+    to ``train``: what a printed ``train`` command repeats (``lr-find``, ``tune``). Folders are made
+    absolute, so the command works from anywhere."""
+    import os
+
+    words: list[str] = []
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name not in _FIELDS or not _FIELDS[name].metadata.get("cli"):
+            raise RunError(f"Unknown train option {name!r}", hint=f"known: {', '.join(f.name for f in cli_options())}")
+        flag = option_flag(_FIELDS[name])
+        if "/" in flag:
+            on, off = flag.split("/")
+            words.append(on if value else off)
+            continue
+        if isinstance(value, (tuple, list)):
+            value = ",".join(map(str, value))
+        elif name in _PATH_OPTIONS:
+            value = os.path.abspath(os.path.expanduser(str(value)))
+        words += [flag, str(value)]
+    return words
 
 
 def config_from_flags(

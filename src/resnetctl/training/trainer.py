@@ -86,7 +86,7 @@ def library_versions() -> dict:
     return versions
 
 
-def _set_up_backend(config: TrainConfig) -> None:
+def set_up_backend(config: TrainConfig) -> None:
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_dtype_policy(config.precision)
 
@@ -164,6 +164,11 @@ def model_options(config: TrainConfig, info: DatasetInfo) -> dict:
     }
 
 
+def build_model(config: TrainConfig, info: DatasetInfo):
+    """A fresh model for the run's config, as ``train`` builds it (and ``lr-find`` sweeps it)."""
+    return create_model_for(config.model, info, **model_options(config, info))
+
+
 def _dataset_summary(info: DatasetInfo) -> dict:
     return {
         "name": info.name,
@@ -207,13 +212,13 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
     config, info, run = plan.config, plan.dataset, plan.run
     placement = resolve(plan.strategy)
     placement.check_batch_size(config.batch_size)
-    _set_up_backend(config)
+    set_up_backend(config)
     with _RunWriter(run, placement) as out:
         if placement.chief and plan.restart:
             _clear(out)
         with placement.scope():
-            batches = _train_batches(info, config, placement)
-            model = create_model_for(config.model, info, **model_options(config, info))
+            batches = train_batches_for(info, config, placement)
+            model = build_model(config, info)
             steps = len(batches)
             rules = new_rules(config)
             schedule = make_schedule(config, steps, rules=rules)
@@ -252,7 +257,7 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
     return TrainResult(run, history, placement, stopped)
 
 
-def _train_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
+def train_batches_for(info: DatasetInfo, config: TrainConfig, placement: Placement):
     """The train split fed as the placement needs it (device count, process share, device memory)."""
     p = placement
     return train_batches(
@@ -290,7 +295,7 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
     rd = plan.run
     with _RunWriter(rd, placement) as out:
         start_from = plan.source.checkpoint(plan.epoch)
-        _set_up_backend(config)
+        set_up_backend(config)
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
@@ -299,7 +304,7 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                     f"{start_from} holds a {model.name!r} model, but run {plan.source.name} trains {config.model!r}",
                     hint="put the run's own checkpoint back, or resume from another epoch (--epoch)",
                 )
-            batches = _train_batches(info, config, placement)
+            batches = train_batches_for(info, config, placement)
             steps = len(batches)
             schedule = make_schedule(config, steps, plan.rules)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
