@@ -35,6 +35,7 @@ finally:
         (["train", "resnet20", "--dataset", "nowhere"], "No prepared dataset 'nowhere'"),
         (["resume", "--run", "nowhere"], "No run 'nowhere'"),
         (["evaluate", "--run", "nowhere"], "No run 'nowhere'"),
+        (["diagnose", "--run", "nowhere"], "No run 'nowhere'"),
         (["build", "resnet21"], "Unknown model"),
         (["lr-find", "resnet20", "--lr", 0.1], "lr-find sweeps the rate itself"),
         (["lr-find", "resnet20", "--start-lr", 1, "--end-lr", 0.1], "0 < start < end"),

@@ -659,6 +659,20 @@ def summary(
     return ui.show_run(console, rows[0]) if len(rows) == 1 else ui.show_runs(console, rows)
 
 
+@app.command()
+def diagnose(
+    run: RunOpt = None,
+    runs_dir: RunsDir = None,
+    as_json: JsonOpt = False,
+):
+    """Read a run's history and say what it sees (diverging, over-fitting, on a plateau, still
+    improving), with the resume, fork or train command that acts on it."""
+    from resnetctl.diagnose import diagnose_run
+
+    result = diagnose_run(run, runs_dir)
+    return _print_json(result) if as_json else ui.show_diagnosis(console, result)
+
+
 def _take_verbose(argv: list[str]) -> list[str]:
     """``--verbose``/``-v`` anywhere before ``--`` counts, not only before the command."""
     if "--" in argv:

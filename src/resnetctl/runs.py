@@ -462,7 +462,7 @@ class RunDir:
         ends = {p: epoch_in(p) for p in (self.last_path, self.best_path) if p.is_file()}
         if not later_rows and not later_files and not any(e is not None and e > epoch for e in ends.values()):
             return None
-        branch = RunDir(self.path.with_name(_free_name(self.path.parent, f"{self.name[:120]}.b")))
+        branch = RunDir(self.path.with_name(free_name(self.path.parent, f"{self.name[:120]}.b")))
         tmp = self.path.with_name(f".{branch.name}{atomic.TEMP_MARK}{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "checkpoints").mkdir(parents=True)
@@ -560,7 +560,8 @@ def epoch_in(path: Path) -> int | None:
         return None
 
 
-def _free_name(folder: Path, stem: str) -> str:
+def free_name(folder: Path, stem: str) -> str:
+    """``STEM1``, ``STEM2``, ...: the first that names nothing in ``folder`` (branches, forks the tool suggests)."""
     k = 1
     while (folder / f"{stem}{k}").exists() or (folder / f"{stem}{k}").is_symlink():
         k += 1

@@ -601,3 +601,24 @@ def show_lr_find(console: Console, r: dict, rows: int = 12) -> None:
     if r.get("plot"):
         console.print(f"plot: {r['plot']}", highlight=False, markup=False)
     console.print("train with: " + escape(r["train_command"]), highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- diagnose
+def show_diagnosis(console: Console, d: dict) -> None:
+    """The verdict first, the other findings under it, each command on a line of its own."""
+    best = f"best {d['curve']} {d['best_score']:.4f} at epoch {d['best_epoch']}" if d.get("best_epoch") else "no best"
+    console.print(
+        f"run {escape(d['run'])}: {d['state']}, {d['epochs_done']} of {d['epochs']} epochs, {best}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for i, f in enumerate(d["findings"]):
+        style = "bold" if i == 0 else "dim"
+        console.print(f"[{style}]{escape(f['text'])}[/]", highlight=False, soft_wrap=True)
+        if f.get("note"):
+            console.print(f"  {escape(f['note'])}", highlight=False, soft_wrap=True)
+        if f.get("command"):
+            why = f" ({f['why']})" if f.get("why") else ""
+            console.print(f"  next{escape(why)}: {escape(f['command'])}", highlight=False, soft_wrap=True)
+        if f.get("also"):
+            console.print(f"  or: {escape(f['also'])}", highlight=False, soft_wrap=True)
