@@ -257,8 +257,9 @@ def _save_untrained(target, model, info, input_size, num_classes, shortcut, weig
 
 
 # --------------------------------------------------------------------------- train / resume
-def _train_option(f) -> inspect.Parameter:
-    """A Typer option made from a TrainConfig field's declaration (its help, default, flag)."""
+def _train_option(f, searched: frozenset = frozenset()) -> inspect.Parameter:
+    """A Typer option made from a TrainConfig field's declaration (its help, default, flag); one of
+    ``searched`` takes text (tune: a value, a range or a list, read by ``resnetctl.tuning``)."""
     from resnetctl.training.config import option_flag, option_kind
 
     meta = f.metadata
@@ -266,8 +267,8 @@ def _train_option(f) -> inspect.Parameter:
     decls = [option_flag(f)]
     if base is bool:
         kind = bool
-    elif typing.get_origin(base) is tuple:
-        kind = str  # a comma-separated list, parsed by config_from_flags
+    elif typing.get_origin(base) is tuple or f.name in searched:
+        kind = str  # a comma-separated list, parsed by config_from_flags; or tune's text
     else:
         kind = base
     default = f.default
@@ -338,13 +339,14 @@ def _train(
     ui.show_trained(console, run_training(plan, ui.TrainingDisplay(console)))
 
 
-def _with_train_options(command):
-    """Give ``command`` one option per TrainConfig field declared for the command line."""
+def _with_train_options(command, searched: frozenset = frozenset()):
+    """Give ``command`` one option per TrainConfig field declared for the command line (those of
+    ``searched`` as text)."""
     from resnetctl.training.config import cli_options
 
     signature = inspect.signature(command, eval_str=True)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    generated = [_train_option(f) for f in cli_options()]
+    generated = [_train_option(f, searched) for f in cli_options()]
     command.__signature__ = signature.replace(parameters=fixed + generated)
     command.__annotations__ = {p.name: p.annotation for p in fixed + generated}
     return command
@@ -390,6 +392,85 @@ def _lr_find(
 
 
 app.command("lr-find")(_with_train_options(_lr_find))
+
+
+def _tune(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Model name, e.g. resnet20.", show_default="the study's (--resume, --show)"),
+    ] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="A published recipe by name: the base the search starts from.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="A run's config.json (or a JSON object of its keys) as the base.")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="The study's name; its trials are the runs RUNS/STUDY/t0000, t0001, ...")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna's storage, any SQLAlchemy URL: processes (and hosts) naming one storage and study share "
+            "its trials.",
+            show_default="sqlite:///RUNS/STUDY/optuna.db",
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(help="Trials of the study in all (every process together).", show_default="the study's"),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(help='A JSON file of the space: {"lr": "0.01:1", "schedule": ["poly", "cosine"], "epochs": 5}.'),
+    ] = None,
+    pruner: Annotated[str, typer.Option(help="median (stop a trial below the median at an epoch) | none.")] = "median",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the study with its own settings, taking over trials whose process died."
+        ),
+    ] = False,
+    show: Annotated[
+        bool, typer.Option("--show", help="List the study's trials best first, and the train command of the best.")
+    ] = False,
+    as_json: JsonOpt = False,
+    **options,
+):
+    """Search hyperparameters on Optuna: each train option given a range (--lr 0.01:1) or a list
+    (--schedule poly,cosine) is searched, a plain value is fixed; each trial is a run of its own,
+    and Optuna's pruner stops the trials that lag at an epoch."""
+    from resnetctl.tuning import plan_tune, show_study
+
+    if show:
+        report = show_study(study, storage, options.get("runs_dir"))
+        return _print_json(report) if as_json else ui.show_study(console, report)
+    plan = plan_tune(
+        model,
+        config_file,
+        recipe,
+        options,
+        study=study,
+        storage=storage,
+        trials=trials,
+        space_file=space,
+        pruner=pruner,
+        resume=resume,
+    )
+    _import_backend_quietly()
+    from resnetctl.tuning import run_study
+
+    report = run_study(plan, ui.TuneDisplay(err_console if as_json else console))
+    return _print_json(report) if as_json else ui.show_study(console, report)
+
+
+def _searched_options() -> frozenset:
+    from resnetctl.training.config import searchable
+
+    return frozenset(searchable())
+
+
+app.command("tune")(_with_train_options(_tune, _searched_options()))
 
 
 @app.command()

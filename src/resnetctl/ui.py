@@ -622,3 +622,72 @@ def show_diagnosis(console: Console, d: dict) -> None:
             console.print(f"  next{escape(why)}: {escape(f['command'])}", highlight=False, soft_wrap=True)
         if f.get("also"):
             console.print(f"  or: {escape(f['also'])}", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- tune
+def _params_text(params: dict) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class TuneDisplay:
+    """``tune``'s progress: a line as each trial starts and ends, the trial's training as train shows it."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def trial_start(self, info: dict) -> None:
+        going_on = " (going on from its checkpoint)" if info.get("resumed") else ""
+        self.console.print(
+            f"[bold]trial {info['number']}[/] of {info['trials']}{going_on}: {escape(_params_text(info['params']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def training(self):
+        return TrainingDisplay(self.console)
+
+    def trial_end(self, info: dict) -> None:
+        value = f" {info['value']:.4f}" if info.get("value") is not None else ""
+        epochs = f" after {info['epochs']} epochs" if info.get("epochs") is not None else ""
+        self.console.print(f"trial {info['number']}: {info['state']}{value}{epochs}", highlight=False)
+
+
+def show_study(console: Console, r: dict) -> None:
+    """``tune --show`` (and the end of ``tune``): the trials best first, the epochs spent, the best
+    and the train command that repeats it."""
+    console.print(
+        f"study {escape(r['study'])}: {r['model']} on {r['dataset']}; searches "
+        + escape("; ".join(r["space"].values()) or "nothing")
+        + f"; pruner {r['pruner']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = _table("trial", "state", "score", "epochs", "settings", "run", console=console)
+    for t in r["trials"]:
+        table.add_row(
+            *_plain(
+                t["number"],
+                t["state"],
+                f"{t['value']:.4f}" if t["value"] is not None else "-",
+                f"{t['epochs_done']}/{t['epochs']}" if t.get("epochs") else t["epochs_done"],
+                _params_text(t["params"]),
+                t["run"] or "-",
+            )
+        )
+    console.print(table)
+    console.print(
+        f"{len(r['trials'])} of {r['trials_planned']} trials; {r['epochs_spent']} epochs trained "
+        f"({r['epochs_without_pruning']} without pruning)",
+        highlight=False,
+    )
+    for note in r["notes"]:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    if r["best"]:
+        b = r["best"]
+        console.print(
+            f"[bold]best: trial {b['number']}[/], score {b['value']:.4f}: {escape(_params_text(b['params']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if r.get("train_command"):
+        console.print("repeat it with: " + escape(r["train_command"]), highlight=False, soft_wrap=True)

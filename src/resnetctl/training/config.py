@@ -547,6 +547,15 @@ def cli_options() -> list:
     return [f for f in fields(TrainConfig) if f.metadata.get("cli")]
 
 
+# train options that tune keeps fixed, never searched (paths, names, the run itself)
+NOT_SEARCHED = frozenset({"dataset", "data_dir", "runs_dir", "run", "init_from"})
+
+
+def searchable() -> list[str]:
+    """The train options ``tune`` can search: numbers and names, not flags, lists or paths."""
+    return [f.name for f in cli_options() if f.name not in NOT_SEARCHED and option_kind(f)[0] in (int, float, str)]
+
+
 def option_kind(f) -> tuple[type, bool]:
     """(base type, None allowed) of an option: what its flag parses."""
     return _kind(_HINTS[f.name])
@@ -559,6 +568,23 @@ def option_flag(f) -> str:
     if option_kind(f)[0] is bool:
         return f.metadata.get("flag") or f"--{dash}/--no-{dash}"
     return f"--{dash}"
+
+
+def parse_option(name: str, text: str, where: str = "the command line"):
+    """The value of train option ``name`` written as text (a number, a name), typed and checked
+    against the option's declaration (its range and choices), or one clear error."""
+    if name not in _FIELDS or not _FIELDS[name].metadata.get("cli"):
+        raise RunError(f"Unknown train option {name!r}", hint=f"known: {', '.join(f.name for f in cli_options())}")
+    base, _ = _kind(_HINTS[name])
+    value = text
+    if base in (int, float) and isinstance(text, str):
+        try:
+            value = base(text)
+        except ValueError:
+            raise RunError(f"{where}: `{name}` must be {_TYPE_WORDS[base]}. Received: {name}={text!r}") from None
+    value = _coerce(name, value, _HINTS[name], where)
+    _check_declared(_FIELDS[name], value)
+    return value
 
 
 _PATH_OPTIONS = ("data_dir", "runs_dir")

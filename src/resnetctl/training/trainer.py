@@ -40,6 +40,7 @@ from resnetctl.training import distribute
 from resnetctl.training.callbacks import (
     EarlyStop,
     EMAWeights,
+    EpochWatch,
     PlateauCut,
     Reporter,
     RunRecorder,
@@ -202,9 +203,10 @@ def _init_from(model, config: TrainConfig) -> dict | None:
     return {"source": str(source_path.resolve()), "epoch": epoch, **report}
 
 
-def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
+def train(plan, progress: TrainingProgress | None = None, watch=None) -> TrainResult:
     """Train a new run as planned by :func:`resnetctl.plan.plan_train` (a config works too: it is
-    planned here)."""
+    planned here). ``watch(epoch, logs)``, called after each epoch, may end the run early by
+    returning why (:class:`~resnetctl.training.callbacks.EpochWatch`: ``tune``'s pruner)."""
     from resnetctl.plan import plan_train
 
     if isinstance(plan, TrainConfig):
@@ -253,6 +255,7 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
                 placement,
                 rules,
                 created=created,
+                watch=watch,
             )
     return TrainResult(run, history, placement, stopped)
 
@@ -274,7 +277,7 @@ def _clear(run: RunDir) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def resume(plan=None, progress: TrainingProgress | None = None, **options) -> TrainResult:
+def resume(plan=None, progress: TrainingProgress | None = None, watch=None, **options) -> TrainResult:
     """Continue a run as planned by :func:`resnetctl.plan.plan_resume` (or plan it from
     ``options``: run, runs_dir, data_dir, epoch, lr, epochs, fork, strategy).
 
@@ -377,6 +380,7 @@ def resume(plan=None, progress: TrainingProgress | None = None, **options) -> Tr
                 placement,
                 plan.rules,
                 resumed=resumed,
+                watch=watch,
             )
     return TrainResult(rd, history, placement, stopped)
 
@@ -485,9 +489,10 @@ def _fit(
     created: bool = False,
     resumed: dict | None = None,
     tensorboard_dir: Path | None = None,
+    watch=None,
 ) -> tuple[list[dict], dict | None]:
     """``model.fit`` with our callbacks; records the run's state; returns the history and, when
-    early stopping ended the run, why (reason, best and stopped epochs).
+    early stopping or ``watch`` ended the run, why (reason, best and stopped epochs).
     ``tensorboard_dir``: where ``--tensorboard`` writes (default ``<run>/tensorboard``).
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
@@ -529,6 +534,7 @@ def _fit(
             Reporter(progress, schedule, signals),
             *([PlateauCut(rules["plateau"], schedule)] if "plateau" in rules else []),
             *([EarlyStop(rules["early_stopping"])] if "early_stopping" in rules else []),
+            *([watcher := EpochWatch(watch)] if watch is not None else []),
             recorder := RunRecorder(
                 run,
                 history,
@@ -602,5 +608,12 @@ def _fit(
     stopped = None
     if early is not None and early.stopped_epoch is not None:
         stopped = {"reason": early.reason(), "best_epoch": early.best_epoch, "stopped_epoch": early.stopped_epoch}
+    elif watch is not None and watcher.stopped_epoch is not None:
+        best = best_row(history)
+        stopped = {
+            "reason": watcher.reason(),
+            "best_epoch": best and best["epoch"],
+            "stopped_epoch": watcher.stopped_epoch,
+        }
     run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch, **(stopped or {}))
     return history, stopped
