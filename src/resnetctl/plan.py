@@ -360,14 +360,14 @@ def plan_lr_find(
         raise RunError(f"--start-lr and --end-lr must satisfy 0 < start < end. Received: {start_lr}, {end_lr}")
     if steps < 10:
         raise RunError(f"--steps must be >= 10 (the smoothing needs a few). Received: steps={steps}")
-    config = config_from_flags(model, config_file, flags, recipe)
-    info = open_dataset(config.dataset, config.data_dir)
-    resolved = replace(config.resolved(info), steps_per_execution=1)
     output = None
     if plot is not None:
         from resnetctl.plots import check_plot_path
 
         output = check_plot_path(Path(plot), force)
+    config = config_from_flags(model, config_file, flags, recipe)
+    info = open_dataset(config.dataset, config.data_dir)
+    resolved = replace(config.resolved(info), steps_per_execution=1)
     words = (
         *((model,) if model else ()),
         *(("--recipe", recipe) if recipe else ()),
