@@ -17,33 +17,15 @@ from tests.helpers import cli_command, needs, one_line_error, run_cli, run_toget
 pytestmark = needs("optuna")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A 2-class folder dataset of 16 px images (12 train, 4 val, 8 test): trials of seconds."""
-    import cv2
-    import numpy as np
-
-    root = tmp_path_factory.mktemp("tune-data")
-    rng = np.random.default_rng(0)
-    for c, cls in enumerate(("bright", "dark")):
-        (root / "src" / cls).mkdir(parents=True)
-        for i in range(12):
-            image = rng.integers(0, 128, (16, 16, 3), dtype=np.uint8) + 127 * (1 - c)
-            cv2.imwrite(str(root / "src" / cls / f"{i}.png"), image.astype(np.uint8))
-    run_cli("prepare", "folder", "--source", root / "src", "--name", "tiny", "--data-dir", root / "data", "--size", 16,
-            "--val-split", 0.25, "--test-split", 0.34)  # fmt: skip
-    return root / "data"
-
-
-def tune_args(tiny, runs, study, *more):
-    return ("tune", "resnet8", "--dataset", "tiny", "--data-dir", tiny, "--runs-dir", runs, "--study", study,
+def tune_args(two_class_data, runs, study, *more):
+    return ("tune", "resnet8", "--dataset", "tiny", "--data-dir", two_class_data, "--runs-dir", runs, "--study", study,
             "--batch-size", 8, "--warmup-epochs", 0, *more)  # fmt: skip
 
 
 @pytest.mark.e2e
-def test_two_workers_share_one_sqlite_study_and_show_repeats_the_best(tiny, tmp_path):
+def test_two_workers_share_one_sqlite_study_and_show_repeats_the_best(two_class_data, tmp_path):
     runs = tmp_path / "runs"
-    args = tune_args(tiny, runs, "duo", "--trials", 4, "--epochs", 1, "--lr", "0.01:0.5", "--weight-decay",
+    args = tune_args(two_class_data, runs, "duo", "--trials", 4, "--epochs", 1, "--lr", "0.01:0.5", "--weight-decay",
                      "1e-5:1e-3", "--pruner", "none", "--json")  # fmt: skip
     results = run_together(args, [{}, {}])  # two processes at once, one default storage
     assert (runs / "duo" / "optuna.db").is_file()
@@ -69,19 +51,21 @@ def test_two_workers_share_one_sqlite_study_and_show_repeats_the_best(tiny, tmp_
     assert f"{trials[0]['params']['lr']}"[:6] in plan and "nothing was trained" in plan
 
     # another space on this study: one line, exit 1, and nothing of its trials lost
-    other = run_cli(*tune_args(tiny, runs, "duo", "--trials", 4, "--epochs", 1, "--lr", "0.01:1"), check=False)
+    other = run_cli(
+        *tune_args(two_class_data, runs, "duo", "--trials", 4, "--epochs", 1, "--lr", "0.01:1"), check=False
+    )
     one_line_error(other, 1, "is from another space: it searches lr in [0.01, 0.5] (log)")
-    longer = run_cli(*tune_args(tiny, runs, "duo", "--trials", 4, "--epochs", 2, "--lr", "0.01:0.5", "--weight-decay",
-                                "1e-5:1e-3"), check=False)  # fmt: skip
+    space = ("--lr", "0.01:0.5", "--weight-decay", "1e-5:1e-3")
+    longer = run_cli(*tune_args(two_class_data, runs, "duo", "--trials", 4, "--epochs", 2, *space), check=False)
     one_line_error(longer, 1, "its epochs is 1, this command's 2")
     again = json.loads(run_cli("tune", "--study", "duo", "--runs-dir", runs, "--show", "--json").stdout)
     assert again["trials"] == trials
 
 
 @pytest.mark.e2e
-def test_a_killed_study_goes_on_where_it_was_with_resume(tiny, tmp_path):
+def test_a_killed_study_goes_on_where_it_was_with_resume(two_class_data, tmp_path):
     runs = tmp_path / "runs"
-    args = tune_args(tiny, runs, "k", "--trials", 2, "--epochs", 5, "--lr", "0.01:0.1", "--pruner", "none")
+    args = tune_args(two_class_data, runs, "k", "--trials", 2, "--epochs", 5, "--lr", "0.01:0.1", "--pruner", "none")
     proc = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = RunDir(runs / "k" / "t0000")
     try:
@@ -110,7 +94,7 @@ def test_a_killed_study_goes_on_where_it_was_with_resume(tiny, tmp_path):
 
 
 @pytest.mark.e2e
-def test_the_pruner_ends_a_trial_as_early_stopping_ends_a_run(tiny, tmp_path):
+def test_the_pruner_ends_a_trial_as_early_stopping_ends_a_run(two_class_data, tmp_path):
     """Optuna's median rule (real study, in memory) through the trainer's watch: a trial below the
     median at epoch 2 stops there, finished, with the reason in state.json and summary."""
     import optuna
@@ -130,7 +114,7 @@ def test_the_pruner_ends_a_trial_as_early_stopping_ends_a_run(tiny, tmp_path):
             done.report(2.0, epoch)
         study.tell(done, 2.0)
     trial = study.ask()
-    config = TrainConfig(model="resnet8", dataset="tiny", data_dir=str(tiny), runs_dir=str(tmp_path), run="t",
+    config = TrainConfig(model="resnet8", dataset="tiny", data_dir=str(two_class_data), runs_dir=str(tmp_path), run="t",
                          epochs=3, batch_size=8, warmup_epochs=0, lr=1e-9)  # fmt: skip
     result = train(plan_train(config), watch=_pruning(trial))
     assert [r["epoch"] for r in result.history] == [1, 2]  # epoch 1 is never pruned (the warmup steps)
@@ -141,7 +125,7 @@ def test_the_pruner_ends_a_trial_as_early_stopping_ends_a_run(tiny, tmp_path):
     assert sorted(study.trials[-1].intermediate_values) == [1, 2]
 
 
-def test_bad_input_is_one_line_before_anything_is_written(tiny, tmp_path):
+def test_bad_input_is_one_line_before_anything_is_written(two_class_data, tmp_path):
     runs = tmp_path / "runs"
     (tmp_path / "space.json").write_text(json.dumps({"lr": "0.01:1", "lrr": "1:2"}))
     (tmp_path / "wrong.json").write_text(json.dumps({"lr": "1:0.1"}))
@@ -163,6 +147,6 @@ def test_bad_input_is_one_line_before_anything_is_written(tiny, tmp_path):
         (("--trials", 2, "--lr", "0.01:1", "--pruner", "hyperband"), "Unknown pruner 'hyperband'"),
     ]
     for more, text in cases:
-        one_line_error(run_cli(*tune_args(tiny, runs, "s", *more), check=False), 1, text)
+        one_line_error(run_cli(*tune_args(two_class_data, runs, "s", *more), check=False), 1, text)
     one_line_error(run_cli("tune", "--study", "s", "--runs-dir", runs, "--show", check=False), 1, "No study 's'")
     assert not runs.exists(), "a refused tune leaves nothing behind"

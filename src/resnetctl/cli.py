@@ -267,8 +267,8 @@ def _train_option(f, searched: frozenset = frozenset()) -> inspect.Parameter:
     decls = [option_flag(f)]
     if base is bool:
         kind = bool
-    elif typing.get_origin(base) is tuple or f.name in searched:
-        kind = str  # a comma-separated list, parsed by config_from_flags; or tune's text
+    elif typing.get_origin(base) is tuple or f.name in searched or meta.get("words"):
+        kind = str  # a comma-separated list, or a number or a word (auto), parsed by config_from_flags; tune's text
     else:
         kind = base
     default = f.default
@@ -315,17 +315,38 @@ def _train(
         ),
     ] = False,
     strategy: StrategyOpt = "auto",
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            help="Train N sibling runs RUN-sS with seeds S = --seed .. --seed+N-1; summary shows their mean and "
+            "95% interval.",
+            show_default="one run",
+        ),
+    ] = None,
     **options,
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
-    from resnetctl.plan import plan_train
+    from resnetctl.plan import plan_seeds, plan_train
     from resnetctl.training.config import config_from_flags
 
     if recipe == "list":
         from resnetctl.training.recipes import recipe_rows
 
         return ui.show_recipes(console, recipe_rows())
-    plan = plan_train(config_from_flags(model, config_file, options, recipe), strategy)
+    config = config_from_flags(model, config_file, options, recipe)
+    if seeds is not None:
+        plans = plan_seeds(config, seeds, strategy)
+        if dry_run:
+            console.print("runs: " + ", ".join(p.run.name for p in plans), highlight=False, markup=False)
+        else:
+            return _train_seeds(plans)
+    plan = plans[0] if seeds is not None else plan_train(config, strategy)
+    if dry_run and plan.auto_batch:  # measured now, as train would
+        _import_backend_quietly()
+        from resnetctl.training.trainer import set_up_backend, settle_batch_size
+
+        set_up_backend(plan.config)
+        plan = settle_batch_size(plan)
     if dry_run:
         from resnetctl.models.profile import profile_spec
         from resnetctl.training.recipes import recipe_report
@@ -337,6 +358,17 @@ def _train(
     from resnetctl.training.trainer import train as run_training
 
     ui.show_trained(console, run_training(plan, ui.TrainingDisplay(console)))
+
+
+def _train_seeds(plans) -> None:
+    """``train --seeds N``: the sibling runs one after the other, then what they make together."""
+    _import_backend_quietly()
+    from resnetctl.reports import run_summary
+    from resnetctl.training.trainer import train as run_training
+
+    for plan in plans:
+        ui.show_trained(console, run_training(plan, ui.TrainingDisplay(console)))
+    ui.show_seed_groups(console, [run_summary(plans[0].run)])
 
 
 def _with_train_options(command, searched: frozenset = frozenset()):

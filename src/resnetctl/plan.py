@@ -20,7 +20,7 @@ from resnetctl import paths
 from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open_run_dataset
 from resnetctl.errors import RunError
 from resnetctl.runs import RunDir, command, find_run, init_source, snapshot_file
-from resnetctl.training.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, STRATEGIES, TrainConfig
+from resnetctl.training.config import AUTO, LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, STRATEGIES, TrainConfig
 
 
 def check_strategy(strategy: str) -> str:
@@ -39,6 +39,14 @@ class TrainPlan:
     strategy: str
     restart: bool  # the folder is a run of ours that never finished an epoch: it starts again
     in_memory: bool
+    requested: TrainConfig | None = None  # --batch-size auto: the config before the batch is found
+    batch_search: dict | None = None  # --batch-size auto: what was measured (training/batch_search.py)
+    seed_group: dict | None = None  # train --seeds: {"name", "seeds", "runs"} of the sibling runs
+
+    @property
+    def auto_batch(self) -> bool:
+        """``--batch-size auto`` still to be measured (it needs the backend: train and --dry-run do it)."""
+        return self.requested is not None and self.batch_search is None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -54,8 +62,14 @@ class TrainPlan:
     def describe(self) -> dict:
         """Every setting as it will be used (what ``--dry-run`` shows and config.json records)."""
         c = self.config
+        auto = {}
+        if self.auto_batch:
+            auto = {"batch_size": f"auto (measured when training starts; the default rule gives {c.batch_size})"}
+        elif self.batch_search:
+            auto = {"batch_search": self.batch_search["rule"]}
         return {
             **c.to_dict(),
+            **auto,
             "warmup_epochs": c.warmup(),
             "jit": "auto (Keras compiles with XLA where the backend can)" if c.jit is None else c.jit,
             "in_memory": self.in_memory,
@@ -116,9 +130,28 @@ def plan_train(config: TrainConfig, strategy: str = "auto") -> TrainPlan:
                 hint=f"continue it with: {command('resume', '--run', run.path.resolve())}; or pick another --run name",
             )
         restart = True
-    resolved = replace(config.resolved(info), run=name, dataset=info.name if config.dataset is None else config.dataset)
+    named = replace(config, run=name, dataset=info.name if config.dataset is None else config.dataset)
+    resolved = named.resolved(info)
     in_memory = fits_in_memory(info, "train") if config.in_memory is None else config.in_memory
-    return TrainPlan(resolved, info, run, strategy, restart, in_memory)
+    requested = named if config.batch_size == AUTO else None
+    return TrainPlan(resolved, info, run, strategy, restart, in_memory, requested)
+
+
+def plan_seeds(config: TrainConfig, seeds: int, strategy: str = "auto") -> list[TrainPlan]:
+    """``train --seeds N``: N sibling runs ``RUN-sS`` for seeds S = SEED .. SEED+N-1 (RUN: ``--run``
+    or the default name), all planned (names, folders, settings) before any of them trains."""
+    if seeds < 1:
+        raise RunError(f"`seeds` must be >= 1. Received: seeds={seeds}")
+    config.validate()
+    info = open_dataset(config.dataset, config.data_dir)
+    base = config.run or f"{config.model}-{info.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    names = [f"{base}-s{config.seed + k}" for k in range(seeds)]
+    group = {"name": base, "seeds": [config.seed + k for k in range(seeds)], "runs": names}
+    plans = [
+        replace(plan_train(replace(config, run=name, seed=config.seed + k), strategy), seed_group=group)
+        for k, name in enumerate(names)
+    ]
+    return plans
 
 
 @dataclass(frozen=True)
@@ -366,6 +399,11 @@ def plan_lr_find(
 
         output = check_plot_path(Path(plot), force)
     config = config_from_flags(model, config_file, flags, recipe)
+    if config.batch_size == AUTO:
+        raise RunError(
+            "lr-find sweeps at one batch size: give --batch-size N",
+            hint="`resnetctl train ... --batch-size auto --dry-run` shows the batch auto finds",
+        )
     info = open_dataset(config.dataset, config.data_dir)
     resolved = replace(config.resolved(info), steps_per_execution=1)
     words = (

@@ -67,6 +67,8 @@ RECORD_KEYS = frozenset(
         "init",
         "parent",
         "mlflow_run",
+        "batch_search",
+        "seed_group",
     }
 )
 
@@ -539,6 +541,10 @@ def check_record(record: dict, where: str):
     for key in ("batch_size", "augmentation"):
         if getattr(config, key) is None:
             raise RunError(f"{where}: `{key}` must be set in a run's config. Received: {key}=null")
+    if not isinstance(config.batch_size, int):  # train writes the batch --batch-size auto found
+        raise RunError(
+            f"{where}: `batch_size` must be a whole number in a run's config. Received: {config.batch_size!r}"
+        )
     check_segments(config.segments)
     info = record.get("dataset_info")
     if info is not None and not (

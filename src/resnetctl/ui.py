@@ -283,6 +283,8 @@ class TrainingDisplay(TrainingProgress):
             highlight=False,
             soft_wrap=True,
         )
+        if plan.get("batch_search"):
+            self.console.print(f"batch size auto: {escape(plan['batch_search'])}", highlight=False, soft_wrap=True)
         resumed = plan.get("resumed")
         if resumed:
             self._show_resumed(resumed)
@@ -513,8 +515,33 @@ def show_run(console: Console, s: dict) -> None:
     ]:
         table.add_row(key, escape(str(value)))
     console.print(table)
+    show_seed_groups(console, [s])
     if s["next_command"]:  # outside the table, unwrapped: it works when selected and pasted
         console.print("next: " + escape(s["next_command"]), highlight=False, soft_wrap=True)
+
+
+def _interval_text(stats: dict | None) -> str:
+    if not stats:
+        return "-"
+    if stats["ci95"] is None:
+        return f"{stats['mean']:.4f} (1 run)"
+    return f"{stats['mean']:.4f} ± {stats['ci95']:.4f} (95% CI, {stats['n']} runs, sd {stats['std']:.4f})"
+
+
+def show_seed_groups(console: Console, rows: list[dict]) -> None:
+    """``train --seeds`` groups among ``rows``: the mean and 95% interval of the best score and of the test rank-1."""
+    seen = set()
+    for s in rows:
+        g = s.get("seed_group")
+        if not g or g["name"] in seen:
+            continue
+        seen.add(g["name"])
+        console.print(
+            f"seeds {escape(str(g['name']))} ({g['found']} of {len(g['runs'])} runs): best {s['curve']} "
+            f"{_interval_text(g['best_score'])}; test rank-1 {_interval_text(g['test_rank_1'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def show_runs(console: Console, rows: list[dict]) -> None:
@@ -538,6 +565,7 @@ def show_runs(console: Console, rows: list[dict]) -> None:
             s["sparkline"],
         )
     console.print(table)
+    show_seed_groups(console, rows)
 
 
 def show_followed(console: Console, row: dict) -> None:

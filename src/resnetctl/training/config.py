@@ -57,6 +57,7 @@ def check_schedule_args(kind, base_lr, epochs, warmup_epochs=0.0, power=1.0, mil
 
 
 PAPER_BATCH_SIZE = 128
+AUTO = "auto"  # --batch-size auto (training/batch_search.py)
 MIN_STEPS_PER_EPOCH = 50
 MIN_DEFAULT_BATCH_SIZE = 32
 DEFAULT_BATCH_SIZE_RULE = (
@@ -107,6 +108,7 @@ def option(
     flag: str | None = None,
     envvar: str | None = None,
     cli: bool = True,
+    words: tuple[str, ...] = (),
 ) -> dict:
     """A train option's one declaration, kept in its field's metadata: the help and the default shown
     by ``-h``, the allowed values (checked by :meth:`TrainConfig.validate`, whatever the source: a
@@ -123,6 +125,7 @@ def option(
         "flag": flag,
         "envvar": envvar,
         "cli": cli,
+        "words": words,
     }
 
 
@@ -140,7 +143,14 @@ class TrainConfig:
         None, "Where datasets live.", show_default="the per-user data folder", envvar="RESNETCTL_DATA_DIR"
     )
     epochs: int = _opt(30, "Total epochs.", minimum=1)
-    batch_size: int | None = _opt(None, "Global batch size.", minimum=1, show_default=DEFAULT_BATCH_SIZE_RULE)
+    batch_size: int | None = _opt(
+        None,
+        "Global batch size, or auto: the largest power of two that fits the accelerator's memory for this model "
+        "and precision, found by short real steps, the lr scaled with it (on a CPU: the default rule).",
+        minimum=1,
+        show_default=DEFAULT_BATCH_SIZE_RULE,
+        words=("auto",),
+    )
     lr: float = _opt(0.1, "Peak learning rate.", above=0)
     schedule: str = _opt("poly", " | ".join(SCHEDULES) + ".", choices=SCHEDULES)
     power: float = _opt(1.0, "poly: lr * (1 - epoch/epochs) ** power.", above=0)
@@ -373,7 +383,7 @@ class TrainConfig:
         """The defaults that depend on the dataset (batch size, augmentation, steps per execution)
         filled in from its ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
         self.check_dataset(info)
-        batch_size = default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size
+        batch_size = default_batch_size(info.splits["train"]) if self.batch_size in (None, AUTO) else self.batch_size
         steps = math.ceil(info.splits["train"] / batch_size)
         return replace(
             self,
@@ -437,6 +447,8 @@ def _coerce(name: str, value, hint, source: str):
     """``value`` as the field's type (ints accepted as floats, lists as tuples), or a RunError
     naming the source, the key and the value received."""
     base, optional = _kind(hint)
+    if isinstance(value, str) and value in (_FIELDS[name].metadata.get("words") or ()):
+        return value
     if value is None:
         if optional:
             return None
@@ -577,6 +589,8 @@ def parse_option(name: str, text: str, where: str = "the command line"):
         raise RunError(f"Unknown train option {name!r}", hint=f"known: {', '.join(f.name for f in cli_options())}")
     base, _ = _kind(_HINTS[name])
     value = text
+    if isinstance(text, str) and text in (_FIELDS[name].metadata.get("words") or ()):
+        return text
     if base in (int, float) and isinstance(text, str):
         try:
             value = base(text)
@@ -625,7 +639,9 @@ def config_from_flags(
 
     flags = dict(flags or {})
     for name, value in list(flags.items()):
-        if isinstance(value, str) and typing.get_origin(_kind(_HINTS[name])[0]) is tuple:
+        if isinstance(value, str) and _FIELDS[name].metadata.get("words"):
+            flags[name] = parse_option(name, value, "--" + name.replace("_", "-"))
+        elif isinstance(value, str) and typing.get_origin(_kind(_HINTS[name])[0]) is tuple:
             try:
                 flags[name] = tuple(int(v) for v in value.split(",") if v.strip())
             except ValueError:

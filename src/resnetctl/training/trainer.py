@@ -48,7 +48,7 @@ from resnetctl.training.callbacks import (
     StopRequested,
     swap_ema,
 )
-from resnetctl.training.config import TrainConfig
+from resnetctl.training.config import TrainConfig, default_batch_size
 from resnetctl.training.distribute import Placement, resolve
 from resnetctl.training.losses import SparseCrossentropy
 from resnetctl.training.monitors import new_rules
@@ -170,6 +170,29 @@ def build_model(config: TrainConfig, info: DatasetInfo):
     return create_model_for(config.model, info, **model_options(config, info))
 
 
+def settle_batch_size(plan):
+    """``--batch-size auto``: the plan with the batch found by :func:`batch_search.search` (the
+    run's model and precision, short real steps) and the rate scaled by the linear rule; any other
+    plan as it is. Call it after :func:`set_up_backend` (the precision)."""
+    if not plan.auto_batch:
+        return plan
+    from resnetctl.training.batch_search import scaled_lr, search
+
+    requested, info = plan.requested, plan.dataset
+
+    def build():
+        model = build_model(plan.config, info)
+        compile_model(model, plan.config, plan.config.lr, info.num_classes)
+        return model
+
+    found = search(build, info.image_size, info.num_classes, info.splits["train"])
+    default = default_batch_size(info.splits["train"])
+    lr = scaled_lr(requested.lr, found["batch_size"], default)
+    config = replace(requested, batch_size=found["batch_size"], lr=lr).validate().resolved(info)
+    record = {**found, "default_batch_size": default, "lr_at_default_batch": requested.lr, "lr": lr}
+    return replace(plan, config=config, batch_search=record)
+
+
 def _dataset_summary(info: DatasetInfo) -> dict:
     return {
         "name": info.name,
@@ -211,10 +234,11 @@ def train(plan, progress: TrainingProgress | None = None, watch=None) -> TrainRe
 
     if isinstance(plan, TrainConfig):
         plan = plan_train(plan)
-    config, info, run = plan.config, plan.dataset, plan.run
     placement = resolve(plan.strategy)
+    set_up_backend(plan.config)
+    plan = settle_batch_size(plan)
+    config, info, run = plan.config, plan.dataset, plan.run
     placement.check_batch_size(config.batch_size)
-    set_up_backend(config)
     with _RunWriter(run, placement) as out:
         if placement.chief and plan.restart:
             _clear(out)
@@ -236,6 +260,8 @@ def train(plan, progress: TrainingProgress | None = None, watch=None) -> TrainRe
                     "steps_per_epoch": steps,
                     "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
                     "dataset_info": _dataset_summary(info),
+                    **({"batch_search": plan.batch_search} if plan.batch_search else {}),
+                    **({"seed_group": plan.seed_group} if plan.seed_group else {}),
                     **({"init": init} if init else {}),
                     "versions": library_versions(),
                     "placement": placement.to_dict(),
@@ -256,6 +282,7 @@ def train(plan, progress: TrainingProgress | None = None, watch=None) -> TrainRe
                 rules,
                 created=created,
                 watch=watch,
+                batch_note=plan.batch_search["rule"] if plan.batch_search else None,
             )
     return TrainResult(run, history, placement, stopped)
 
@@ -490,6 +517,7 @@ def _fit(
     resumed: dict | None = None,
     tensorboard_dir: Path | None = None,
     watch=None,
+    batch_note: str | None = None,
 ) -> tuple[list[dict], dict | None]:
     """``model.fit`` with our callbacks; records the run's state; returns the history and, when
     early stopping or ``watch`` ended the run, why (reason, best and stopped epochs).
@@ -523,6 +551,7 @@ def _fit(
             "best_score": best_score,
             "steps": len(batches),
             "batch_size": config.batch_size,
+            "batch_search": batch_note,
             "images": info.splits["train"],
         }
     )
