@@ -44,6 +44,8 @@ finally:
         (["lr-find", "resnet20", "--plot", "sweep.txt"], "--plot must end in .png"),
         (["lr-find", "resnet20", "--batch-size", "auto"], "lr-find sweeps at one batch size"),
         (["train", "resnet20", "--seeds", 0], "`seeds` must be >= 1"),
+        (["train", "resnet20", "--randaugment-magnitude", 0.3], "applies only with --augmentation randaugment"),
+        (["train", "resnet20", "--random-erasing", 1.5], "`random_erasing` must be in [0, 1]"),
         (["train", "resnet20", "--batch-size", "many"], "`batch_size` must be a whole number"),
         (["predict", "photo.jpg", "--run", "nowhere"], "No run 'nowhere'"),
         (["predict", "photo.jpg", "--csv", "no/such/folder/out.csv"], "folder no/such/folder does not exist"),

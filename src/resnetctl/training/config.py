@@ -189,10 +189,25 @@ class TrainConfig:
     )
     shift: float | None = _opt(
         None,
-        "Largest shift of crop-flip or affine-flip, a fraction of the side.",
+        "Largest shift of crop-flip, randaugment's crop-flip or affine-flip, a fraction of the side.",
         minimum=0,
         below=1,
         show_default="1/8 (4 px at 32)",
+    )
+    randaugment_magnitude: float = _opt(
+        0.1,
+        "randaugment: keras.layers.RandAugment's factor (0-1), each of its operations' own factor "
+        "(rotation: a share of a full turn; translation, shear: of the side).",
+        minimum=0,
+        maximum=1,
+    )
+    random_erasing: float = _opt(
+        0.0,
+        "Random erasing (Zhong et al. 2017, keras.layers.RandomErasing): a box of noise on each image with "
+        "this probability, after the augmentation.",
+        minimum=0,
+        maximum=1,
+        show_default="off",
     )
     rotation: float = _opt(0.0, "affine-flip: largest rotation in degrees.", minimum=0, maximum=180)
     zoom: float = _opt(0.0, "affine-flip: zoom in [1 - zoom, 1 + zoom] per axis.", minimum=0, below=1)
@@ -323,7 +338,12 @@ class TrainConfig:
             raise RunError(
                 f"{flags} apply only with --augmentation affine-flip. Received: augmentation={self.augmentation!r}"
             )
-        if self.shift is not None and self.augmentation not in (None, "crop-flip", "affine-flip"):
+        if self.randaugment_magnitude != DEFAULTS.randaugment_magnitude and self.augmentation != "randaugment":
+            raise RunError(
+                f"--randaugment-magnitude applies only with --augmentation randaugment. "
+                f"Received: augmentation={self.augmentation!r}"
+            )
+        if self.shift is not None and self.augmentation not in (None, "crop-flip", "affine-flip", "randaugment"):
             raise RunError(
                 f"--shift applies to crop-flip and affine-flip. Received: augmentation={self.augmentation!r}"
             )

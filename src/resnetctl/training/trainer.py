@@ -162,6 +162,8 @@ def model_options(config: TrainConfig, info: DatasetInfo) -> dict:
         "mix_prob": config.mix_prob,
         "mix_switch_prob": config.mix_switch_prob,
         "shortcut": config.shortcut,
+        "erasing": config.random_erasing,
+        "randaugment_magnitude": config.randaugment_magnitude,
     }
 
 
