@@ -40,6 +40,7 @@ finally:
         (["lr-find", "resnet20", "--lr", 0.1], "lr-find sweeps the rate itself"),
         (["lr-find", "resnet20", "--start-lr", 1, "--end-lr", 0.1], "0 < start < end"),
         (["lr-find", "resnet20", "--steps", 3], "--steps must be >= 10"),
+        (["lr-find", "resnet20", "--rule", "steep"], "Unknown rule 'steep'"),
         (["lr-find", "resnet20", "--dataset", "nowhere"], "No prepared dataset 'nowhere'"),
         (["lr-find", "resnet20", "--plot", "sweep.txt"], "--plot must end in .png"),
         (["lr-find", "resnet20", "--batch-size", "auto"], "lr-find sweeps at one batch size"),

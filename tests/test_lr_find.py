@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from resnetctl.training.lr_find import DIVERGENCE, FALLBACK_RULE, RULE, SweepRecorder, longest_valley, smooth, suggest
+from resnetctl.training.lr_find import DIVERGENCE, RULES, SHORT_VALLEY, SweepRecorder, longest_valley, smooth, suggest
 from resnetctl.training.schedules import ExponentialSweep
 from tests.helpers import needs, one_line_error, run_cli
 
@@ -19,19 +19,24 @@ def test_smoothing_is_debiased_and_the_valley_is_the_longest_fall():
     assert longest_valley([1, 2, 3]) == (0, 0)
 
 
-def test_the_suggestion_is_inside_the_fall_below_the_minimum():
+def test_each_rule_on_a_known_curve():
     sweep = ExponentialSweep(1e-5, 10.0, 100)
     rates = [sweep.at_step(i) for i in range(100)]
     # flat, then falling from step 40 to 70, then rising steeply (the shape of a real sweep)
     losses = [2.3] * 40 + [2.3 - 0.04 * i for i in range(30)] + [1.1 * 1.15**i for i in range(30)]
-    found = suggest(rates, smooth(losses))
-    assert found["rule"] == RULE
-    low, high = found["valley"]
-    assert rates[37] <= low < found["lr"] < high <= found["minimum_lr"] * 1.01
-    assert found["lr"] < found["minimum_lr"]
-    # a sweep that never falls for long: a tenth of the lowest point, and the rule says so
-    short = suggest(rates[:8], [2.0, 1.9, 2.5, 2.4, 2.6, 2.3, 2.8, 3.0])
-    assert short["rule"] == FALLBACK_RULE and short["lr"] == pytest.approx(rates[1] / 10)
+    smoothed = smooth(losses)
+    lowest = min(range(100), key=smoothed.__getitem__)
+    peak = suggest(rates, smoothed)  # the default
+    assert peak["rule_name"] == "peak" and peak["rule"] == RULES["peak"]
+    assert peak["lr"] == pytest.approx(rates[lowest] / 2) and peak["minimum_lr"] == rates[lowest]
+    valley = suggest(rates, smoothed, "valley")
+    low, high = valley["valley"]
+    assert valley["rule"] == RULES["valley"] and rates[37] <= low < valley["lr"] < high <= rates[lowest] * 1.01
+    assert suggest(rates, smoothed, "minimum/10")["lr"] == pytest.approx(rates[lowest] / 10)
+    assert peak["candidates"] == valley["candidates"]  # one sweep, every rule's answer
+    # a sweep that never falls for long has no valley: minimum/10, and the rule says so
+    short = suggest(rates[:8], [2.0, 1.9, 2.5, 2.4, 2.6, 2.3, 2.8, 3.0], "valley")
+    assert short["rule"] == RULES["valley"] + SHORT_VALLEY and short["lr"] == pytest.approx(rates[1] / 10)
 
 
 class _Model:  # what Keras gives a callback: a flag fit reads after every step
@@ -82,7 +87,8 @@ def test_lr_find_sweeps_train_s_step_and_prints_a_train_command_that_works(cifar
     assert result["batch_size"] == 32 and result["augmentation"] == "crop-flip"
     rates = [p["lr"] for p in result["points"]]
     assert rates == sorted(rates) and rates[0] == pytest.approx(1e-7)
-    assert rates[0] <= result["suggested_lr"] <= rates[-1] and result["rule"] in (RULE, FALLBACK_RULE)
+    assert result["rule_name"] == "peak" and result["suggested_lr"] == float(f"{result['minimum_lr'] / 2:.3g}")
+    assert set(result["candidates"]) == set(RULES) and rates[0] <= result["suggested_lr"] <= rates[-1]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(tmp_path.iterdir()) == [plot]  # no run, no runs folder, no temporary left
     words = shlex.split(result["train_command"])

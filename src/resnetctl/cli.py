@@ -21,7 +21,7 @@ import typer
 from resnetctl import __version__, ui
 from resnetctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, Diverged, ResnetctlError, Stopped
 from resnetctl.paths import DATA_DIR_ENV, DEFAULT_RUNS_DIR, RUNS_DIR_ENV
-from resnetctl.training.config import LR_FIND_END, LR_FIND_START, LR_FIND_STEPS
+from resnetctl.training.config import LR_FIND_END, LR_FIND_RULE, LR_FIND_START, LR_FIND_STEPS
 
 app = typer.Typer(
     name="resnetctl",
@@ -404,6 +404,13 @@ def _lr_find(
         typer.Option(help="Draw the loss against the rate (log scale) with the suggestion (.png, .svg, .pdf)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Let --plot replace an existing file.")] = False,
+    rule: Annotated[
+        str,
+        typer.Option(
+            help="peak: half the rate at the lowest smoothed loss | valley: fastai's default | minimum/10: fastai's "
+            "lr_min (docs/training.md)."
+        ),
+    ] = LR_FIND_RULE,
     as_json: JsonOpt = False,
     **options,
 ):
@@ -413,7 +420,16 @@ def _lr_find(
     from resnetctl.plan import plan_lr_find
 
     plan = plan_lr_find(
-        model, config_file, recipe, options, steps=steps, start_lr=start_lr, end_lr=end_lr, plot=plot, force=force
+        model,
+        config_file,
+        recipe,
+        options,
+        steps=steps,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        plot=plot,
+        force=force,
+        rule=rule,
     )
     _import_backend_quietly()
     from resnetctl.training.lr_find import lr_find

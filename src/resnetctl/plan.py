@@ -20,7 +20,16 @@ from resnetctl import paths
 from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open_run_dataset
 from resnetctl.errors import RunError
 from resnetctl.runs import RunDir, command, find_run, init_source, snapshot_file
-from resnetctl.training.config import AUTO, LR_FIND_END, LR_FIND_START, LR_FIND_STEPS, STRATEGIES, TrainConfig
+from resnetctl.training.config import (
+    AUTO,
+    LR_FIND_END,
+    LR_FIND_RULE,
+    LR_FIND_RULES,
+    LR_FIND_START,
+    LR_FIND_STEPS,
+    STRATEGIES,
+    TrainConfig,
+)
 
 
 def check_strategy(strategy: str) -> str:
@@ -364,6 +373,7 @@ class LrFindPlan:
     end_lr: float
     plot: object | None  # an outputs.Output for --plot
     train_words: tuple[str, ...]  # train's arguments as given here (no --lr)
+    rule: str = LR_FIND_RULE
 
     def train_command(self, lr: float) -> str:
         """The ``train`` command that uses rate ``lr`` with every setting given to ``lr-find``."""
@@ -381,6 +391,7 @@ def plan_lr_find(
     end_lr: float = LR_FIND_END,
     plot=None,
     force: bool = False,
+    rule: str = LR_FIND_RULE,
 ) -> LrFindPlan:
     """Everything ``lr-find`` can refuse, refused before Keras: the train options (as ``train``
     checks them), the sweep's range and length, the dataset, the picture's path."""
@@ -393,6 +404,8 @@ def plan_lr_find(
         raise RunError(f"--start-lr and --end-lr must satisfy 0 < start < end. Received: {start_lr}, {end_lr}")
     if steps < 10:
         raise RunError(f"--steps must be >= 10 (the smoothing needs a few). Received: steps={steps}")
+    if rule not in LR_FIND_RULES:
+        raise RunError(f"Unknown rule {rule!r}", hint=f"use one of {', '.join(LR_FIND_RULES)}")
     output = None
     if plot is not None:
         from resnetctl.plots import check_plot_path
@@ -412,4 +425,4 @@ def plan_lr_find(
         *(("--config", str(Path(config_file).resolve())) if config_file is not None else ()),
         *flag_words(flags),
     )
-    return LrFindPlan(resolved, info, steps, start_lr, end_lr, output, words)
+    return LrFindPlan(resolved, info, steps, start_lr, end_lr, output, words, rule)

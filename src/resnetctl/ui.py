@@ -626,6 +626,9 @@ def show_lr_find(console: Console, r: dict, rows: int = 12) -> None:
     console.print(f"stopped: {r['stopped']}", highlight=False, markup=False)
     console.print(f"lowest smoothed loss {r['minimum_loss']:.4f} at lr {r['minimum_lr']:.3g}", highlight=False)
     console.print(f"[bold]suggested lr {r['suggested_lr']:.3g}[/] by {escape(r['rule'])}", highlight=False)
+    others = [f"{k} {v:.3g}" for k, v in r["candidates"].items() if k != r["rule_name"] and v]
+    if others:
+        console.print("other rules (--rule): " + ", ".join(others), highlight=False)
     if r.get("plot"):
         console.print(f"plot: {r['plot']}", highlight=False, markup=False)
     console.print("train with: " + escape(r["train_command"]), highlight=False, soft_wrap=True)

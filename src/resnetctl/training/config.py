@@ -79,6 +79,8 @@ def default_batch_size(train_images: int) -> int:
 
 # lr-find's sweep by default: fastai's lr_find (start_lr 1e-7, end_lr 10, num_it 100)
 LR_FIND_START, LR_FIND_END, LR_FIND_STEPS = 1e-7, 10.0, 100
+LR_FIND_RULES = ("peak", "valley", "minimum/10")  # training/lr_find.py says what each is
+LR_FIND_RULE = "peak"
 
 MAX_STEPS_PER_EXECUTION = 16
 PROGRESS_UPDATES_PER_EPOCH = 20

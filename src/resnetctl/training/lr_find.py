@@ -6,12 +6,16 @@ The model, its augmentation, optimizer, loss and compiled train step are ``train
 on the plan's resolved config); only the schedule is the sweep (:class:`ExponentialSweep`). The
 model is thrown away afterwards: no run is made or touched.
 
-The rule (:func:`suggest`) is fastai's default since 2021, ``valley``: on the smoothed loss (an
-exponential moving average, beta 0.98, debiased) with the first tenth of the steps and the last
-five left out, the longest stretch over which the loss keeps falling (its longest decreasing
-subsequence), and the rate about halfway down it (start + 1.5 x a third of its length). The sweep
-stops early when the smoothed loss passes 4x its lowest value or the loss is not finite (fastai's
-divergence test), or on Ctrl+C.
+The rules (:func:`suggest`) read the smoothed loss (an exponential moving average, beta 0.98,
+debiased, as fastai smooths it). ``peak`` (the default) is half the rate at the lowest smoothed
+loss: Smith's (2018) maximum rate, the largest at which the loss still falls, is the peak of a
+warmup-then-decay schedule such as train's; halved because the smoothing lags the raw loss (on the
+shapes demo its raw loss had already risen at the smoothed minimum). fastai's ``valley`` (its default
+since 2021: the longest stretch over which the loss keeps falling, the rate about halfway down it)
+and ``minimum/10`` (its ``lr_min``) are there too; on the shapes demo ``valley`` fell 17 points
+behind the best rate of a grid (docs/benchmarks.md), which is why it is not the default here. The
+sweep stops early when the smoothed loss passes 4x its lowest value or the loss is not finite
+(fastai's divergence test), or on Ctrl+C.
 """
 
 from __future__ import annotations
@@ -23,17 +27,25 @@ import keras
 from resnetctl.errors import Stopped
 from resnetctl.signals import stop_on_signals
 from resnetctl.training.callbacks import StopRequested
+from resnetctl.training.config import LR_FIND_RULE as DEFAULT_RULE
 from resnetctl.training.distribute import resolve
 from resnetctl.training.schedules import ExponentialSweep
 from resnetctl.training.trainer import build_model, compile_model, set_up_backend, train_batches_for
 
 SMOOTHING = 0.98  # fastai's beta
 DIVERGENCE = 4.0  # stop once the smoothed loss is this many times its lowest value
-RULE = (
-    "valley (fastai's default): the longest stretch over which the smoothed loss keeps falling, "
-    "the rate about halfway down it (first 10% of the steps and last 5 left out)"
-)
-FALLBACK_RULE = "minimum/10: a tenth of the rate at the lowest smoothed loss (the loss fell over too few steps)"
+RULES = {
+    "peak": (
+        "peak: half the rate at the lowest smoothed loss (Smith 2018's maximum rate, the largest at which the "
+        "loss still falls, as the peak of train's warmup-then-decay schedule; halved for the smoothing's lag)"
+    ),
+    "valley": (
+        "valley (fastai's default): the longest stretch over which the smoothed loss keeps falling, "
+        "the rate about halfway down it (first 10% of the steps and last 5 left out)"
+    ),
+    "minimum/10": "minimum/10 (fastai's lr_min): a tenth of the rate at the lowest smoothed loss",
+}
+SHORT_VALLEY = "; the loss fell over too few steps for a valley, so minimum/10"
 
 
 def smooth(losses: list[float], beta: float = SMOOTHING) -> list[float]:
@@ -60,26 +72,38 @@ def longest_valley(values: list[float]) -> tuple[int, int]:
     return max(0, end - lengths[end]) if n else 0, end
 
 
-def suggest(rates: list[float], smoothed: list[float]) -> dict:
-    """The suggested rate, the rule that chose it, and the rate at the lowest smoothed loss."""
+def _valley(rates: list[float], smoothed: list[float]) -> tuple[float, list[float]] | None:
+    skip = len(rates) // 10
+    rates_kept, losses_kept = rates[skip : len(rates) - 5], smoothed[skip : len(smoothed) - 5]
+    if len(rates_kept) < 4:
+        return None
+    start, end = longest_valley(losses_kept)
+    if end - start < 3:
+        return None
+    third = (end - start) / 3
+    return rates_kept[start + int(third) + int(third / 2)], [rates_kept[start], rates_kept[end]]
+
+
+def suggest(rates: list[float], smoothed: list[float], rule: str = DEFAULT_RULE) -> dict:
+    """The rate ``rule`` (:data:`RULES`) suggests, what every rule would, and the lowest point."""
     if not rates:
         raise ValueError("no step was recorded")
     lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
-    skip = len(rates) // 10
-    rates_kept, losses_kept = rates[skip : len(rates) - 5], smoothed[skip : len(smoothed) - 5]
-    found = {"minimum_lr": rates[lowest], "minimum_loss": smoothed[lowest]}
-    if len(rates_kept) >= 4:
-        start, end = longest_valley(losses_kept)
-        third = (end - start) / 3
-        if end - start >= 3:
-            index = start + int(third) + int(third / 2)
-            return {
-                **found,
-                "lr": rates_kept[index],
-                "rule": RULE,
-                "valley": [rates_kept[start], rates_kept[end]],
-            }
-    return {**found, "lr": rates[lowest] / 10, "rule": FALLBACK_RULE, "valley": None}
+    valley = _valley(rates, smoothed)
+    candidates = {"peak": rates[lowest] / 2, "valley": valley[0] if valley else None, "minimum/10": rates[lowest] / 10}
+    text = RULES[rule]
+    lr = candidates[rule]
+    if lr is None:  # no valley
+        lr, text = candidates["minimum/10"], text + SHORT_VALLEY
+    return {
+        "lr": lr,
+        "rule": text,
+        "rule_name": rule,
+        "candidates": candidates,
+        "valley": valley[1] if valley else None,
+        "minimum_lr": rates[lowest],
+        "minimum_loss": smoothed[lowest],
+    }
 
 
 class SweepRecorder(keras.callbacks.Callback):
@@ -155,7 +179,7 @@ def lr_find(plan, progress=None) -> dict:
     points = recorder.points
     if not points:
         raise Stopped(f"lr-find stopped at its first step: {recorder.stopped}", hint="try a lower --start-lr")
-    found = suggest([p["lr"] for p in points], [p["smoothed"] for p in points])
+    found = suggest([p["lr"] for p in points], [p["smoothed"] for p in points], plan.rule)
     result = {
         "model": config.model,
         "dataset": info.name,
@@ -170,6 +194,8 @@ def lr_find(plan, progress=None) -> dict:
         "stopped": recorder.stopped or f"the sweep reached lr {points[-1]['lr']:.3g}",
         "suggested_lr": float(f"{found['lr']:.3g}"),
         "rule": found["rule"],
+        "rule_name": found["rule_name"],
+        "candidates": {k: (float(f"{v:.3g}") if v else None) for k, v in found["candidates"].items()},
         "valley": found["valley"],
         "minimum_lr": found["minimum_lr"],
         "minimum_loss": found["minimum_loss"],
