@@ -464,8 +464,10 @@ def _run_trial(plan: TunePlan, study, trial, progress: TuneProgress, params: dic
         )
         watch = _pruning(trial)
         try:
-            if going_on and run.history() and run.history()[-1]["epoch"] >= run.total_epochs():
-                history, stopped = run.history(), None  # it ended before Optuna was told
+            ended = run.state() if going_on else {}
+            if ended.get("state") == "finished":  # it ended (or was pruned) before Optuna was told
+                history = run.history()
+                stopped = {"reason": ended.get("reason")} if ended.get("stopped_epoch") else None
             elif going_on:
                 result = resume(plan_resume(str(run.path)), progress.training(), watch)
                 history, stopped = result.history, result.stopped_early
