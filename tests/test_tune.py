@@ -125,6 +125,24 @@ def test_the_pruner_ends_a_trial_as_early_stopping_ends_a_run(two_class_data, tm
     assert sorted(study.trials[-1].intermediate_values) == [1, 2]
 
 
+OPEN = "import sys, resnetctl.tuning as t; t.open_storage(sys.argv[1])"
+
+
+def test_processes_opening_a_new_storage_at_once_all_open_it(tmp_path):
+    """Each makes the storage's tables; the slower one's insert of the schema version used to fail
+    (UNIQUE constraint failed: alembic_version.version_num), 12 times in 24 here without the retry."""
+    import sys
+
+    for k in range(3):
+        url = f"sqlite:///{tmp_path}/s{k}.db"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", OPEN, url], stderr=subprocess.PIPE, text=True) for _ in range(3)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+
+
 def test_bad_input_is_one_line_before_anything_is_written(two_class_data, tmp_path):
     runs = tmp_path / "runs"
     (tmp_path / "space.json").write_text(json.dumps({"lr": "0.01:1", "lrr": "1:2"}))

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import socket
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -242,6 +243,12 @@ class TunePlan:
                                  pruner=pruner)  # fmt: skip
 
 
+# two processes opening a new storage at once both create its tables: the second's insert of the
+# schema version fails (seen with two workers on one new SQLite file); opening it again then finds it made
+STORAGE_ATTEMPTS = 5
+CREATION_RACE = ("IntegrityError", "UNIQUE constraint", "already exists", "database is locked", "Duplicate")
+
+
 def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / DB_NAME).resolve()}"
 
@@ -250,14 +257,20 @@ def open_storage(url: str):
     """Optuna's RDB storage at ``url`` (any SQLAlchemy URL), or one line saying why not."""
     optuna = require_optuna()
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}  # several writers wait
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except Exception as exc:  # noqa: BLE001 (SQLAlchemy and drivers raise many kinds)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunError(
-            f"Cannot open --storage {url} ({reason})",
-            hint="give a SQLAlchemy URL that can be opened, e.g. sqlite:///study.db or postgresql://host/db",
-        ) from None
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except Exception as exc:  # noqa: BLE001 (SQLAlchemy and drivers raise many kinds)
+            text = f"{type(exc).__name__}: {exc}"
+            if attempt + 1 < STORAGE_ATTEMPTS and any(mark in text for mark in CREATION_RACE):
+                time.sleep(0.5 * (attempt + 1))  # another process is creating the same storage's tables
+                continue
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunError(
+                f"Cannot open --storage {url} ({reason})",
+                hint="give a SQLAlchemy URL that can be opened, e.g. sqlite:///study.db or postgresql://host/db",
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def _locate(study: str, storage: str | None, runs_dir, create: bool = True) -> tuple[Path, Path, str]:
