@@ -78,6 +78,25 @@ def _balanced_cifar_archive(path: Path, per_class: int) -> Path:
 
 
 @pytest.fixture(scope="session")
+def two_class_data(tmp_path_factory) -> Path:
+    """The data dir of ``tiny``: 2 classes of 16 px images (bright, dark), 12 train, 4 val and 8 test,
+    prepared through the CLI: runs of a few seconds (tune's trials, train's batch search, seeds)."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("two-class")
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("bright", "dark")):
+        (root / "src" / cls).mkdir(parents=True)
+        for i in range(12):
+            image = rng.integers(0, 128, (16, 16, 3), dtype=np.uint8) + 127 * (1 - c)
+            cv2.imwrite(str(root / "src" / cls / f"{i}.png"), image.astype(np.uint8))
+    run_cli("prepare", "folder", "--source", root / "src", "--name", "tiny", "--data-dir", root / "data", "--size", 16,
+            "--val-split", 0.25, "--test-split", 0.34)  # fmt: skip
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Path:
     """The shared Tiny ImageNet mini, prepared once into its own data dir (order-independent)."""
     root = tmp_path_factory.mktemp("tiny-data")

@@ -79,7 +79,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 LAYERS = {
     "cli": ["resnetctl.cli", "resnetctl.__main__", "resnetctl.cli_options", "resnetctl.cli_runtime"],
     "ui": ["resnetctl.ui"],
-    "plan": ["resnetctl.plan"],
+    "plan": ["resnetctl.plan", "resnetctl.tuning"],  # a study plans its trials and hands them to the trainer
     "work": [
         "resnetctl.training.trainer",
         "resnetctl.training.callbacks",
@@ -87,6 +87,9 @@ LAYERS = {
         "resnetctl.prediction",
         "resnetctl.export",
         "resnetctl.reports",
+        "resnetctl.diagnose",
+        "resnetctl.training.lr_find",
+        "resnetctl.training.batch_search",
     ],
     "records": ["resnetctl.runs", "resnetctl.lineage", "resnetctl.tracking", "resnetctl.plots", "resnetctl.outputs"],
     "data, models, settings": [

@@ -63,6 +63,10 @@ _LAZY = {
     "train": "resnetctl.training.trainer",
     "resume": "resnetctl.training.trainer",
     "evaluate": "resnetctl.evaluation",
+    "lr_find": "resnetctl.training.lr_find",
+    "diagnose_run": "resnetctl.diagnose",
+    "plan_tune": "resnetctl.tuning",
+    "run_study": "resnetctl.tuning",
     "load_model": "resnetctl.runs",
 }
 

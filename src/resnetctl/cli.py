@@ -21,11 +21,24 @@ from resnetctl.cli_options import (
     ForceOpt,
     JsonOpt,
     ModelChoice,
+    PrunerOpt,
     RecipeOpt,
     ResumeMlflowOpt,
     RunOpt,
     RunsDir,
+    SeedsOpt,
+    ShowStudyOpt,
+    SpaceOpt,
+    StorageOpt,
     StrategyOpt,
+    StudyOpt,
+    SweepEndOpt,
+    SweepPlotOpt,
+    SweepRuleOpt,
+    SweepStartOpt,
+    SweepStepsOpt,
+    TrialsOpt,
+    TuneResumeOpt,
     with_model_choice,
     with_train_options,
 )
@@ -38,6 +51,7 @@ from resnetctl.cli_runtime import (
     reading_note,
     set_verbose,
 )
+from resnetctl.training.config import LR_FIND_END, LR_FIND_RULE, LR_FIND_START, LR_FIND_STEPS
 
 app = typer.Typer(
     name="resnetctl",
@@ -165,17 +179,31 @@ def _train(
     config_file: ConfigFileOpt = None,
     dry_run: DryRunOpt = False,
     strategy: StrategyOpt = "auto",
+    seeds: SeedsOpt = None,
     **options,
 ):
     """Train MODEL on a prepared dataset; the run stays resumable at every epoch."""
-    from resnetctl.plan import plan_train
+    from resnetctl.plan import plan_seeds, plan_train
     from resnetctl.training.settings import config_from_flags
 
     if recipe == "list":
         from resnetctl.training.recipes import recipe_rows
 
         return ui.show_recipes(console, recipe_rows())
-    plan = plan_train(config_from_flags(model, config_file, options, recipe), strategy)
+    config = config_from_flags(model, config_file, options, recipe)
+    if seeds is not None:
+        plans = plan_seeds(config, seeds, strategy)
+        if dry_run:
+            console.print("runs: " + ", ".join(p.run.name for p in plans), highlight=False, markup=False)
+        else:
+            return _train_seeds(plans)
+    plan = plans[0] if seeds is not None else plan_train(config, strategy)
+    if dry_run and plan.auto_batch:  # measured now, as train would
+        import_backend_quietly()
+        from resnetctl.training.trainer import set_up_backend, settle_batch_size
+
+        set_up_backend(plan.config)
+        plan = settle_batch_size(plan)
     if dry_run:
         from resnetctl.training.recipes import recipe_report
 
@@ -186,7 +214,99 @@ def _train(
     ui.show_trained(console, train(plan, ui.TrainingDisplay(console)))
 
 
+def _train_seeds(plans) -> None:
+    """``train --seeds N``: the sibling runs one after the other, then what they make together."""
+    import_backend_quietly()
+    from resnetctl.reports import run_summary
+    from resnetctl.training.trainer import train as run_training
+
+    for plan in plans:
+        ui.show_trained(console, run_training(plan, ui.TrainingDisplay(console)))
+    ui.show_seed_groups(console, [run_summary(plans[0].run)])
+
+
 app.command("train")(_train)
+
+
+def _lr_find(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--recipe's or --config's"),
+    ] = None,
+    recipe: RecipeOpt = None,
+    config_file: ConfigFileOpt = None,
+    steps: SweepStepsOpt = LR_FIND_STEPS,
+    start_lr: SweepStartOpt = LR_FIND_START,
+    end_lr: SweepEndOpt = LR_FIND_END,
+    plot: SweepPlotOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --plot replace an existing file.")] = False,
+    rule: SweepRuleOpt = LR_FIND_RULE,
+    as_json: JsonOpt = False,
+    **options,
+):
+    """Sweep the learning rate exponentially over a fresh model (train's model, augmentation and
+    compiled step; no run is made) and suggest one, with the train command that uses it. Takes
+    train's options: the command it prints repeats them."""
+    from resnetctl.plan import plan_lr_find
+
+    plan = plan_lr_find(
+        model, config_file, recipe, options, steps=steps, start_lr=start_lr, end_lr=end_lr, plot=plot, force=force,
+        rule=rule,
+    )  # fmt: skip
+    import_backend_quietly()
+    from resnetctl.training.lr_find import lr_find
+
+    with ui.SweepBar(err_console) as bar:
+        result = lr_find(plan, bar)
+    return print_json(result) if as_json else ui.show_lr_find(console, result)
+
+
+app.command("lr-find")(with_train_options(_lr_find))
+
+
+def _tune(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Model name, e.g. resnet20.", show_default="the study's (--resume, --show)"),
+    ] = None,
+    recipe: RecipeOpt = None,
+    config_file: ConfigFileOpt = None,
+    study: StudyOpt = None,
+    storage: StorageOpt = None,
+    trials: TrialsOpt = None,
+    space: SpaceOpt = None,
+    pruner: PrunerOpt = "median",
+    resume: TuneResumeOpt = False,
+    show: ShowStudyOpt = False,
+    as_json: JsonOpt = False,
+    **options,
+):
+    """Search hyperparameters on Optuna: each train option given a range (--lr 0.01:1) or a list
+    (--schedule poly,cosine) is searched, a plain value is fixed; each trial is a run of its own,
+    and Optuna's pruner stops the trials that lag at an epoch."""
+    from resnetctl.tuning import plan_tune, show_study
+
+    if show:
+        report = show_study(study, storage, options.get("runs_dir"))
+        return print_json(report) if as_json else ui.show_study(console, report)
+    plan = plan_tune(
+        model, config_file, recipe, options, study=study, storage=storage, trials=trials, space_file=space,
+        pruner=pruner, resume=resume,
+    )  # fmt: skip
+    import_backend_quietly()
+    from resnetctl.tuning import run_study
+
+    report = run_study(plan, ui.TuneDisplay(err_console if as_json else console))
+    return print_json(report) if as_json else ui.show_study(console, report)
+
+
+def _searched_options() -> frozenset:
+    from resnetctl.training.config import searchable
+
+    return frozenset(searchable())
+
+
+app.command("tune")(with_train_options(_tune, _searched_options()))
 
 
 @app.command()
@@ -356,6 +476,20 @@ def summary(
     if plan.plot is not None:
         console.print(f"curves of {len(rows)} run(s): {plan.plot.path}", highlight=False)
     return ui.show_run(console, rows[0]) if len(rows) == 1 else ui.show_runs(console, rows)
+
+
+@app.command()
+def diagnose(
+    run: RunOpt = None,
+    runs_dir: RunsDir = None,
+    as_json: JsonOpt = False,
+):
+    """Read a run's history and say what it sees (diverging, over-fitting, on a plateau, still
+    improving), with the resume, fork or train command that acts on it."""
+    from resnetctl.diagnose import diagnose_run
+
+    result = diagnose_run(run, runs_dir)
+    return print_json(result) if as_json else ui.show_diagnosis(console, result)
 
 
 def main() -> None:

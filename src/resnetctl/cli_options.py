@@ -86,6 +86,57 @@ ResumeMlflowOpt = Annotated[
     ),
 ]
 
+# lr-find, tune and train --seeds
+SeedsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Train N sibling runs RUN-sS with seeds S = --seed .. --seed+N-1; summary shows their mean and "
+        "95% interval.",
+        show_default="one run",
+    ),
+]
+SweepStepsOpt = Annotated[int, typer.Option(help="Optimizer steps of the sweep at most (fastai's num_it).")]
+SweepStartOpt = Annotated[float, typer.Option(help="The rate of the first step.")]
+SweepEndOpt = Annotated[float, typer.Option(help="The rate of the last step.")]
+SweepPlotOpt = Annotated[
+    Path | None,
+    typer.Option(help="Draw the loss against the rate (log scale) with the suggestion (.png, .svg, .pdf)."),
+]
+SweepRuleOpt = Annotated[
+    str,
+    typer.Option(
+        help="peak: half the rate at the lowest smoothed loss | valley: fastai's default | minimum/10: fastai's "
+        "lr_min (docs/training.md)."
+    ),
+]
+PrunerOpt = Annotated[str, typer.Option(help="median (stop a trial below the median at an epoch) | none.")]
+StudyOpt = Annotated[
+    str | None, typer.Option(help="The study's name; its trials are the runs RUNS/STUDY/t0000, t0001, ...")
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Optuna's storage, any SQLAlchemy URL: processes (and hosts) naming one storage and study share "
+        "its trials.",
+        show_default="sqlite:///RUNS/STUDY/optuna.db",
+    ),
+]
+TrialsOpt = Annotated[
+    int | None,
+    typer.Option(help="Trials of the study in all (every process together).", show_default="the study's"),
+]
+SpaceOpt = Annotated[
+    Path | None,
+    typer.Option(help='A JSON file of the space: {"lr": "0.01:1", "schedule": ["poly", "cosine"], "epochs": 5}.'),
+]
+TuneResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the study with its own settings, taking over trials whose process died."),
+]
+ShowStudyOpt = Annotated[
+    bool, typer.Option("--show", help="List the study's trials best first, and the train command of the best.")
+]
+
 
 @dataclass(frozen=True)
 class ModelChoice:
@@ -152,19 +203,20 @@ def with_model_choice(dataset_help: str):
     return decorate
 
 
-def _train_option(f) -> inspect.Parameter:
-    """A Typer option made from a TrainConfig field's declaration (its help, default, flag)."""
-    from resnetctl.training.config import option_kind
+def _train_option(f, searched: frozenset = frozenset()) -> inspect.Parameter:
+    """A Typer option made from a TrainConfig field's declaration (its help, default, flag); one of
+    ``searched`` takes text (tune: a value, a range or a list, read by ``resnetctl.tuning``)."""
+    from resnetctl.training.config import option_flag, option_kind
 
     meta = f.metadata
     base, _ = option_kind(f)
-    dash = f.name.replace("_", "-")
+    decls = [option_flag(f)]
     if base is bool:
-        decls, kind = [meta.get("flag") or f"--{dash}/--no-{dash}"], bool
-    elif typing.get_origin(base) is tuple:
-        decls, kind = [f"--{dash}"], str  # a comma-separated list, parsed by config_from_flags
+        kind = bool
+    elif typing.get_origin(base) is tuple or f.name in searched or meta.get("words"):
+        kind = str  # a list, a number or a word (auto): parsed by config_from_flags; tune's text by tuning
     else:
-        decls, kind = [f"--{dash}"], base
+        kind = base
     default = f.default
     shown = meta.get("show_default") or (
         ("on" if default else "off") if isinstance(default, bool) else str(default) if default is not None else None
@@ -181,14 +233,14 @@ def _train_option(f) -> inspect.Parameter:
     )
 
 
-def with_train_options(command):
-    """Give ``command`` one option per TrainConfig field declared for the command line; it
-    receives them in ``**options``."""
+def with_train_options(command, searched: frozenset = frozenset()):
+    """Give ``command`` one option per TrainConfig field declared for the command line (those of
+    ``searched`` as text); it receives them in ``**options``."""
     from resnetctl.training.config import cli_options
 
     signature = inspect.signature(command, eval_str=True)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    generated = [_train_option(f) for f in cli_options()]
+    generated = [_train_option(f, searched) for f in cli_options()]
     command.__signature__ = signature.replace(parameters=fixed + generated)
     command.__annotations__ = {p.name: p.annotation for p in fixed + generated}
     return command

@@ -132,9 +132,9 @@ def inference_model(model):
     """The trained graph without its training-only layers, at float32, in built-in layers, weights copied."""
     import keras
 
-    from resnetctl.models.layers import BatchMix, ChannelZeroPad, RandomAffineFlip, RandomCropFlip
+    from resnetctl.models.layers import BatchMix, ChannelZeroPad, KerasPolicy, RandomAffineFlip, RandomCropFlip
 
-    training_only = (RandomCropFlip, RandomAffineFlip, BatchMix)
+    training_only = (RandomCropFlip, RandomAffineFlip, KerasPolicy, BatchMix)
 
     def plain(layer):
         if isinstance(layer, training_only):

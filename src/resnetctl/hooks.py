@@ -29,3 +29,16 @@ class TrainingProgress:
     def epoch_end(self, row: dict) -> None: ...
 
     def close(self) -> None: ...
+
+
+class TuneProgress:
+    """What ``tune`` reports: each trial's start (``number``, ``trials``, ``params``, ``run``,
+    ``resumed``) and end (``number``, ``state``, ``value``, ``epochs`` or ``reason``), and the
+    :class:`TrainingProgress` each trial's training reports through."""
+
+    def trial_start(self, info: dict) -> None: ...
+
+    def training(self) -> TrainingProgress:
+        return TrainingProgress()
+
+    def trial_end(self, info: dict) -> None: ...

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from resnetctl import atomic, paths
 from resnetctl.errors import RunError
-from resnetctl.runs import RUN_FORMAT, RunDir, epoch_in, link_or_copy, now
+from resnetctl.runs import RUN_FORMAT, RunDir, epoch_in, free_name, link_or_copy, now
 
 
 def lineage(run: RunDir) -> list[dict]:
@@ -47,7 +47,7 @@ def branch_off(run: RunDir, epoch: int) -> RunDir | None:
     ends = {p: epoch_in(p) for p in (run.last_path, run.best_path) if p.is_file()}
     if not later_rows and not later_files and not any(e is not None and e > epoch for e in ends.values()):
         return None
-    branch = RunDir(run.path.with_name(_free_name(run.path.parent, f"{run.name[:120]}.b")))
+    branch = RunDir(run.path.with_name(free_name(run.path.parent, f"{run.name[:120]}.b")))
     tmp = run.path.with_name(f".{branch.name}{atomic.TEMP_MARK}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "checkpoints").mkdir(parents=True)
@@ -121,10 +121,3 @@ def fork(run: RunDir, epoch: int, name: str) -> RunDir:
     atomic.write_json(staged.marker_path, {"format": RUN_FORMAT, "id": uuid.uuid4().hex, "created": now()})
     os.rename(tmp, child.path)
     return child
-
-
-def _free_name(folder: Path, stem: str) -> str:
-    k = 1
-    while (folder / f"{stem}{k}").exists() or (folder / f"{stem}{k}").is_symlink():
-        k += 1
-    return f"{stem}{k}"

@@ -22,7 +22,16 @@ from resnetctl.data.store import DatasetInfo, fits_in_memory, open_dataset, open
 from resnetctl.errors import RunError
 from resnetctl.runs import RunDir, find_run, init_source, snapshot_file
 from resnetctl.scoring import check_topk, check_tta
-from resnetctl.training.config import STRATEGIES, TrainConfig
+from resnetctl.training.config import (
+    AUTO,
+    LR_FIND_END,
+    LR_FIND_RULE,
+    LR_FIND_RULES,
+    LR_FIND_START,
+    LR_FIND_STEPS,
+    STRATEGIES,
+    TrainConfig,
+)
 
 
 def check_strategy(strategy: str) -> str:
@@ -41,6 +50,14 @@ class TrainPlan:
     strategy: str
     restart: bool  # the folder is a run of ours that never finished an epoch: it starts again
     in_memory: bool
+    requested: TrainConfig | None = None  # --batch-size auto: the config before the batch is found
+    batch_search: dict | None = None  # --batch-size auto: what was measured (training/batch_search.py)
+    seed_group: dict | None = None  # train --seeds: {"name", "seeds", "runs"} of the sibling runs
+
+    @property
+    def auto_batch(self) -> bool:
+        """``--batch-size auto`` still to be measured (it needs the backend: train and --dry-run do it)."""
+        return self.requested is not None and self.batch_search is None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -63,8 +80,14 @@ class TrainPlan:
     def describe(self) -> dict:
         """Every setting as it will be used (what ``--dry-run`` shows and config.json records)."""
         c = self.config
+        auto = {}
+        if self.auto_batch:
+            auto = {"batch_size": f"auto (measured when training starts; the default rule gives {c.batch_size})"}
+        elif self.batch_search:
+            auto = {"batch_search": self.batch_search["rule"]}
         return {
             **c.to_dict(),
+            **auto,
             "warmup_epochs": c.warmup(),
             "jit": "auto (Keras compiles with XLA where the backend can)" if c.jit is None else c.jit,
             "in_memory": self.in_memory,
@@ -111,12 +134,31 @@ def plan_train(config: TrainConfig, strategy: str = "auto") -> TrainPlan:
                 hint=f"continue it with: {command('resume', '--run', run.path.resolve())}; or pick another --run name",
             )
         restart = True
-    resolved = replace(config.resolved(info), run=name, dataset=info.name if config.dataset is None else config.dataset)
+    named = replace(config, run=name, dataset=info.name if config.dataset is None else config.dataset)
+    resolved = named.resolved(info)
     in_memory = fits_in_memory(info, "train") if config.in_memory is None else config.in_memory
-    plan = TrainPlan(resolved, info, run, strategy, restart, in_memory)
+    requested = named if config.batch_size == AUTO else None
+    plan = TrainPlan(resolved, info, run, strategy, restart, in_memory, requested)
     if config.mlflow:  # the store answers (bounded), before Keras and before anything is written
         tracking.check_store(None, plan.tracking_off)
     return plan
+
+
+def plan_seeds(config: TrainConfig, seeds: int, strategy: str = "auto") -> list[TrainPlan]:
+    """``train --seeds N``: N sibling runs ``RUN-sS`` for seeds S = SEED .. SEED+N-1 (RUN: ``--run``
+    or the default name), all planned (names, folders, settings) before any of them trains."""
+    if seeds < 1:
+        raise RunError(f"`seeds` must be >= 1. Received: seeds={seeds}")
+    config.validate()
+    info = open_dataset(config.dataset, config.data_dir)
+    base = config.run or f"{config.model}-{info.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    names = [f"{base}-s{config.seed + k}" for k in range(seeds)]
+    group = {"name": base, "seeds": [config.seed + k for k in range(seeds)], "runs": names}
+    plans = [
+        replace(plan_train(replace(config, run=name, seed=config.seed + k), strategy), seed_group=group)
+        for k, name in enumerate(names)
+    ]
+    return plans
 
 
 @dataclass(frozen=True)
@@ -436,3 +478,71 @@ def plan_summary(runs: list[str] | None, runs_dir=None, plot: Path | None = None
     output = check_plot_path(plot, force) if plot is not None else None
     found = [find_run(r, runs_dir) for r in runs] if runs else list_runs(runs_dir)
     return SummaryPlan(found, bool(runs), output, runs_dir)
+
+
+@dataclass(frozen=True)
+class LrFindPlan:
+    """``lr-find``: the run's settings as ``train`` would resolve them (the same model, augmentation,
+    optimizer and loss), the sweep, the picture it draws, and the ``train`` command it hands back."""
+
+    config: TrainConfig  # resolved as train resolves it; one optimizer step per compiled call
+    dataset: DatasetInfo
+    steps: int
+    start_lr: float
+    end_lr: float
+    plot: object | None  # an outputs.Output for --plot
+    train_words: tuple[str, ...]  # train's arguments as given here (no --lr)
+    rule: str = LR_FIND_RULE
+
+    def train_command(self, lr: float) -> str:
+        """The ``train`` command that uses rate ``lr`` with every setting given to ``lr-find``."""
+        return command("train", *self.train_words, "--lr", f"{lr:.3g}")
+
+
+def plan_lr_find(
+    model: str | None,
+    config_file=None,
+    recipe: str | None = None,
+    flags: dict | None = None,
+    *,
+    steps: int = LR_FIND_STEPS,
+    start_lr: float = LR_FIND_START,
+    end_lr: float = LR_FIND_END,
+    plot=None,
+    force: bool = False,
+    rule: str = LR_FIND_RULE,
+) -> LrFindPlan:
+    """Everything ``lr-find`` can refuse, refused before Keras: the train options (as ``train``
+    checks them), the sweep's range and length, the dataset, the picture's path."""
+    from resnetctl.training.config import flag_words
+    from resnetctl.training.settings import config_from_flags
+
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    if "lr" in flags:
+        raise RunError("lr-find sweeps the rate itself: leave out --lr", hint="set the sweep with --start-lr/--end-lr")
+    if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
+        raise RunError(f"--start-lr and --end-lr must satisfy 0 < start < end. Received: {start_lr}, {end_lr}")
+    if steps < 10:
+        raise RunError(f"--steps must be >= 10 (the smoothing needs a few). Received: steps={steps}")
+    if rule not in LR_FIND_RULES:
+        raise RunError(f"Unknown rule {rule!r}", hint=f"use one of {', '.join(LR_FIND_RULES)}")
+    output = None
+    if plot is not None:
+        from resnetctl.plots import check_plot_path
+
+        output = check_plot_path(Path(plot), force)
+    config = config_from_flags(model, config_file, flags, recipe)
+    if config.batch_size == AUTO:
+        raise RunError(
+            "lr-find sweeps at one batch size: give --batch-size N",
+            hint="`resnetctl train ... --batch-size auto --dry-run` shows the batch auto finds",
+        )
+    info = open_dataset(config.dataset, config.data_dir)
+    resolved = replace(config.resolved(info), steps_per_execution=1)
+    words = (
+        *((model,) if model else ()),
+        *(("--recipe", recipe) if recipe else ()),
+        *(("--config", str(Path(config_file).resolve())) if config_file is not None else ()),
+        *flag_words(flags),
+    )
+    return LrFindPlan(resolved, info, steps, start_lr, end_lr, output, words, rule)

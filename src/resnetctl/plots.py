@@ -202,3 +202,34 @@ def runs_figure(curves: list[tuple[str, list[dict]]]):
     fig.suptitle(", ".join(label for label, _ in curves) if len(curves) <= 4 else f"{len(curves)} runs")
     fig.tight_layout()
     return fig
+
+
+def plot_lr_find(result: dict, output) -> None:
+    """``lr-find --plot``: the loss of each step (faint) and its smoothed curve against the rate
+    (log scale), the suggested rate and the lowest smoothed loss marked. Written through the output
+    policy (``outputs.written``: a temporary name, then a rename)."""
+    from resnetctl.outputs import written
+
+    plt = _pyplot()
+    points = result["points"]
+    rates = [p["lr"] for p in points]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.plot(rates, [p["loss"] for p in points], color="grey", alpha=0.35, linewidth=1, label="loss per step")
+    ax.plot(rates, [p["smoothed"] for p in points], linewidth=2, label="smoothed loss")
+    ax.axvline(result["suggested_lr"], color="red", linestyle="--", label=f"suggested {result['suggested_lr']:.3g}")
+    ax.axvline(result["minimum_lr"], color="green", linestyle=":", label=f"lowest at {result['minimum_lr']:.3g}")
+    ax.set_xscale("log")
+    finite = [p["smoothed"] for p in points if math.isfinite(p["smoothed"])]
+    if finite:  # the divergence at the end must not flatten the valley
+        ax.set_ylim(min(finite) - 0.1 * abs(min(finite)), min(max(finite), 4 * min(finite)) * 1.05)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(
+        f"lr-find: {result['model']} on {result['dataset']}, batch {result['batch_size']}, {result['steps_run']} steps"
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with written(output, suffix=output.path.suffix) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)

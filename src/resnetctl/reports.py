@@ -70,15 +70,72 @@ def branches(run: RunDir) -> list[dict]:
     return out
 
 
+def latest_evaluation(run: RunDir) -> dict | None:
+    """The newest evaluation of the run by when it was made, a test-split one preferred."""
+    evals = [e for e in run.evaluations() if e.get("rank_1") is not None]
+    tests = [e for e in evals if e.get("split") == "test"]
+    return (tests or evals or [None])[-1]
+
+
+# two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.96)
+T_95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+T_95 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_and_interval(values: list[float]) -> dict | None:
+    """The mean of ``values``, their sample standard deviation and the half-width of the 95%
+    confidence interval of the mean (Student's t); None without values."""
+    if not values:
+        return None
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "std": None, "ci95": None, "values": values}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    t = T_95[n - 2] if n - 1 <= len(T_95) else 1.96
+    return {"n": n, "mean": mean, "std": std, "ci95": t * std / math.sqrt(n), "values": values}
+
+
+def seed_group(run: RunDir) -> dict | None:
+    """``train --seeds``: the run's sibling runs (those of its group still beside it; a branch or a
+    fork of one is not a sibling), the mean and 95% interval of their best scores and of their
+    newest test rank-1 (the runs evaluated on test)."""
+    group = run.config().get("seed_group")
+    if not isinstance(group, dict) or not isinstance(group.get("runs"), list) or run.name not in group["runs"]:
+        return None
+    members = []
+    for name in group["runs"]:
+        sibling = RunDir(run.path.parent / str(name))
+        if sibling.path.is_dir() and sibling.is_run():
+            members.append(sibling)
+    bests, tests = [], []
+    for member in members:
+        try:
+            best = best_row(member.history())
+            test = latest_evaluation(member)
+        except RunError:
+            continue
+        if best is not None:
+            bests.append(score(best))
+        if test is not None and test.get("split") == "test":
+            tests.append(float(test["rank_1"]))
+    return {
+        "name": group.get("name"),
+        "seeds": group.get("seeds"),
+        "runs": group["runs"],
+        "found": len(members),
+        "best_score": mean_and_interval(bests),
+        "test_rank_1": mean_and_interval(tests),
+    }
+
+
 def run_summary(run: RunDir) -> dict:
     config = run.config()
     options = run.options()
     history = run.history()
     state = run.state()
     best = best_row(history)
-    evals = [e for e in run.evaluations() if e.get("rank_1") is not None]
-    tests = [e for e in evals if e.get("split") == "test"]
-    latest = (tests or evals or [None])[-1]  # the newest, by when it was made
+    latest = latest_evaluation(run)
     seconds = sum(r.get("seconds", 0.0) for r in history)
     speeds = [r["images_per_second"] for r in history if "images_per_second" in r]
     curve_key = "val_accuracy" if any("val_accuracy" in r for r in history) else "accuracy"
@@ -113,6 +170,7 @@ def run_summary(run: RunDir) -> dict:
         "curve": curve_key,
         "sparkline": sparkline([r[curve_key] for r in history if curve_key in r]),
         "next_command": next_command(run, state.get("state", ""), done, total),
+        "seed_group": seed_group(run),
     }
 
 

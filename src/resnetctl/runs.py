@@ -446,6 +446,10 @@ def check_record(record: dict, where: str):
     for key in ("batch_size", "augmentation"):
         if getattr(config, key) is None:
             raise RunError(f"{where}: `{key}` must be set in a run's config. Received: {key}=null")
+    if not isinstance(config.batch_size, int):  # train writes the batch --batch-size auto found
+        raise RunError(
+            f"{where}: `batch_size` must be a whole number in a run's config. Received: {config.batch_size!r}"
+        )
     check_segments(config.segments)
     info = record.get("dataset_info")
     if info is not None and not (
@@ -465,6 +469,14 @@ def epoch_in(path: Path) -> int | None:
         return epoch if isinstance(epoch, int) else None
     except RunError:
         return None
+
+
+def free_name(folder: Path, stem: str) -> str:
+    """``STEM1``, ``STEM2``, ...: the first that names nothing in ``folder`` (branches, forks the tool suggests)."""
+    k = 1
+    while (folder / f"{stem}{k}").exists() or (folder / f"{stem}{k}").is_symlink():
+        k += 1
+    return f"{stem}{k}"
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

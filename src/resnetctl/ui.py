@@ -283,6 +283,8 @@ class TrainingDisplay(TrainingProgress):
             highlight=False,
             soft_wrap=True,
         )
+        if plan.get("batch_search"):
+            self.console.print(f"batch size auto: {escape(plan['batch_search'])}", highlight=False, soft_wrap=True)
         resumed = plan.get("resumed")
         if resumed:
             self._show_resumed(resumed)
@@ -513,8 +515,33 @@ def show_run(console: Console, s: dict) -> None:
     ]:
         table.add_row(key, escape(str(value)))
     console.print(table)
+    show_seed_groups(console, [s])
     if s["next_command"]:  # outside the table, unwrapped: it works when selected and pasted
         console.print("next: " + escape(s["next_command"]), highlight=False, soft_wrap=True)
+
+
+def _interval_text(stats: dict | None) -> str:
+    if not stats:
+        return "-"
+    if stats["ci95"] is None:
+        return f"{stats['mean']:.4f} (1 run)"
+    return f"{stats['mean']:.4f} ± {stats['ci95']:.4f} (95% CI, {stats['n']} runs, sd {stats['std']:.4f})"
+
+
+def show_seed_groups(console: Console, rows: list[dict]) -> None:
+    """``train --seeds`` groups among ``rows``: the mean and 95% interval of the best score and of the test rank-1."""
+    seen = set()
+    for s in rows:
+        g = s.get("seed_group")
+        if not g or g["name"] in seen:
+            continue
+        seen.add(g["name"])
+        console.print(
+            f"seeds {escape(str(g['name']))} ({g['found']} of {len(g['runs'])} runs): best {s['curve']} "
+            f"{_interval_text(g['best_score'])}; test rank-1 {_interval_text(g['test_rank_1'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def show_runs(console: Console, rows: list[dict]) -> None:
@@ -538,6 +565,7 @@ def show_runs(console: Console, rows: list[dict]) -> None:
             s["sparkline"],
         )
     console.print(table)
+    show_seed_groups(console, rows)
 
 
 def show_followed(console: Console, row: dict) -> None:
@@ -548,3 +576,149 @@ def show_followed(console: Console, row: dict) -> None:
         return
     cells = " ".join(f"{label} {_fmt(row, key, fmt).strip()}" for key, label, fmt in COLUMNS if key in row)
     console.print(f"epoch {row['epoch']}: {cells}", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- lr-find
+class SweepBar:
+    """``lr-find``'s progress: a bar with the rate and smoothed loss on a terminal, nothing elsewhere."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            TextColumn("[bold]lr-find"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def __call__(self, step: int, steps: int, lr: float, smoothed: float) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("", total=steps, stats="")
+        self.progress.update(self.task, completed=step, stats=f"lr {lr:.2e} smoothed loss {smoothed:.4f}")
+
+
+def show_lr_find(console: Console, r: dict, rows: int = 12) -> None:
+    """The sweep as a short table (rate, smoothed loss), why it stopped, the suggestion with its
+    rule, and the ``train`` command that uses it (on a line of its own: it works when pasted)."""
+    console.print(
+        f"lr-find: {r['model']} on {r['dataset']} ({r['backend']}), batch {r['batch_size']}, "
+        f"{r['augmentation']}, {r['optimizer']}; {r['steps_run']} of {r['steps']} steps from lr "
+        f"{r['start_lr']:.3g} to {r['end_lr']:.3g}",
+        highlight=False,
+        markup=False,
+    )
+    table = _table("lr", "smoothed loss", console=console)
+    points = r["points"]
+    stride = max(1, len(points) // rows)
+    for p in points[::stride]:
+        table.add_row(f"{p['lr']:.3g}", f"{p['smoothed']:.4f}")
+    console.print(table)
+    console.print(f"stopped: {r['stopped']}", highlight=False, markup=False)
+    console.print(f"lowest smoothed loss {r['minimum_loss']:.4f} at lr {r['minimum_lr']:.3g}", highlight=False)
+    console.print(f"[bold]suggested lr {r['suggested_lr']:.3g}[/] by {escape(r['rule'])}", highlight=False)
+    others = [f"{k} {v:.3g}" for k, v in r["candidates"].items() if k != r["rule_name"] and v]
+    if others:
+        console.print("other rules (--rule): " + ", ".join(others), highlight=False)
+    if r.get("plot"):
+        console.print(f"plot: {r['plot']}", highlight=False, markup=False)
+    console.print("train with: " + escape(r["train_command"]), highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- diagnose
+def show_diagnosis(console: Console, d: dict) -> None:
+    """The verdict first, the other findings under it, each command on a line of its own."""
+    best = f"best {d['curve']} {d['best_score']:.4f} at epoch {d['best_epoch']}" if d.get("best_epoch") else "no best"
+    console.print(
+        f"run {escape(d['run'])}: {d['state']}, {d['epochs_done']} of {d['epochs']} epochs, {best}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for i, f in enumerate(d["findings"]):
+        style = "bold" if i == 0 else "dim"
+        console.print(f"[{style}]{escape(f['text'])}[/]", highlight=False, soft_wrap=True)
+        if f.get("note"):
+            console.print(f"  {escape(f['note'])}", highlight=False, soft_wrap=True)
+        if f.get("command"):
+            why = f" ({f['why']})" if f.get("why") else ""
+            console.print(f"  next{escape(why)}: {escape(f['command'])}", highlight=False, soft_wrap=True)
+        if f.get("also"):
+            console.print(f"  or: {escape(f['also'])}", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- tune
+def _params_text(params: dict) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class TuneDisplay:
+    """``tune``'s progress: a line as each trial starts and ends, the trial's training as train shows it."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def trial_start(self, info: dict) -> None:
+        going_on = " (going on from its checkpoint)" if info.get("resumed") else ""
+        self.console.print(
+            f"[bold]trial {info['number']}[/] of {info['trials']}{going_on}: {escape(_params_text(info['params']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def training(self):
+        return TrainingDisplay(self.console)
+
+    def trial_end(self, info: dict) -> None:
+        value = f" {info['value']:.4f}" if info.get("value") is not None else ""
+        epochs = f" after {info['epochs']} epochs" if info.get("epochs") is not None else ""
+        self.console.print(f"trial {info['number']}: {info['state']}{value}{epochs}", highlight=False)
+
+
+def show_study(console: Console, r: dict) -> None:
+    """``tune --show`` (and the end of ``tune``): the trials best first, the epochs spent, the best
+    and the train command that repeats it."""
+    console.print(
+        f"study {escape(r['study'])}: {r['model']} on {r['dataset']}; searches "
+        + escape("; ".join(r["space"].values()) or "nothing")
+        + f"; pruner {r['pruner']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = _table("trial", "state", "score", "epochs", "settings", "run", console=console)
+    for t in r["trials"]:
+        table.add_row(
+            *_plain(
+                t["number"],
+                t["state"],
+                f"{t['value']:.4f}" if t["value"] is not None else "-",
+                f"{t['epochs_done']}/{t['epochs']}" if t.get("epochs") else t["epochs_done"],
+                _params_text(t["params"]),
+                t["run"] or "-",
+            )
+        )
+    console.print(table)
+    console.print(
+        f"{len(r['trials'])} of {r['trials_planned']} trials; {r['epochs_spent']} epochs trained "
+        f"({r['epochs_without_pruning']} without pruning)",
+        highlight=False,
+    )
+    for note in r["notes"]:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    if r["best"]:
+        b = r["best"]
+        console.print(
+            f"[bold]best: trial {b['number']}[/], score {b['value']:.4f}: {escape(_params_text(b['params']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if r.get("train_command"):
+        console.print("repeat it with: " + escape(r["train_command"]), highlight=False, soft_wrap=True)

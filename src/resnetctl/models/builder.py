@@ -15,7 +15,7 @@ import numpy as np
 
 from resnetctl.checkpoints import deep_graph_recursion
 from resnetctl.errors import ModelError
-from resnetctl.models.layers import BatchMix, ChannelZeroPad, RandomAffineFlip, RandomCropFlip
+from resnetctl.models.layers import BatchMix, ChannelZeroPad, KerasPolicy, RandomAffineFlip, RandomCropFlip
 from resnetctl.models.specs import AUGMENTATIONS, ResNetSpec, get_spec
 
 
@@ -181,6 +181,8 @@ def build_from_spec(
     cutmix: float = 0.0,
     mix_prob: float = 1.0,
     mix_switch_prob: float = 0.5,
+    erasing: float = 0.0,
+    randaugment_magnitude: float = 0.1,
 ) -> keras.Model:
     """Build ``spec`` as a functional model: raw uint8 RGB in, class probabilities out.
 
@@ -192,6 +194,8 @@ def build_from_spec(
     to the spec's. ``augmentation`` adds a training-only :class:`RandomCropFlip` (or, for
     ``affine-flip``, a :class:`RandomAffineFlip` with ``affine``'s shift/rotation/zoom/shear) after the input;
     ``mixup``/``cutmix`` (Beta alphas, 0: off) a training-only :class:`BatchMix` after it.
+    ``randaugment`` is crop-flip followed by Keras' ``RandAugment`` at ``randaugment_magnitude``;
+    ``erasing`` (a probability) adds Keras' ``RandomErasing`` after the augmentation (:class:`KerasPolicy`).
     ``zero_init_last`` starts every residual branch at zero (Goyal et al. 2017; timm's default):
     without it, an untrained 1000-layer network overflows in inference mode, where fresh
     batch-norm statistics do not rescale. The papers' initialisation is the default.
@@ -220,9 +224,12 @@ def build_from_spec(
     if augmentation == "affine-flip":
         x = RandomAffineFlip(**(affine or {}), seed=seed, name="augment")(x)
     elif augmentation != "none":
-        mode = "translate" if augmentation == "crop-flip" else "resized"
+        mode = "resized" if augmentation == "resized-crop-flip" else "translate"
         shift = max_shift if max_shift is not None else max(1, input_size // 8)
         x = RandomCropFlip(mode=mode, max_shift=shift, seed=seed, name="augment")(x)
+    if augmentation == "randaugment" or erasing:
+        randaugment = augmentation == "randaugment"
+        x = KerasPolicy(randaugment, magnitude=randaugment_magnitude, erasing=erasing, seed=seed, name="policy")(x)
     if mixup or cutmix:
         x = BatchMix(mixup, cutmix, mix_prob, mix_switch_prob, seed=seed, name="mix")(x)
     mean = np.asarray(mean if mean is not None else (127.5,) * 3, dtype="float32")

@@ -264,6 +264,83 @@ class RandomAffineFlip(keras.layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package="resnetctl")
+class KerasPolicy(keras.layers.Layer):
+    """Keras' own augmentation policies inside the model, in training only: ``keras.layers.RandAugment``
+    (``num_ops`` operations a batch, each drawn from its 11, at Keras' normalised ``magnitude``) and/or
+    ``keras.layers.RandomErasing`` (a box of noise on each image with probability ``erasing``), on
+    0-255 images, after our crop-flip. Reseeded from (seed, epoch) at each epoch start, as our own
+    layers are, so a resumed run draws what the uninterrupted run drew.
+
+    Keras' ``RandomRotation`` (one of RandAugment's operations) declares ``supports_jit = False``,
+    which turns XLA off for the whole model: right for TensorFlow (XLA has no kernel for its
+    projective transform: the step stays a TensorFlow graph), not for JAX, whose transform is
+    ``jax.scipy`` and compiles; on JAX the flag is set back so the step stays jitted (a test trains
+    it so). RandomErasing keeps XLA everywhere."""
+
+    def __init__(
+        self, randaugment: bool = False, num_ops: int = 2, magnitude: float = 0.1, erasing: float = 0.0, seed=None,
+        **kwargs,
+    ):  # fmt: skip
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.randaugment, self.num_ops, self.magnitude = bool(randaugment), int(num_ops), float(magnitude)
+        self.erasing, self.seed = float(erasing), seed
+        self.rand_augment = (
+            keras.layers.RandAugment(
+                value_range=(0, 255), num_ops=self.num_ops, factor=self.magnitude, seed=seed, dtype="float32"
+            )
+            if self.randaugment
+            else None
+        )
+        self.random_erasing = (
+            keras.layers.RandomErasing(factor=self.erasing, value_range=(0, 255), seed=seed, dtype="float32")
+            if self.erasing
+            else None
+        )
+        if keras.backend.backend() == "jax":
+            for layer in self._flatten_layers():
+                layer.supports_jit = True
+
+    def build(self, input_shape):
+        for layer in (self.rand_augment, self.random_erasing):
+            if layer is not None:
+                layer.build(input_shape)
+
+    def _generators(self) -> list:
+        found = []
+        for layer in self._flatten_layers():
+            found += [v for v in vars(layer).values() if isinstance(v, keras.random.SeedGenerator)]
+        return list(dict.fromkeys(found))
+
+    def reseed(self, epoch: int) -> None:
+        for k, generator in enumerate(self._generators()):
+            reseed(generator, self.seed, epoch, stream=10 + k)
+
+    def call(self, images, training=None):
+        images = ops.cast(images, "float32")
+        if not training:
+            return images
+        if self.rand_augment is not None:
+            images = self.rand_augment(images, training=True)
+        if self.random_erasing is not None:
+            images = self.random_erasing(images, training=True)
+        return images
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "randaugment": self.randaugment,
+            "num_ops": self.num_ops,
+            "magnitude": self.magnitude,
+            "erasing": self.erasing,
+            "seed": self.seed,
+        }
+
+
 def _log_gamma_pair(alpha: float, seed_generator, candidates: int = 16):
     """The logarithms of two Gamma(alpha, 1) draws that compile under XLA on every backend (TensorFlow's gamma
     sampler, behind ``keras.random.beta``, does not): Marsaglia and Tsang's method with a fixed

@@ -15,8 +15,9 @@ BLOCKS = ("basic", "bottleneck", "preact_basic", "preact_bottleneck")
 STEMS = ("cifar", "imagenet", "tiny_imagenet")
 SHORTCUTS = ("A", "B", "avgpool")
 # training-only, inside the model; "affine-flip" is Keras 2's ImageDataGenerator (shift, rotation,
-# zoom, shear with edge-replicating "nearest" fill), the augmentation of the seed projects
-AUGMENTATIONS = ("none", "crop-flip", "resized-crop-flip", "affine-flip")
+# zoom, shear with edge-replicating "nearest" fill), the augmentation of the seed projects;
+# "randaugment" is crop-flip followed by Keras' own keras.layers.RandAugment (models/layers.KerasPolicy)
+AUGMENTATIONS = ("none", "crop-flip", "resized-crop-flip", "affine-flip", "randaugment")
 KERNEL_INITS = ("he_normal", "glorot_uniform")
 SHORTCUT_HELP = {
     "A": "zero-padded identity (He et al. 2015 option A)",

@@ -154,6 +154,28 @@ class EarlyStop(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochWatch(keras.callbacks.Callback):
+    """An outside judge of each finished epoch (``tune``'s pruner): ``watch(epoch, logs)`` with the
+    1-based epoch and Keras' logs returns None to go on, or the reason to end the run after this
+    epoch, which then ends as early stopping ends it (``finished``, its reason and epochs in
+    state.json, the last epoch's checkpoint kept). Keep it before :class:`RunRecorder`."""
+
+    def __init__(self, watch):
+        super().__init__()
+        self.watch = watch
+        self.stopped_epoch: int | None = None
+        self.why: str | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        why = self.watch(epoch + 1, dict(logs or {}))
+        if why:
+            self.why, self.stopped_epoch = why, epoch + 1
+            self.model.stop_training = True
+
+    def reason(self) -> str:
+        return self.why or ""
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Writes the checkpoints, history.csv and monitor.png after each finished epoch.
 

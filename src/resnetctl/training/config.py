@@ -57,6 +57,7 @@ def check_schedule_args(kind, base_lr, epochs, warmup_epochs=0.0, power=1.0, mil
 
 
 PAPER_BATCH_SIZE = 128
+AUTO = "auto"  # --batch-size auto (training/batch_search.py)
 MIN_STEPS_PER_EPOCH = 50
 MIN_DEFAULT_BATCH_SIZE = 32
 DEFAULT_BATCH_SIZE_RULE = (
@@ -75,6 +76,11 @@ def default_batch_size(train_images: int) -> int:
         size //= 2
     return size
 
+
+# lr-find's sweep by default: fastai's lr_find (start_lr 1e-7, end_lr 10, num_it 100)
+LR_FIND_START, LR_FIND_END, LR_FIND_STEPS = 1e-7, 10.0, 100
+LR_FIND_RULES = ("peak", "valley", "minimum/10")  # training/lr_find.py says what each is
+LR_FIND_RULE = "peak"
 
 MAX_STEPS_PER_EXECUTION = 16
 PROGRESS_UPDATES_PER_EPOCH = 20
@@ -104,6 +110,7 @@ def option(
     flag: str | None = None,
     envvar: str | None = None,
     cli: bool = True,
+    words: tuple[str, ...] = (),
 ) -> dict:
     """A train option's one declaration, kept in its field's metadata: the help and the default shown
     by ``-h``, the allowed values (checked by :meth:`TrainConfig.validate`, whatever the source: a
@@ -120,6 +127,7 @@ def option(
         "flag": flag,
         "envvar": envvar,
         "cli": cli,
+        "words": words,
     }
 
 
@@ -141,6 +149,8 @@ RECORD_KEYS = frozenset(
         "init",
         "parent",
         "mlflow_run",
+        "batch_search",
+        "seed_group",
     }
 )
 
@@ -166,7 +176,14 @@ class TrainConfig:
         None, "Where datasets live.", show_default="the per-user data folder", envvar="RESNETCTL_DATA_DIR"
     )
     epochs: int = _opt(30, "Total epochs.", minimum=1)
-    batch_size: int | None = _opt(None, "Global batch size.", minimum=1, show_default=DEFAULT_BATCH_SIZE_RULE)
+    batch_size: int | None = _opt(
+        None,
+        "Global batch size, or auto: the largest power of two that fits the accelerator's memory for this model "
+        "and precision, found by short real steps, the lr scaled with it (on a CPU: the default rule).",
+        minimum=1,
+        show_default=DEFAULT_BATCH_SIZE_RULE,
+        words=("auto",),
+    )
     lr: float = _opt(0.1, "Peak learning rate.", above=0)
     schedule: str = _opt("poly", " | ".join(SCHEDULES) + ".", choices=SCHEDULES)
     power: float = _opt(1.0, "poly: lr * (1 - epoch/epochs) ** power.", above=0)
@@ -205,10 +222,25 @@ class TrainConfig:
     )
     shift: float | None = _opt(
         None,
-        "Largest shift of crop-flip or affine-flip, a fraction of the side.",
+        "Largest shift of crop-flip, randaugment's crop-flip or affine-flip, a fraction of the side.",
         minimum=0,
         below=1,
         show_default="1/8 (4 px at 32)",
+    )
+    randaugment_magnitude: float = _opt(
+        0.1,
+        "randaugment: keras.layers.RandAugment's factor (0-1), each of its operations' own factor "
+        "(rotation: a share of a full turn; translation, shear: of the side).",
+        minimum=0,
+        maximum=1,
+    )
+    random_erasing: float = _opt(
+        0.0,
+        "Random erasing (Zhong et al. 2017, keras.layers.RandomErasing): a box of noise on each image with "
+        "this probability, after the augmentation.",
+        minimum=0,
+        maximum=1,
+        show_default="off",
     )
     rotation: float = _opt(0.0, "affine-flip: largest rotation in degrees.", minimum=0, maximum=180)
     zoom: float = _opt(0.0, "affine-flip: zoom in [1 - zoom, 1 + zoom] per axis.", minimum=0, below=1)
@@ -339,7 +371,12 @@ class TrainConfig:
             raise RunError(
                 f"{flags} apply only with --augmentation affine-flip. Received: augmentation={self.augmentation!r}"
             )
-        if self.shift is not None and self.augmentation not in (None, "crop-flip", "affine-flip"):
+        if self.randaugment_magnitude != DEFAULTS.randaugment_magnitude and self.augmentation != "randaugment":
+            raise RunError(
+                f"--randaugment-magnitude applies only with --augmentation randaugment. "
+                f"Received: augmentation={self.augmentation!r}"
+            )
+        if self.shift is not None and self.augmentation not in (None, "crop-flip", "affine-flip", "randaugment"):
             raise RunError(
                 f"--shift applies to crop-flip and affine-flip. Received: augmentation={self.augmentation!r}"
             )
@@ -394,7 +431,7 @@ class TrainConfig:
         """The defaults that depend on the dataset (batch size, augmentation, steps per execution)
         filled in from its ``DatasetInfo``: what ``train`` records in config.json and ``--dry-run`` shows."""
         self.check_dataset(info)
-        batch_size = default_batch_size(info.splits["train"]) if self.batch_size is None else self.batch_size
+        batch_size = default_batch_size(info.splits["train"]) if self.batch_size in (None, AUTO) else self.batch_size
         steps = math.ceil(info.splits["train"] / batch_size)
         return replace(
             self,
@@ -458,6 +495,8 @@ def _coerce(name: str, value, hint, source: str):
     """``value`` as the field's type (ints accepted as floats, lists as tuples), or a RunError
     naming the source, the key and the value received."""
     base, optional = _kind(hint)
+    if isinstance(value, str) and value in (_FIELDS[name].metadata.get("words") or ()):
+        return value
     if value is None:
         if optional:
             return None
@@ -571,6 +610,76 @@ def option_type(name: str) -> type:
     return _kind(_HINTS[name])[0]
 
 
+# train options that tune keeps fixed, never searched (paths, names, the run itself)
+NOT_SEARCHED = frozenset({"dataset", "data_dir", "runs_dir", "run", "init_from"})
+
+
+def searchable() -> list[str]:
+    """The train options ``tune`` can search: numbers and names, not flags, lists or paths."""
+    return [f.name for f in cli_options() if f.name not in NOT_SEARCHED and option_kind(f)[0] in (int, float, str)]
+
+
 def option_kind(f) -> tuple[type, bool]:
     """(base type, None allowed) of an option: what its flag parses."""
     return _kind(_HINTS[f.name])
+
+
+def option_flag(f) -> str:
+    """An option's flag as declared: ``--name``, or ``--name/--no-name`` for a boolean (or its own
+    ``flag``, e.g. ``--in-memory/--stream``)."""
+    dash = f.name.replace("_", "-")
+    if option_kind(f)[0] is bool:
+        return f.metadata.get("flag") or f"--{dash}/--no-{dash}"
+    return f"--{dash}"
+
+
+def parse_option(name: str, text: str, where: str = "the command line"):
+    """The value of train option ``name`` written as text (a number, a name), typed and checked
+    against the option's declaration (its range and choices), or one clear error."""
+    if name not in _FIELDS or not _FIELDS[name].metadata.get("cli"):
+        raise RunError(f"Unknown train option {name!r}", hint=f"known: {', '.join(f.name for f in cli_options())}")
+    base, _ = _kind(_HINTS[name])
+    value = text
+    if isinstance(text, str) and text in (_FIELDS[name].metadata.get("words") or ()):
+        return text
+    if base in (int, float) and isinstance(text, str):
+        try:
+            value = base(text)
+        except ValueError:
+            raise RunError(f"{where}: `{name}` must be {_TYPE_WORDS[base]}. Received: {name}={text!r}") from None
+    value = _coerce(name, value, _HINTS[name], where)
+    _check_declared(_FIELDS[name], value)
+    return value
+
+
+_PATH_OPTIONS = ("data_dir", "runs_dir")
+
+
+def flag_words(flags: dict) -> list[str]:
+    """The command-line words that give ``flags`` (option name -> value; ``None``: not given) back
+    to ``train``: what a printed ``train`` command repeats (``lr-find``, ``tune``). Folders are made
+    absolute, so the command works from anywhere."""
+    import os
+
+    words: list[str] = []
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name not in _FIELDS or not _FIELDS[name].metadata.get("cli"):
+            raise RunError(f"Unknown train option {name!r}", hint=f"known: {', '.join(f.name for f in cli_options())}")
+        flag = option_flag(_FIELDS[name])
+        if "/" in flag:
+            on, off = flag.split("/")
+            words.append(on if value else off)
+            continue
+        if isinstance(value, (tuple, list)):
+            value = ",".join(map(str, value))
+        elif name in _PATH_OPTIONS:
+            value = os.path.abspath(os.path.expanduser(str(value)))
+        words += [flag, str(value)]
+    return words
+
+
+def option_words(name: str) -> tuple[str, ...]:
+    """The words an option takes besides a number (``--batch-size auto``)."""
+    return tuple(_FIELDS[name].metadata.get("words") or ())

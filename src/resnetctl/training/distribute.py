@@ -376,3 +376,62 @@ def _fix_keras_for_multi_worker() -> None:
     reduce_per_replica._resnetctl = True
     trainer_class._maybe_symbolic_build = maybe_symbolic_build
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+# --------------------------------------------------------------------------- device memory (--batch-size auto)
+def accelerator() -> dict | None:
+    """The first accelerator (``{"device", "limit_bytes"}``; ``limit_bytes`` None where the backend
+    does not say: TensorFlow's allocator), or None on a CPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return {"device": gpus[0].name, "limit_bytes": None} if gpus else None
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "cpu":
+            return None
+        return {"device": str(device), "limit_bytes": (device.memory_stats() or {}).get("bytes_limit")}
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return {"device": torch.cuda.get_device_name(0), "limit_bytes": torch.cuda.mem_get_info()[1]}
+
+
+def reset_peak_memory() -> None:
+    """Start counting the peak anew where the backend can (JAX's peak only grows)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    elif backend == "torch":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> int | None:
+    """Bytes of accelerator memory at the peak since :func:`reset_peak_memory`."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+    if backend == "jax":
+        import jax
+
+        return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+    import torch
+
+    return int(torch.cuda.max_memory_allocated())
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """TensorFlow's ResourceExhaustedError, XLA's RESOURCE_EXHAUSTED, torch's OutOfMemoryError."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(mark in text for mark in ("ResourceExhausted", "RESOURCE_EXHAUSTED", "OutOfMemory", "out of memory"))

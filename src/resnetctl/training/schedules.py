@@ -181,3 +181,34 @@ class PlateauSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_epochs": self.warmup_epochs,
             "lr": self.changes[-1][1],
         }
+
+
+@keras.saving.register_keras_serializable(package="resnetctl")
+class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
+    """``lr-find``'s rate: ``start * (end / start) ** (step / (steps - 1))``, from ``start`` at the
+    first optimizer step to ``end`` at step ``steps - 1`` (held there after), the sweep of fastai's
+    ``lr_find`` and of Smith (2017), "Cyclical learning rates", section 3.3."""
+
+    def __init__(self, start: float, end: float, steps: int):
+        if not (math.isfinite(start) and math.isfinite(end) and 0 < start < end):
+            raise RunError(f"The sweep needs 0 < start < end. Received: start={start}, end={end}")
+        if steps < 2:
+            raise RunError(f"The sweep needs >= 2 steps. Received: steps={steps}")
+        self.start, self.end, self.steps = float(start), float(end), int(steps)
+        self.log_ratio = math.log(self.end / self.start)
+
+    def _rate(self, step, xp):
+        progress = xp.minimum(step / float(self.steps - 1), 1.0)
+        return self.start * xp.exp(self.log_ratio * progress)
+
+    def __call__(self, step):
+        return self._rate(ops.cast(step, "float32"), ops)
+
+    def at_step(self, step: int) -> float:
+        return float(self._rate(np.float32(step), np).astype(np.float32))
+
+    def at_epoch_end(self, epoch: int) -> float:  # the sweep has no epochs: its last rate
+        return self.end
+
+    def get_config(self):
+        return {"start": self.start, "end": self.end, "steps": self.steps}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typing
 
 from resnetctl.errors import RunError
-from resnetctl.training.config import TrainConfig, config_file_options, option_type
+from resnetctl.training.config import TrainConfig, config_file_options, option_type, option_words, parse_option
 from resnetctl.training.recipes import get_recipe
 
 
@@ -20,7 +20,9 @@ def config_from_flags(
     defaults < ``--recipe`` < ``--config`` file < flags (``None``: not given)."""
     flags = dict(flags or {})
     for name, value in list(flags.items()):
-        if isinstance(value, str) and typing.get_origin(option_type(name)) is tuple:
+        if isinstance(value, str) and option_words(name):
+            flags[name] = parse_option(name, value, "--" + name.replace("_", "-"))
+        elif isinstance(value, str) and typing.get_origin(option_type(name)) is tuple:
             try:
                 flags[name] = tuple(int(v) for v in value.split(",") if v.strip())
             except ValueError:

@@ -40,6 +40,7 @@ from resnetctl.training import distribute
 from resnetctl.training.callbacks import (
     EarlyStop,
     EMAWeights,
+    EpochWatch,
     PlateauCut,
     Reporter,
     RunRecorder,
@@ -47,7 +48,7 @@ from resnetctl.training.callbacks import (
     StopRequested,
     swap_ema,
 )
-from resnetctl.training.config import TrainConfig
+from resnetctl.training.config import TrainConfig, default_batch_size
 from resnetctl.training.distribute import Placement, resolve
 from resnetctl.training.losses import SparseCrossentropy
 from resnetctl.training.monitors import new_rules
@@ -86,7 +87,7 @@ def library_versions() -> dict:
     return versions
 
 
-def _set_up_backend(config: TrainConfig) -> None:
+def set_up_backend(config: TrainConfig) -> None:
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_dtype_policy(config.precision)
 
@@ -161,7 +162,37 @@ def model_options(config: TrainConfig, info: DatasetInfo) -> dict:
         "mix_prob": config.mix_prob,
         "mix_switch_prob": config.mix_switch_prob,
         "shortcut": config.shortcut,
+        "erasing": config.random_erasing,
+        "randaugment_magnitude": config.randaugment_magnitude,
     }
+
+
+def build_model(config: TrainConfig, info: DatasetInfo):
+    """A fresh model for the run's config, as ``train`` builds it (and ``lr-find`` sweeps it)."""
+    return create_model_for(config.model, info, **model_options(config, info))
+
+
+def settle_batch_size(plan):
+    """``--batch-size auto``: the plan with the batch found by :func:`batch_search.search` (the
+    run's model and precision, short real steps) and the rate scaled by the linear rule; any other
+    plan as it is. Call it after :func:`set_up_backend` (the precision)."""
+    if not plan.auto_batch:
+        return plan
+    from resnetctl.training.batch_search import scaled_lr, search
+
+    requested, info = plan.requested, plan.dataset
+
+    def build():
+        model = build_model(plan.config, info)
+        compile_model(model, plan.config, plan.config.lr, info.num_classes)
+        return model
+
+    found = search(build, info.image_size, info.num_classes, info.splits["train"])
+    default = default_batch_size(info.splits["train"])
+    lr = scaled_lr(requested.lr, found["batch_size"], default)
+    config = replace(requested, batch_size=found["batch_size"], lr=lr).validate().resolved(info)
+    record = {**found, "default_batch_size": default, "lr_at_default_batch": requested.lr, "lr": lr}
+    return replace(plan, config=config, batch_search=record)
 
 
 def _dataset_summary(info: DatasetInfo) -> dict:
@@ -197,16 +228,19 @@ def _init_from(model, config: TrainConfig) -> dict | None:
     return {"source": str(source_path.resolve()), "epoch": epoch, **report}
 
 
-def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
-    """Train a new run as planned by :func:`resnetctl.plan.plan_train`."""
-    config, info, run = plan.config, plan.dataset, plan.run
+def train(plan, progress: TrainingProgress | None = None, watch=None) -> TrainResult:
+    """Train a new run as planned by :func:`resnetctl.plan.plan_train`. ``watch(epoch, logs)``,
+    called after each epoch, may end the run early by returning why
+    (:class:`~resnetctl.training.callbacks.EpochWatch`: ``tune``'s pruner)."""
     placement = resolve(plan.strategy)
+    set_up_backend(plan.config)
+    plan = settle_batch_size(plan)
+    config, info, run = plan.config, plan.dataset, plan.run
     placement.check_batch_size(config.batch_size)
-    _set_up_backend(config)
     with _RunWriter(run, placement) as out, placement.scope():
-        batches = _train_batches(info, config, placement)
+        batches = train_batches_for(info, config, placement)
         validation = _validation_batches(info, config, placement)
-        model = create_model_for(config.model, info, **model_options(config, info))
+        model = build_model(config, info)
         steps = len(batches)
         rules = new_rules(config)
         schedule = make_schedule(config, steps, rules=rules)
@@ -218,6 +252,8 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
             "steps_per_epoch": steps,
             "effective_warmup_epochs": config.warmup(),  # warmup_epochs null: the default rule
             "dataset_info": _dataset_summary(info),
+            **({"batch_search": plan.batch_search} if plan.batch_search else {}),
+            **({"seed_group": plan.seed_group} if plan.seed_group else {}),
             **({"init": init} if init else {}),
             "versions": library_versions(),
             "placement": placement.to_dict(),
@@ -232,7 +268,8 @@ def train(plan, progress: TrainingProgress | None = None) -> TrainResult:
                 out.create()
             out.write_config(record)
         fit = Fit(out, model, config, info, batches, placement, schedule, trackers, validation, rules=rules)
-        history, stopped = _fit(replace(fit, created=created), progress)
+        batch_note = plan.batch_search["rule"] if plan.batch_search else None
+        history, stopped = _fit(replace(fit, created=created, watch=watch, batch_note=batch_note), progress)
     return TrainResult(run, history, placement, stopped)
 
 
@@ -242,7 +279,7 @@ def _validation_batches(info: DatasetInfo, config: TrainConfig, placement: Place
     return validation_batches(info, config.batch_size, p.batch_multiple, p.shard, p.data_on_device, config.validation)
 
 
-def _train_batches(info: DatasetInfo, config: TrainConfig, placement: Placement):
+def train_batches_for(info: DatasetInfo, config: TrainConfig, placement: Placement):
     """The train split fed as the placement needs it (device count, process share, device memory)."""
     p = placement
     return train_batches(
@@ -259,8 +296,8 @@ def _clear(run: RunDir) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
-    """Continue a run as planned by :func:`resnetctl.plan.plan_resume`.
+def resume(plan, progress: TrainingProgress | None = None, watch=None) -> TrainResult:
+    """Continue a run as planned by :func:`resnetctl.plan.plan_resume`; ``watch`` as for :func:`train`.
 
     Model, optimizer state (iterations, momentum), augmentation RNG state and the schedule
     position come back from the checkpoint; the data order is a function of (seed, epoch):
@@ -275,7 +312,7 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
     rd = plan.run
     with _RunWriter(rd, placement) as out:
         start_from = plan.source.checkpoint(plan.epoch)
-        _set_up_backend(config)
+        set_up_backend(config)
         with placement.scope():
             model = load_model(start_from)
             check_model_fits(model, start_from, info.num_classes, info.image_size, f"dataset {info.name!r}")
@@ -284,7 +321,7 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
                     f"{start_from} holds a {model.name!r} model, but run {plan.source.name} trains {config.model!r}",
                     hint="put the run's own checkpoint back, or resume from another epoch (--epoch)",
                 )
-            batches = _train_batches(info, config, placement)
+            batches = train_batches_for(info, config, placement)
             steps = len(batches)
             schedule = make_schedule(config, steps, plan.rules)
             _recompile_with_state(model, config, schedule, info.num_classes, start_from)
@@ -355,7 +392,7 @@ def resume(plan, progress: TrainingProgress | None = None) -> TrainResult:
             }
             fit = Fit(
                 out, model, config, info, batches, placement, schedule, trackers, validation, plan.rules, history,
-                plan.epoch, best, resumed=resumed,
+                plan.epoch, best, resumed=resumed, watch=watch,
             )  # fmt: skip
             history, stopped = _fit(fit, progress)
     return TrainResult(rd, history, placement, stopped)
@@ -470,17 +507,20 @@ class Fit:
     best_score: float = -math.inf
     created: bool = False  # this call made the run's folder (removed again if nothing is kept)
     resumed: dict | None = None  # what resume changed, for the progress display and the trackers
+    watch: object | None = None  # watch(epoch, logs) -> why to stop, or None (tune's pruner)
+    batch_note: str | None = None  # how --batch-size auto chose the batch, for the progress display
 
 
 def _fit(fit: Fit, progress: TrainingProgress | None) -> tuple[list[dict], dict | None]:
     """``model.fit`` with our callbacks; records the run's state; returns the history and, when
-    early stopping ended the run, why (reason, best and stopped epochs).
+    early stopping or ``watch`` ended the run, why (reason, best and stopped epochs).
 
     Raises Stopped (a signal), Diverged (a non-finite loss) or RunError (disk full, a failed
     read) with what was kept and the command that continues."""
     run, model, config, info, batches, placement = fit.run, fit.model, fit.config, fit.info, fit.batches, fit.placement
     history, initial_epoch, schedule, best_score = fit.history, fit.initial_epoch, fit.schedule, fit.best_score
     trackers, validation, created, resumed = fit.trackers, fit.validation, fit.created, fit.resumed
+    watch, batch_note = fit.watch, fit.batch_note
     progress = progress or TrainingProgress()
     rules = {k: v for k, v in (fit.rules or {}).items() if k in ("plateau", "early_stopping")}
     fresh = initial_epoch == 0
@@ -501,6 +541,7 @@ def _fit(fit: Fit, progress: TrainingProgress | None) -> tuple[list[dict], dict 
             "best_score": best_score,
             "steps": len(batches),
             "batch_size": config.batch_size,
+            "batch_search": batch_note,
             "images": info.splits["train"],
         }
     )
@@ -512,6 +553,7 @@ def _fit(fit: Fit, progress: TrainingProgress | None) -> tuple[list[dict], dict 
             Reporter(progress, schedule, signals),
             *([PlateauCut(rules["plateau"], schedule)] if "plateau" in rules else []),
             *([EarlyStop(rules["early_stopping"])] if "early_stopping" in rules else []),
+            *([watcher := EpochWatch(watch)] if watch is not None else []),
             recorder := RunRecorder(
                 run,
                 history,
@@ -585,5 +627,12 @@ def _fit(fit: Fit, progress: TrainingProgress | None) -> tuple[list[dict], dict 
     stopped = None
     if early is not None and early.stopped_epoch is not None:
         stopped = {"reason": early.reason(), "best_epoch": early.best_epoch, "stopped_epoch": early.stopped_epoch}
+    elif watch is not None and watcher.stopped_epoch is not None:
+        best = best_row(history)
+        stopped = {
+            "reason": watcher.reason(),
+            "best_epoch": best and best["epoch"],
+            "stopped_epoch": watcher.stopped_epoch,
+        }
     run.write_state("finished", epoch=history[-1]["epoch"] if history else initial_epoch, **(stopped or {}))
     return history, stopped

@@ -1,0 +1,100 @@
+"""``--batch-size auto``: the largest batch, a power of two capped by the dataset, that fits the
+accelerator's memory for a model and precision, found by short real train steps.
+
+Starting from the default rule's batch, each candidate builds and compiles the run's model and
+takes :data:`STEPS` real optimizer steps on random images of the dataset's size; the doubling stops
+at the first that runs out of memory or whose measured peak passes ``1 - MARGIN`` of the device's
+memory. The batch kept is the largest within that margin; where the backend does not report the
+device's memory (TensorFlow's allocator), the largest that ran, halved: memory fragments over a
+long run (what makes Ultralytics' ``batch=-1`` run out of memory after some epochs), so the search
+never takes the last batch that fitted. On a CPU memory is not what limits the batch, and the
+default rule is kept. What was measured is returned, for config.json and the output.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+
+import keras
+import numpy as np
+
+from resnetctl.training import distribute
+from resnetctl.training.config import DEFAULT_BATCH_SIZE_RULE, default_batch_size
+
+STEPS = 3  # the first compiles; the peak is that of real steps
+MARGIN = 0.2
+
+
+def largest_power_of_two(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def search(build, image_size: int, num_classes: int, train_images: int) -> dict:
+    """The batch to train with and what was measured. ``build()`` returns the run's compiled model."""
+    default = default_batch_size(train_images)
+    device = distribute.accelerator()
+    if device is None:
+        return {
+            "batch_size": default,
+            "device": "cpu",
+            "rule": f"on a CPU the default rule is kept ({DEFAULT_BATCH_SIZE_RULE}): {default}",
+            "measured": [],
+        }
+    cap = largest_power_of_two(train_images)
+    limit = device["limit_bytes"]
+    measured, batch = [], min(default, cap)
+    rng = np.random.default_rng(0)
+    while batch <= cap:
+        images = rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8)
+        labels = rng.integers(0, num_classes, (batch,))
+        model = None
+        try:
+            distribute.reset_peak_memory()
+            model = build()
+            for _ in range(STEPS):
+                model.train_on_batch(images, labels)
+            peak = distribute.peak_memory()
+        except Exception as exc:
+            if not distribute.is_out_of_memory(exc):
+                raise
+            measured.append({"batch_size": batch, "out_of_memory": True})
+            break
+        finally:
+            del model
+            keras.backend.clear_session()
+            gc.collect()
+        measured.append({"batch_size": batch, "peak_bytes": peak})
+        if limit and peak and peak > (1 - MARGIN) * limit:
+            break
+        batch *= 2
+    ran = [m for m in measured if "peak_bytes" in m]
+    if limit:
+        within = [m["batch_size"] for m in ran if m["peak_bytes"] and m["peak_bytes"] <= (1 - MARGIN) * limit]
+        chosen, how = (
+            (max(within) if within else default),
+            f"the largest within {1 - MARGIN:.0%} of {limit / 2**30:.1f} GiB",
+        )
+    else:
+        largest = max((m["batch_size"] for m in ran), default=default)
+        chosen, how = max(default, largest // 2), "the largest that ran, halved (the device's memory is not reported)"
+    if not ran:
+        chosen, how = default, "no candidate ran: the default rule"
+    gib = ", ".join(
+        f"{m['batch_size']}: "
+        + ("out of memory" if m.get("out_of_memory") else f"{(m['peak_bytes'] or 0) / 2**30:.2f} GiB")
+        for m in measured
+    )
+    return {
+        "batch_size": int(chosen),
+        "device": device["device"],
+        "limit_bytes": limit,
+        "rule": f"{how} on {device['device']} ({gib}; capped at {cap}, the dataset's power of two)",
+        "measured": measured,
+    }
+
+
+def scaled_lr(lr: float, batch: int, default: int) -> float:
+    """The linear scaling rule train documents (docs/distributed.md): the rate given is the rate of
+    the default batch."""
+    return lr * batch / default if math.isfinite(lr) else lr

@@ -1,0 +1,59 @@
+"""``train --batch-size auto`` (on this CPU: the default rule, said and recorded) and ``train --seeds N``
+(sibling runs, their mean and 95% interval in ``summary``)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from resnetctl.reports import mean_and_interval
+from resnetctl.runs import RunDir, best_row, score
+from resnetctl.training.config import default_batch_size
+from tests.helpers import one_line_error, run_cli
+
+
+def test_the_interval_is_student_s():
+    stats = mean_and_interval([0.70, 0.72, 0.74])
+    assert stats["mean"] == pytest.approx(0.72) and stats["std"] == pytest.approx(0.02)
+    assert stats["ci95"] == pytest.approx(4.303 * 0.02 / math.sqrt(3))
+    assert mean_and_interval([0.5])["ci95"] is None and mean_and_interval([]) is None
+
+
+@pytest.mark.e2e
+def test_seeds_make_sibling_runs_at_the_batch_auto_found(two_class_data, tmp_path):
+    runs = tmp_path / "runs"
+    common = ("--dataset", "tiny", "--data-dir", two_class_data, "--runs-dir", runs, "--epochs", 1,
+              "--warmup-epochs", 0, "--batch-size", "auto")  # fmt: skip
+    plan = run_cli("train", "resnet8", *common, "--run", "g", "--seeds", 2, "--dry-run").stdout
+    assert "runs: g-s0, g-s1" in plan and "on a CPU the default rule is kept" in plan and not runs.exists()
+
+    proc = run_cli("train", "resnet8", *common, "--run", "g", "--seeds", 2)
+    assert proc.stdout.count("batch size auto: on a CPU the default rule is kept") == 2
+    siblings = [RunDir(runs / "g-s0"), RunDir(runs / "g-s1")]
+    for seed, run in enumerate(siblings):
+        record = run.config()
+        assert record["seed"] == seed and record["batch_size"] == default_batch_size(12) == 32
+        assert record["batch_search"]["device"] == "cpu" and record["batch_search"]["lr"] == record["lr"] == 0.1
+        assert record["seed_group"] == {"name": "g", "seeds": [0, 1], "runs": ["g-s0", "g-s1"]}
+    assert siblings[0].history()[0]["loss"] != siblings[1].history()[0]["loss"]  # two seeds, two runs
+
+    tests = [json.loads(run_cli("evaluate", "--run", r.path, "--json").stdout)["rank_1"] for r in siblings]
+    rows = json.loads(run_cli("summary", "--runs-dir", runs, "--json").stdout)
+    group = rows[0]["seed_group"]
+    assert group["found"] == 2 and group == rows[1]["seed_group"]
+    bests = [score(best_row(r.history())) for r in siblings]
+    assert group["best_score"]["values"] == pytest.approx(bests)
+    assert group["test_rank_1"]["mean"] == pytest.approx(sum(tests) / 2)
+    assert group["test_rank_1"]["ci95"] == pytest.approx(12.706 * abs(tests[0] - tests[1]) / 2)
+    assert "seeds g (2 of 2 runs): best val_accuracy" in run_cli("summary", "--runs-dir", runs).stdout
+
+    # resume keeps the batch config.json recorded: no search again
+    resumed = run_cli("resume", "--run", siblings[0].path, "--epochs", 2)
+    assert "batch size auto" not in resumed.stdout and siblings[0].config()["steps_per_epoch"] == 1
+
+    again = run_cli("train", "resnet8", *common, "--run", "g", "--seeds", 2, check=False)
+    one_line_error(again, 1, "g-s0 already exists")  # every sibling is checked before any trains
+    bad = run_cli("train", "resnet8", *common[:-1], "autoo", check=False)
+    one_line_error(bad, 1, "`batch_size` must be a whole number")
