@@ -20,6 +20,7 @@ from resnetctl.cli_options import (
     DryRunOpt,
     ForceOpt,
     JsonOpt,
+    ModelArg,
     ModelChoice,
     PrunerOpt,
     RecipeOpt,
@@ -171,10 +172,7 @@ def build(
 
 @with_train_options
 def _train(
-    model: Annotated[
-        str | None,
-        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--recipe's or --config's"),
-    ] = None,
+    model: ModelArg = None,
     recipe: RecipeOpt = None,
     config_file: ConfigFileOpt = None,
     dry_run: DryRunOpt = False,
@@ -229,10 +227,7 @@ app.command("train")(_train)
 
 
 def _lr_find(
-    model: Annotated[
-        str | None,
-        typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--recipe's or --config's"),
-    ] = None,
+    model: ModelArg = None,
     recipe: RecipeOpt = None,
     config_file: ConfigFileOpt = None,
     steps: SweepStepsOpt = LR_FIND_STEPS,

@@ -52,6 +52,10 @@ StrategyOpt = Annotated[
 ]
 
 
+ModelArg = Annotated[
+    str | None,
+    typer.Argument(help="Model name, e.g. resnet56 (see `build --list`).", show_default="--recipe's or --config's"),
+]
 # train's own options (every other one is generated from TrainConfig: see with_train_options)
 RecipeOpt = Annotated[
     str | None,

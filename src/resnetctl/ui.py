@@ -84,7 +84,18 @@ def print_note(console: Console, message: str) -> None:
 
 
 # --------------------------------------------------------------------------- prepare
-class PrepareBar(PrepareProgress):
+class _LiveBar:
+    """A rich progress bar (``self.progress``) shown while the ``with`` block runs."""
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+
+class PrepareBar(_LiveBar, PrepareProgress):
     """A bar per split with images/s and ETA; a line per split when not on a terminal."""
 
     def __init__(self, console: Console):
@@ -100,13 +111,6 @@ class PrepareBar(PrepareProgress):
             disable=not console.is_terminal,
         )
         self.task = None
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.stop()
 
     def start_split(self, split, total):
         self.task = self.progress.add_task(split, total=total, rate="")
@@ -579,7 +583,7 @@ def show_followed(console: Console, row: dict) -> None:
 
 
 # --------------------------------------------------------------------------- lr-find
-class SweepBar:
+class SweepBar(_LiveBar):
     """``lr-find``'s progress: a bar with the rate and smoothed loss on a terminal, nothing elsewhere."""
 
     def __init__(self, console: Console):
@@ -593,13 +597,6 @@ class SweepBar:
             disable=not console.is_terminal,
         )
         self.task = None
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.stop()
 
     def __call__(self, step: int, steps: int, lr: float, smoothed: float) -> None:
         if self.task is None:
