@@ -26,6 +26,9 @@ from resnetctl.hooks import TrainingProgress
 from resnetctl.lineage import branch_off, fork, fork_record
 from resnetctl.models import check_model_fits, create_model_for, get_spec
 from resnetctl.runs import (
+    MARKER,
+    OWN_FILES,
+    OWN_FOLDERS,
     RunDir,
     best_row,
     checkpoint_info,
@@ -55,10 +58,9 @@ from resnetctl.training.monitors import new_rules
 from resnetctl.training.schedules import EpochSchedule, PlateauSchedule
 
 log = logging.getLogger("resnetctl")
+
+
 # files a run dir holds; a run that never finished an epoch is cleared of these before a restart
-RUN_FILES = ("config.json", "state.json", "history.csv", "monitor.png", "last.keras", "best.keras")
-
-
 @dataclass
 class TrainResult:
     run: RunDir
@@ -290,10 +292,10 @@ def train_batches_for(info: DatasetInfo, config: TrainConfig, placement: Placeme
 def _clear(run: RunDir) -> None:
     """Empty a run of ours that never finished an epoch, before it starts again (only the files a
     run has; anything else in the folder stays)."""
-    for name in RUN_FILES:
+    for name in OWN_FILES - {MARKER}:  # the marker stays: it is still our run
         (run.path / name).unlink(missing_ok=True)
-    for folder in (run.checkpoint_dir, run.tensorboard_dir):
-        shutil.rmtree(folder, ignore_errors=True)
+    for folder in OWN_FOLDERS:
+        shutil.rmtree(run.path / folder, ignore_errors=True)
 
 
 def resume(plan, progress: TrainingProgress | None = None, watch=None) -> TrainResult:
