@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,51 @@ def test_bad_input_is_one_line_before_anything_is_written(two_class_data, tmp_pa
         one_line_error(run_cli(*tune_args(two_class_data, runs, "s", *more), check=False), 1, text)
     one_line_error(run_cli("tune", "--study", "s", "--runs-dir", runs, "--show", check=False), 1, "No study 's'")
     assert not runs.exists(), "a refused tune leaves nothing behind"
+
+
+@pytest.mark.e2e
+def test_tune_from_a_run_forks_every_trial_at_the_epoch_and_leaves_the_run_as_it_was(two_class_data, tmp_path):
+    """``tune --from RUN --epoch N``: each trial is a fork of RUN at N (its checkpoint and history
+    up to N, ``parent`` recorded) trained on with the trial's rate; only the epochs after N are
+    spent; the command shown for the best is a pasteable ``resume --fork``."""
+    runs = tmp_path / "runs"
+    run_cli("train", "resnet8", "--dataset", "tiny", "--data-dir", two_class_data, "--runs-dir", runs, "--run", "base",
+            "--epochs", 3, "--batch-size", 8, "--warmup-epochs", 0, "--checkpoint-every", 1)  # fmt: skip
+    source = RunDir(runs / "base")
+    before = {p: p.stat().st_mtime_ns for p in source.path.rglob("*")}
+    common = ("tune", "--from", "base", "--runs-dir", runs, "--study", "babysit")
+    for more, text in [
+        (("--epoch", 1, "--weight-decay", "1e-4:1e-3", "--trials", 2), "--weight-decay cannot change in its trials"),
+        (("--epoch", 1, "--lr", "0.01:0.5", "--epochs", 1, "--trials", 2), "must train past the fork"),
+        (("--epoch", 7, "--lr", "0.01:0.5", "--trials", 2), "epoch 7"),
+        (("--lr", "0.01:0.5", "--trials", 2, "resnet20"), "leave out MODEL"),
+    ]:
+        one_line_error(run_cli(*common, *more, check=False), 1, text)
+    one_line_error(
+        run_cli("tune", "--epoch", 1, "--lr", "0.01:0.5", "--runs-dir", runs, "--study", "x", check=False),
+        1,
+        "give --from RUN too",
+    )
+    proc = run_cli(*common, "--epoch", 1, "--lr", "0.01:0.5", "--epochs", 3, "--trials", 3, "--pruner", "none",
+                   "--json")  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert report["from"]["epoch"] == 1 and report["from"]["run"] == str(source.path.resolve())
+    assert [t["state"] for t in report["trials"]] == ["complete"] * 3
+    assert report["epochs_spent"] == 6 == report["epochs_without_pruning"], "two epochs a trial, after the fork"
+    first = source.history()[0]
+    for t in report["trials"]:
+        trial = RunDir(Path(t["run"]))
+        record = trial.config()
+        assert record["parent"] == {"run": "base", "path": str(source.path.resolve()), "epoch": 1, "kind": "fork"}
+        assert record["segments"][-1]["from_epoch"] == 1
+        assert record["segments"][-1]["lr"] == pytest.approx(t["params"]["lr"])
+        rows = trial.history()
+        assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[0] == first, "epoch 1 is the run's, not trained again"
+    assert {p: p.stat().st_mtime_ns for p in source.path.rglob("*")} == before, "the forked run is unchanged"
+    words = shlex.split(report["train_command"])
+    best = report["trials"][0]
+    assert words[1:] == ["resume", "--run", str(source.path.resolve()), "--epoch", "1", "--lr",
+                         f"{best['params']['lr']:.6g}", "--epochs", "3", "--fork", "babysit-best"]  # fmt: skip
+    run_cli(*words[1:])
+    again = RunDir(runs / "babysit-best")
+    assert again.config()["parent"]["epoch"] == 1 and [r["epoch"] for r in again.history()] == [1, 2, 3]

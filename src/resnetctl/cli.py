@@ -39,6 +39,8 @@ from resnetctl.cli_options import (
     SweepStartOpt,
     SweepStepsOpt,
     TrialsOpt,
+    TuneEpochOpt,
+    TuneFromOpt,
     TuneResumeOpt,
     with_model_choice,
     with_train_options,
@@ -256,7 +258,7 @@ def _lr_find(
     return print_json(result) if as_json else ui.show_lr_find(console, result)
 
 
-app.command("lr-find")(with_train_options(_lr_find))
+app.command("lr-find")(with_train_options(_lr_find, without=frozenset({"lr"})))
 
 
 def _tune(
@@ -272,13 +274,16 @@ def _tune(
     space: SpaceOpt = None,
     pruner: PrunerOpt = "median",
     resume: TuneResumeOpt = False,
+    from_run: TuneFromOpt = None,
+    epoch: TuneEpochOpt = None,
     show: ShowStudyOpt = False,
     as_json: JsonOpt = False,
     **options,
 ):
     """Search hyperparameters on Optuna: each train option given a range (--lr 0.01:1) or a list
     (--schedule poly,cosine) is searched, a plain value is fixed; each trial is a run of its own,
-    and Optuna's pruner stops the trials that lag at an epoch."""
+    and Optuna's pruner stops the trials that lag at an epoch. With --from RUN --epoch N each trial
+    forks RUN at epoch N instead (the babysitter's "which rate from here?")."""
     from resnetctl.tuning import plan_tune, show_study
 
     if show:
@@ -286,7 +291,7 @@ def _tune(
         return print_json(report) if as_json else ui.show_study(console, report)
     plan = plan_tune(
         model, config_file, recipe, options, study=study, storage=storage, trials=trials, space_file=space,
-        pruner=pruner, resume=resume,
+        pruner=pruner, resume=resume, from_run=from_run, from_epoch=epoch,
     )  # fmt: skip
     import_backend_quietly()
     from resnetctl.tuning import run_study

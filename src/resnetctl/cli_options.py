@@ -137,6 +137,19 @@ TuneResumeOpt = Annotated[
     bool,
     typer.Option("--resume", help="Continue the study with its own settings, taking over trials whose process died."),
 ]
+TuneFromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="Start every trial as a fork of this run (its model and settings) at --epoch, so a trial trains only "
+        "the epochs after it; searches --lr and --epochs.",
+        show_default="trials from scratch",
+    ),
+]
+TuneEpochOpt = Annotated[
+    int | None,
+    typer.Option("--epoch", help="The epoch of --from's checkpoint the trials fork at.", show_default="its latest"),
+]
 ShowStudyOpt = Annotated[
     bool, typer.Option("--show", help="List the study's trials best first, and the train command of the best.")
 ]
@@ -237,14 +250,15 @@ def _train_option(f, searched: frozenset = frozenset()) -> inspect.Parameter:
     )
 
 
-def with_train_options(command, searched: frozenset = frozenset()):
+def with_train_options(command, searched: frozenset = frozenset(), without: frozenset = frozenset()):
     """Give ``command`` one option per TrainConfig field declared for the command line (those of
-    ``searched`` as text); it receives them in ``**options``."""
+    ``searched`` as text, none of ``without``: lr-find sets the rate itself); it receives them in
+    ``**options``."""
     from resnetctl.training.config import cli_options
 
     signature = inspect.signature(command, eval_str=True)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    generated = [_train_option(f, searched) for f in cli_options()]
+    generated = [_train_option(f, searched) for f in cli_options() if f.name not in without]
     command.__signature__ = signature.replace(parameters=fixed + generated)
     command.__annotations__ = {p.name: p.annotation for p in fixed + generated}
     return command

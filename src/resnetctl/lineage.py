@@ -97,24 +97,21 @@ def fork_record(run: RunDir, epoch: int, name: str) -> dict:
     return record
 
 
-def fork(run: RunDir, epoch: int, name: str) -> RunDir:
-    """A new run ``name`` beside this one that starts from this run's ``epoch`` (its checkpoint
-    linked, its history up to there copied, ``parent`` recorded); this run is not changed."""
+def fork(run: RunDir, epoch: int, name: str, into: Path | None = None) -> RunDir:
+    """A new run ``name`` that starts from this run's ``epoch`` (its checkpoint linked, its history
+    up to there copied, ``parent`` recorded), beside this run or in the folder ``into`` (tune
+    --from's trials live in their study); this run is not changed."""
 
     paths.check_name(name, "Run")
-    child = RunDir(run.path.with_name(name))
+    child = RunDir((into or run.path.parent) / name)
     if child.path.exists() or child.path.is_symlink():
         raise RunError(f"--fork {name}: {child.path} already exists", hint="pick another name")
     source = run.checkpoint(epoch)
-    tmp = run.path.with_name(f".{name}{atomic.TEMP_MARK}{os.getpid()}")
+    tmp = child.path.with_name(f".{name}{atomic.TEMP_MARK}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     staged = RunDir(tmp)
     staged.checkpoint_dir.mkdir(parents=True)
-    record = run.config()
-    record.update(run=name, parent={"run": run.name, "path": str(run.path.resolve()), "epoch": epoch, "kind": "fork"})
-    record["segments"] = list(run.options().segments_before(epoch))
-    record.pop("mlflow_run", None)
-    staged.write_config(record)
+    staged.write_config(fork_record(run, epoch, name))
     staged.write_history([r for r in run.history() if r["epoch"] <= epoch])
     link_or_copy(source, staged.epoch_path(epoch))
     staged.write_state("stopped", epoch=epoch, reason=f"forked from {run.name} at epoch {epoch}")

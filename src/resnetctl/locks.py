@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,21 +70,28 @@ def holder(target: Path) -> int | None:
         os.close(fd)
 
 
-def exclusive(target: Path, what: str):
+def exclusive(target: Path, what: str, wait: float = 0.0):
     """Hold ``target``'s lock for the block, or raise :class:`Busy` naming the holder's pid."""
-    return exclusive_file(lock_path(target), f"{what} {target}")
+    return exclusive_file(lock_path(target), f"{what} {target}", wait)
 
 
 @contextlib.contextmanager
-def exclusive_file(path: Path, label: str) -> Iterator[None]:
-    """Hold the lock file ``path`` for the block (``label`` names what it guards in the error)."""
+def exclusive_file(path: Path, label: str, wait: float = 0.0) -> Iterator[None]:
+    """Hold the lock file ``path`` for the block (``label`` names what it guards in the error);
+    ``wait``: seconds to keep trying while another process holds it (for holders of a moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _open(path, os.O_RDWR | os.O_CREAT)
     try:
         _check_lock_file(fd, path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
             pid = f"pid {text}" if text.isdigit() else "another process"
             raise Busy(

@@ -115,11 +115,12 @@ class RunDir:
     marker_path = property(lambda self: self.path / MARKER)
 
     @contextlib.contextmanager
-    def lock(self):
+    def lock(self, wait: float = 0.0):
         """Held by train and resume while they write this run; readers never take it. Keyed on the
         real path, so two names of one run (a symlink) share one lock. Temporary files of a writer
-        that was killed are removed once it is held (only the holder writes here)."""
-        with locks.exclusive(self.path.resolve(), "Run"):
+        that was killed are removed once it is held (only the holder writes here). ``wait``: as
+        :func:`resnetctl.locks.exclusive_file`."""
+        with locks.exclusive(self.path.resolve(), "Run", wait):
             for folder in (self.path, self.checkpoint_dir):
                 atomic.remove_stale_temps(folder)
             yield

@@ -184,6 +184,46 @@ def split_space(flags: dict, space_file=None) -> tuple[dict, dict[str, Param]]:
 
 
 # --------------------------------------------------------------------------- the plan
+# what a fork's trial can change: the rate from the fork on and the epoch it trains to (resume's
+# --lr and --epochs); the model, its decay and the data are the forked run's
+FORK_SEARCHABLE = ("lr", "epochs")
+FORK_WAIT = 30.0  # seconds a trial waits for the forked run's lock (another trial forking it)
+
+
+@dataclass(frozen=True)
+class ForkOrigin:
+    """``tune --from RUN --epoch N``: every trial is a fork of ``run`` at ``epoch`` that goes on
+    with its own rate and epochs (``lr``/``epochs``: the values fixed for every trial, if any)."""
+
+    run: RunDir
+    epoch: int
+    lr: float | None = None
+    epochs: int | None = None
+    trains_to: int = 0  # the epoch a trial trains to when it does not search --epochs
+
+    def to_dict(self) -> dict:
+        return {"run": str(self.run.path.resolve()), "epoch": self.epoch, "lr": self.lr, "epochs": self.epochs,
+                "trains_to": self.trains_to}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ForkOrigin:
+        return cls(RunDir(Path(d["run"])), int(d["epoch"]), d.get("lr"), d.get("epochs"), int(d.get("trains_to") or 0))
+
+    def trial_change(self, params: dict) -> dict:
+        """The resume a trial makes from the fork: ``{"lr": ..., "epochs": ...}``."""
+        return {"lr": params.get("lr", self.lr), "epochs": params.get("epochs", self.epochs)}
+
+    def repeat_command(self, params: dict, name: str) -> str:
+        """The ``resume --fork`` that trains the trial's line again beside the run."""
+        change = self.trial_change(params)
+        return command(
+            "resume", "--run", self.run.path.resolve(), "--epoch", self.epoch,
+            *(("--lr", f"{change['lr']:.6g}") if change["lr"] is not None else ()),
+            *(("--epochs", change["epochs"]) if change["epochs"] is not None else ()),
+            "--fork", name,
+        )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TunePlan:
     study_name: str
@@ -196,6 +236,7 @@ class TunePlan:
     pruner: str
     resume: bool
     dataset: DatasetInfo
+    origin: ForkOrigin | None = None  # tune --from RUN --epoch N
 
     def distributions(self) -> dict:
         return {name: p.distribution() for name, p in self.space.items()}
@@ -216,6 +257,7 @@ class TunePlan:
             "space": {name: p.to_dict() for name, p in sorted(self.space.items())},
             "base": base,
             "dataset": {"name": info.name, "splits": info.splits, "classes": info.num_classes, "size": info.image_size},
+            "from": self.origin.to_dict() if self.origin else None,
         }
 
     def record(self) -> dict:
@@ -229,8 +271,9 @@ class TunePlan:
         optuna = require_optuna()
         startup = max(2, min(10, self.trials // 3))  # TPE's random start: a third of a short study
         sampler = optuna.samplers.TPESampler(n_startup_trials=startup)
+        warmup = MEDIAN_WARMUP_EPOCHS if self.origin is None else self.origin.epoch + 1  # a fork's first epoch
         pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS)
+            optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=warmup)
             if self.pruner == "median"
             else optuna.pruners.NopPruner()
         )
@@ -325,10 +368,13 @@ def plan_tune(
     space_file=None,
     pruner: str = "median",
     resume: bool = False,
+    from_run: str | None = None,
+    from_epoch: int | None = None,
 ) -> TunePlan:
     """Everything ``tune`` can refuse, refused before Keras: the space (unknown options, empty
     ranges), the base settings (as train checks them, at every edge of the space), the dataset,
-    the storage, and a study of the same name that searches another space."""
+    the storage, and a study of the same name that searches another space. ``from_run`` (and
+    ``from_epoch``, by default its latest checkpoint): every trial forks that run there."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     if pruner not in PRUNERS:
         raise RunError(f"Unknown pruner {pruner!r}", hint=f"use one of {', '.join(PRUNERS)}")
@@ -339,7 +385,10 @@ def plan_tune(
     fixed, space = split_space(flags, space_file)
     root, study_dir, storage = _locate(study, storage, flags.get("runs_dir"))
     stored = _stored(storage, study, study_dir)
-    asked = bool(model or config_file or recipe or space or set(fixed) - LOCAL)
+    asked = bool(model or config_file or recipe or space or set(fixed) - LOCAL or from_run is not None)
+    if from_epoch is not None and from_run is None:
+        raise RunError("--epoch is the epoch of the run tune forks: give --from RUN too")
+    origin = None
     if stored is None and resume:
         raise RunError(f"No study {study!r} in {storage} to resume", hint="start it without --resume")
     if stored is not None and not asked:
@@ -351,23 +400,32 @@ def plan_tune(
         settings = {**stored["base"], **stored.get("local", {}), **local}
         base = TrainConfig.from_dict(settings, source=f"study {study}").validate()
         space = {name: Param.from_dict(name, d) for name, d in stored["space"].items()}
+        if stored.get("from"):
+            origin = ForkOrigin.from_dict(stored["from"])
     else:
         if not space:
             raise RunError(
                 "Nothing to search: give a range or a list of values",
                 hint="e.g. --lr 0.01:1 --weight-decay 1e-5:1e-3 --schedule poly,cosine, or --space FILE.json",
             )
-        base = config_from_flags(model, config_file, fixed, recipe)
+        if from_run is not None:
+            origin, base = _plan_fork(from_run, from_epoch, bool(model or config_file or recipe), fixed, space)
+        else:
+            base = config_from_flags(model, config_file, fixed, recipe)
     info = open_dataset(base.dataset, base.data_dir)
     base = replace(base, dataset=base.dataset or info.name)
     budget = trials or (stored or {}).get("trials")
     if budget is None:
         raise RunError("--trials N is needed to start a study", hint="e.g. --trials 12")
     plan = TunePlan(study, storage, study_dir, root, base, space, int(budget), (stored or {}).get("pruner", pruner),
-                    resume, info)  # fmt: skip
-    for name, param in space.items():  # every edge of the space is a valid train setting
-        for value in param.ends():
-            plan.trial_config({**{n: p.ends()[0] for n, p in space.items()}, name: value}, "t0000").check_dataset(info)
+                    resume, info, origin)  # fmt: skip
+    if origin is not None:
+        _check_fork_edges(origin, base, space)
+    else:
+        for name, param in space.items():  # every edge of the space is a valid train setting
+            for value in param.ends():
+                edge = {**{n: p.ends()[0] for n, p in space.items()}, name: value}
+                plan.trial_config(edge, "t0000").check_dataset(info)
     if stored is not None and asked:
         mine = plan.identity()
         theirs = {k: stored.get(k) for k in mine}
@@ -384,6 +442,48 @@ def plan_tune(
                 hint="use another --study name, or --resume to continue that study with its own space",
             )
     return plan
+
+
+def _plan_fork(from_run: str, epoch: int | None, named_model: bool, fixed: dict, space: dict):
+    """(the fork every trial makes, the base settings: the run's own) for ``tune --from``."""
+    from resnetctl.runs import find_run
+
+    if named_model:
+        raise RunError(
+            "tune --from forks a run: its model and settings are the run's, leave out MODEL, --recipe and --config"
+        )
+    changed = sorted(set(space) - set(FORK_SEARCHABLE)) + sorted(set(fixed) - LOCAL - set(FORK_SEARCHABLE))
+    if changed:
+        flags = ", ".join("--" + n.replace("_", "-") for n in changed)
+        raise RunError(
+            f"tune --from forks a run, so {flags} cannot change in its trials",
+            hint="a fork goes on with the run's model, decay and data; it searches --lr and --epochs "
+            "(leave out --from to search the rest from scratch)",
+        )
+    source = find_run(from_run, fixed.get("runs_dir"))
+    options = source.options()
+    checkpoints = source.checkpoints()
+    if not checkpoints:
+        raise RunError(f"Run {source.path} has no checkpoint to fork: it stopped before its first epoch ended")
+    epoch = max(checkpoints) if epoch is None else epoch
+    source.checkpoint(epoch)  # an epoch without a checkpoint: the error lists those that have one
+    base = replace(options, segments=options.segments_before(epoch))
+    if fixed.get("data_dir") is not None:
+        base = replace(base, data_dir=str(fixed["data_dir"]))
+    origin = ForkOrigin(source, epoch, fixed.get("lr"), fixed.get("epochs"), fixed.get("epochs") or base.total_epochs())
+    return origin, base.validate()
+
+
+def _check_fork_edges(origin: ForkOrigin, base: TrainConfig, space: dict) -> None:
+    """Every trial of a fork study trains past the epoch it forks at."""
+    ends = space["epochs"].ends() if "epochs" in space else (origin.trains_to,)
+    short = [int(e) for e in ends if int(e) <= origin.epoch]
+    if short:
+        raise RunError(
+            f"A trial forked from {origin.run.name} at epoch {origin.epoch} would train to epoch {min(short)}: "
+            "it must train past the fork",
+            hint=f"give --epochs above {origin.epoch} (a number, or a range: {origin.epoch + 1}:{origin.epoch + 10})",
+        )
 
 
 def create_study(plan: TunePlan):
@@ -465,7 +565,6 @@ def _run_trial(plan: TunePlan, study, trial, progress: TuneProgress, params: dic
         trial.set_user_attr("run", str(run.path.resolve()))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        config = plan.trial_config(params, run.name)
         going_on = run.path.is_dir() and run.is_run() and bool(run.checkpoints())
         progress.trial_start(
             {"number": trial.number, "trials": plan.trials, "params": params, "run": str(run.path), "resumed": going_on}
@@ -476,11 +575,14 @@ def _run_trial(plan: TunePlan, study, trial, progress: TuneProgress, params: dic
             if ended.get("state") == "finished":  # it ended (or was pruned) before Optuna was told
                 history = run.history()
                 stopped = {"reason": ended.get("reason")} if ended.get("stopped_epoch") else None
+            elif plan.origin is not None:
+                result = resume(_fork_plan(plan.origin, run, params), progress.training(), watch)
+                history, stopped = result.history, result.stopped_early
             elif going_on:
                 result = resume(plan_resume(str(run.path)), progress.training(), watch)
                 history, stopped = result.history, result.stopped_early
             else:
-                result = train(plan_train(config), progress.training(), watch)
+                result = train(plan_train(plan.trial_config(params, run.name)), progress.training(), watch)
                 history, stopped = result.history, result.stopped_early
         except Diverged as exc:
             trial.set_user_attr("diverged", exc.message)
@@ -509,6 +611,28 @@ def _run_trial(plan: TunePlan, study, trial, progress: TuneProgress, params: dic
         progress.trial_end({"number": trial.number, "state": state, "value": value, "epochs": len(history)})
 
 
+def _fork_plan(origin: ForkOrigin, run: RunDir, params: dict):
+    """The resume that trains a fork trial: the run forked into the study (once: a trial taken
+    over after its process died finds its fork), then gone on with from the fork's epoch with the
+    trial's rate and epochs, or from its latest checkpoint when it had trained past the fork."""
+    from resnetctl.lineage import fork
+    from resnetctl.plan import plan_resume
+
+    if not run.path.exists():
+        try:
+            with origin.run.lock(wait=FORK_WAIT):  # another trial forking it holds it for a moment
+                fork(origin.run, origin.epoch, run.name, into=run.path.parent)
+        except Busy as exc:
+            raise RunError(
+                f"Cannot fork {origin.run.path}: {exc.message}",
+                hint="tune --from forks a run that is not training: continue the study when it stops (--resume)",
+            ) from None
+    if any(r["epoch"] > origin.epoch for r in run.history()):
+        return plan_resume(str(run.path))
+    change = origin.trial_change(params)
+    return plan_resume(str(run.path), epoch=origin.epoch, lr=change["lr"], epochs=change["epochs"])
+
+
 def resume_command(plan: TunePlan) -> str:
     return command(
         "tune",
@@ -526,11 +650,12 @@ def resume_command(plan: TunePlan) -> str:
 _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
 
 
-def _epochs_done(run_path: str | None, trial) -> int:
+def _epochs_done(run_path: str | None, trial, start: int = 0) -> int:
+    """The epochs the trial trained (a fork's: those after the epoch it forked at)."""
     if run_path and (Path(run_path) / "config.json").is_file():
         with contextlib.suppress(RunError):
             rows = RunDir(Path(run_path)).history()
-            return rows[-1]["epoch"] if rows else 0
+            return max(0, rows[-1]["epoch"] - start) if rows else 0
     return len(trial.intermediate_values)
 
 
@@ -540,7 +665,10 @@ def study_report(plan_or_none, study, runs_root: Path | None = None) -> dict:
     spent against the epochs an unpruned study would have spent; and what the study did not
     explore (the JSON of ``tune --show --json``, docs/json.md)."""
     record = study.user_attrs.get(STUDY_KEY) or {}
-    budget_epochs = record.get("base", {}).get("epochs")
+    forked = record.get("from") or None
+    origin = ForkOrigin.from_dict(forked) if forked else None
+    start = origin.epoch if origin else 0
+    budget_epochs = origin.trains_to if origin else record.get("base", {}).get("epochs")
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("surplus"):
@@ -553,8 +681,8 @@ def study_report(plan_or_none, study, runs_root: Path | None = None) -> dict:
                 "state": "diverged" if t.user_attrs.get("diverged") else t.state.name.lower(),
                 "value": t.value if t.values else None,
                 "params": dict(t.params),
-                "epochs_done": _epochs_done(run, t),
-                "epochs": planned,
+                "epochs_done": _epochs_done(run, t, start),
+                "epochs": planned - start if planned is not None else None,
                 "reason": t.user_attrs.get("pruned") or t.user_attrs.get("diverged"),
                 "run": run,
                 "worker": f"{t.user_attrs['host']}:{t.user_attrs['pid']}" if "pid" in t.user_attrs else None,
@@ -565,7 +693,9 @@ def study_report(plan_or_none, study, runs_root: Path | None = None) -> dict:
     best = finished[0] if finished else None
     root = runs_root or (plan_or_none.runs_root if plan_or_none else None)
     train_command = None
-    if best and best["run"]:
+    if best and best["run"] and origin:  # the fork's line again, beside the run it forked
+        train_command = origin.repeat_command(best["params"], f"{study.study_name}-best")
+    elif best and best["run"]:
         train_command = command(
             "train", "--config", Path(best["run"]) / "config.json", *(("--runs-dir", root.resolve()) if root else ())
         )
@@ -584,6 +714,7 @@ def study_report(plan_or_none, study, runs_root: Path | None = None) -> dict:
         "dataset": (record.get("dataset") or {}).get("name"),
         "trials_planned": record.get("trials"),
         "pruner": record.get("pruner"),
+        "from": forked,
         "trials": rows,
         "best": best,
         "train_command": train_command,
