@@ -26,7 +26,6 @@ from tests.helpers import PROBE, one_line_error, run_cli
         (["evaluate", "--run", "nowhere"], "No run 'nowhere'"),
         (["diagnose", "--run", "nowhere"], "No run 'nowhere'"),
         (["build", "resnet21"], "Unknown model"),
-        (["lr-find", "resnet20", "--lr", 0.1], "lr-find sweeps the rate itself"),
         (["lr-find", "resnet20", "--start-lr", 1, "--end-lr", 0.1], "0 < start < end"),
         (["lr-find", "resnet20", "--steps", 3], "--steps must be >= 10"),
         (["lr-find", "resnet20", "--rule", "steep"], "Unknown rule 'steep'"),
@@ -84,6 +83,9 @@ def test_help_shows_every_default_and_environment_variable():
     assert "<bool>" not in text
     assert "default: (the latest)" in " ".join(run_cli("resume", "-h").stdout.split())
     assert "--install-completion" in run_cli("-h").stdout
+    sweep = run_cli("lr-find", "-h").stdout  # lr-find sweeps the rate itself: no --lr among train's options
+    assert "--start-lr" in sweep and not re.search(r"^\s+--lr\s", sweep, re.MULTILINE)
+    assert "--from" in run_cli("tune", "-h").stdout
 
 
 @pytest.mark.slow

@@ -1,0 +1,68 @@
+"""A pruned ``tune`` study against the default recipe at the same epochs (issue #30's evidence).
+
+    python benchmarks/tune_vs_default.py --data-dir DIR [--dataset cifar10] [--model resnet20]
+        [--epochs 5] [--trials 12] [--space "--lr 0.01:1 --weight-decay 1e-5:1e-3"] [--runs-dir DIR]
+
+Prepare the dataset first (``resnetctl prepare cifar10 --source ../shared/datasets/cifar-10-python-subset.tar.gz
+--data-dir DIR``). Trains the default recipe for ``--epochs`` (seed 0), runs a ``tune`` study of
+``--trials`` trials of the same epochs over the space with Optuna's median pruner on, then scores
+the default run's and the best trial's best.keras on the test split (the study chose its best on
+the validation split; the test split is seen once, here). Prints one JSON line per trial and a
+summary line: both test scores, the epochs the study spent against trials x epochs, and the wall
+times. Everything goes through the CLI, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def cli(*args) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "resnetctl", *map(str, args)], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"resnetctl {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout) if "--json" in args else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--space", default="--lr 0.01:1 --weight-decay 1e-5:1e-3")
+    parser.add_argument("--runs-dir", default=None)
+    args = parser.parse_args()
+    runs = args.runs_dir or tempfile.mkdtemp(prefix="tune-vs-default-")
+    common = ["--dataset", args.dataset, "--data-dir", args.data_dir, "--epochs", args.epochs, "--runs-dir", runs]
+
+    t0 = time.perf_counter()
+    cli("train", args.model, *common, "--run", "default", "--seed", 0)
+    default_test = cli("evaluate", "--run", f"{runs}/default", "--split", "test", "--json")["rank_1"]
+    default_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report = cli("tune", args.model, *common, "--study", "study", "--trials", args.trials, *shlex.split(args.space),
+                 "--json")  # fmt: skip
+    tune_seconds = time.perf_counter() - t0
+    for t in report["trials"]:
+        print(json.dumps({k: t[k] for k in ("number", "state", "value", "params", "epochs_done")}), flush=True)
+    best = report["best"]
+    best_test = cli("evaluate", "--run", best["run"], "--split", "test", "--json")["rank_1"]
+    print(json.dumps({
+        "default_test": default_test, "default_seconds": round(default_seconds, 1),
+        "tune_best_test": best_test, "tune_best_params": best["params"], "tune_best_val": best["value"],
+        "epochs_spent": report["epochs_spent"], "epochs_unpruned": args.trials * args.epochs,
+        "tune_seconds": round(tune_seconds, 1), "notes": report["notes"], "runs_dir": runs,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
