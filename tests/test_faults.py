@@ -26,8 +26,6 @@ import pytest
 from resnetctl.runs import RunDir, checkpoint_info
 from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, cli_command, copy_run, one_line_error, run_cli, tmpfs
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def small(cifar_small, data_dir, tmp_path):
@@ -71,6 +69,7 @@ def _weights(path) -> dict:
 
 
 # --------------------------------------------------------------------------- one truth per run
+@pytest.mark.e2e
 def test_a_resumed_run_is_the_run_that_was_never_stopped(small, small_run, tmp_path):
     """Bit-identical history and weights: resume --epoch back into a finished run, and SIGTERM.
     The run that never stopped is the session's shared ``small_run`` (trained with ``SMALL_RUN``)."""
@@ -100,6 +99,7 @@ def test_a_resumed_run_is_the_run_that_was_never_stopped(small, small_run, tmp_p
     assert all(np.array_equal(_weights(term.last_path)[k], weights[k]) for k in weights)
 
 
+@pytest.mark.e2e
 def test_resume_back_rebuilds_best_and_moves_later_evaluations_to_the_branch(small_run, tmp_path, data_dir):
     """A copy of the shared 3-epoch run, evaluated at epoch 3, resumed at epoch 2 with another rate:
     epoch 3 is trained again (and differs), best.keras is rebuilt from the epochs this line keeps,
@@ -123,6 +123,7 @@ def test_resume_back_rebuilds_best_and_moves_later_evaluations_to_the_branch(sma
     assert branch["checkpoints"] == [3] and branch["lineage"][0]["epoch"] == 2
 
 
+@pytest.mark.e2e
 def test_a_row_and_a_best_lost_between_the_epochs_writes_are_put_back_by_resume(small_run, tmp_path):
     """What a kill -9 or a full disk between an epoch's writes can leave: epoch 3's checkpoint
     (last.keras) without its history row or its epoch file, and best.keras still holding a worse
@@ -147,6 +148,7 @@ def test_a_row_and_a_best_lost_between_the_epochs_writes_are_put_back_by_resume(
 
 
 # --------------------------------------------------------------------------- one writer at a time
+@pytest.mark.e2e
 def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(small, tmp_path, data_dir):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
@@ -170,6 +172,7 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(small, tmp_p
     assert run.history()[-1]["epoch"] == done + 1 and run.state()["state"] == "finished"
 
 
+@pytest.mark.slow
 def test_two_prepares_of_one_name(tmp_path):
     out = tmp_path / "d"
     first = subprocess.Popen(
@@ -193,6 +196,7 @@ def test_two_prepares_of_one_name(tmp_path):
 
 
 # --------------------------------------------------------------------------- the user's files
+@pytest.mark.slow
 def test_prepare_never_touches_what_it_did_not_make(tmp_path):
     data = tmp_path / "data"
     pets = data / "pets"
@@ -261,6 +265,7 @@ def _zip_with_a_bad_member(path):
         ("tiny-imagenet", "bad-member.zip", _zip_with_a_bad_member),
     ],
 )
+@pytest.mark.slow
 def test_damaged_archives_are_refused_whole(tmp_path, kind, name, damage):
     source = tmp_path / name
     damage(source)
@@ -283,6 +288,7 @@ def test_damage_checks_are_real():
 
 
 # --------------------------------------------------------------------------- full disks
+@pytest.mark.slow
 def test_a_full_disk_in_prepare_publishes_nothing(tmp_path):
     with tmpfs(tmp_path / "small", "2m") as small:
         proc = run_cli("prepare", "cifar10", "--source", CIFAR_SUBSET, "--data-dir", small, check=False)
@@ -290,6 +296,7 @@ def test_a_full_disk_in_prepare_publishes_nothing(tmp_path):
         assert [p.name for p in small.iterdir()] == [".cifar10.lock"]
 
 
+@pytest.mark.e2e
 def test_a_full_disk_in_train_names_the_last_good_checkpoint(cifar_small, data_dir, tmp_path):
     with tmpfs(tmp_path / "small", "2m") as small:
         proc = run_cli(
@@ -321,6 +328,7 @@ def test_a_full_disk_in_train_names_the_last_good_checkpoint(cifar_small, data_d
 
 
 # --------------------------------------------------------------------------- junk and bad input
+@pytest.mark.e2e
 def test_junk_in_the_runs_and_data_dirs_is_skipped(small_run, tmp_path, data_dir):
     runs = tmp_path / "runs"
     good = copy_run(small_run, runs, "good")  # a real finished run (3 epochs)
@@ -346,6 +354,7 @@ def test_junk_in_the_runs_and_data_dirs_is_skipped(small_run, tmp_path, data_dir
     assert [d["name"] for d in json.loads(proc.stdout)] == ["ok"] and "warning:" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_bad_input_gets_one_line(small, tmp_path, data_dir, cifar_small):
     a_file = tmp_path / "file"
     a_file.write_text("x")
@@ -383,6 +392,7 @@ def test_bad_input_gets_one_line(small, tmp_path, data_dir, cifar_small):
     )
 
 
+@pytest.mark.e2e
 def test_a_failing_train_leaves_no_run_behind(cifar_small, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(cifar_small, broken / "cifar-small")

@@ -187,6 +187,8 @@ def test_tune_from_a_run_forks_every_trial_at_the_epoch_and_leaves_the_run_as_it
         (("--epoch", 1, "--lr", "0.01:0.5", "--epochs", 1, "--trials", 2), "must train past the fork"),
         (("--epoch", 7, "--lr", "0.01:0.5", "--trials", 2), "epoch 7"),
         (("--lr", "0.01:0.5", "--trials", 2, "resnet20"), "leave out MODEL"),
+        (("--lr", "0.01:0.5", "--trials", 2, "--tensorboard"), "--tensorboard cannot change in its trials"),
+        (("--show",), "leave out --from and --epoch"),
     ]:
         one_line_error(run_cli(*common, *more, check=False), 1, text)
     one_line_error(
@@ -213,7 +215,17 @@ def test_tune_from_a_run_forks_every_trial_at_the_epoch_and_leaves_the_run_as_it
     words = shlex.split(report["train_command"])
     best = report["trials"][0]
     assert words[1:] == ["resume", "--run", str(source.path.resolve()), "--epoch", "1", "--lr",
-                         f"{best['params']['lr']:.6g}", "--epochs", "3", "--fork", "babysit-best"]  # fmt: skip
+                         f"{best['params']['lr']:.6g}", "--epochs", "3", "--fork", "babysit-best1"]  # fmt: skip
     run_cli(*words[1:])
-    again = RunDir(runs / "babysit-best")
+    again = RunDir(runs / "babysit-best1")
     assert again.config()["parent"]["epoch"] == 1 and [r["epoch"] for r in again.history()] == [1, 2, 3]
+    shown = json.loads(run_cli("tune", "--study", "babysit", "--runs-dir", runs, "--show", "--json").stdout)
+    assert shown["train_command"].endswith("--fork babysit-best2"), "pasteable again: a name not taken"
+
+    # another fork epoch on this study says so; a study whose run is gone says so before training
+    other = run_cli(*common, "--epoch", 2, "--lr", "0.01:0.5", "--epochs", 3, "--trials", 3, check=False)
+    one_line_error(other, 1, "(--from, --epoch)")
+    source.path.rename(runs / "away")
+    gone = run_cli("tune", "--study", "babysit", "--runs-dir", runs, "--resume", "--trials", 4, check=False)
+    one_line_error(gone, 1, "which is gone")
+    assert len(list((runs / "babysit").glob("t*"))) == 3, "no trial was started"

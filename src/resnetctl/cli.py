@@ -287,7 +287,7 @@ def _tune(
     from resnetctl.tuning import plan_tune, show_study
 
     if show:
-        report = show_study(study, storage, options.get("runs_dir"))
+        report = show_study(study, storage, options.get("runs_dir"), forking=from_run is not None or epoch is not None)
         return print_json(report) if as_json else ui.show_study(console, report)
     plan = plan_tune(
         model, config_file, recipe, options, study=study, storage=storage, trials=trials, space_file=space,

@@ -39,7 +39,7 @@ from resnetctl.commands import command
 from resnetctl.data.store import DatasetInfo, open_dataset
 from resnetctl.errors import Busy, Diverged, RunError, Stopped
 from resnetctl.hooks import TuneProgress
-from resnetctl.runs import RunDir, best_row, score
+from resnetctl.runs import RunDir, best_row, free_name, score
 from resnetctl.training.config import TrainConfig, cli_options, option_kind, parse_option, searchable
 from resnetctl.training.settings import config_from_flags
 
@@ -188,6 +188,7 @@ def split_space(flags: dict, space_file=None) -> tuple[dict, dict[str, Param]]:
 # --lr and --epochs); the model, its decay and the data are the forked run's
 FORK_SEARCHABLE = ("lr", "epochs")
 FORK_WAIT = 30.0  # seconds a trial waits for the forked run's lock (another trial forking it)
+FORK_LOCAL = frozenset({"data_dir", "runs_dir", "mlflow"})  # what resume lets a host say of a fork
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,8 @@ class TunePlan:
         optuna = require_optuna()
         startup = max(2, min(10, self.trials // 3))  # TPE's random start: a third of a short study
         sampler = optuna.samplers.TPESampler(n_startup_trials=startup)
-        warmup = MEDIAN_WARMUP_EPOCHS if self.origin is None else self.origin.epoch + 1  # a fork's first epoch
+        # from the second epoch of a trial on: epoch 2, or a fork's second epoch after the fork
+        warmup = MEDIAN_WARMUP_EPOCHS + (self.origin.epoch if self.origin else 0)
         pruner = (
             optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=warmup)
             if self.pruner == "median"
@@ -348,6 +350,10 @@ def _describe_space(space: dict) -> str:
 def _differences(theirs: dict, mine: dict) -> list[str]:
     """``its epochs is 2, this command's 3``: the settings two study records differ in."""
     out = []
+    if theirs.get("from") != mine.get("from"):
+        where = {k: v for k, v in (theirs.get("from") or {}).items() if k in ("run", "epoch")} or "no run"
+        here = {k: v for k, v in (mine.get("from") or {}).items() if k in ("run", "epoch")} or "no run"
+        out.append(f"it forks {where}, this command {here} (--from, --epoch)")
     for part in ("base", "dataset"):
         a, b = theirs.get(part) or {}, mine.get(part) or {}
         for key in sorted(set(a) | set(b)):
@@ -402,6 +408,12 @@ def plan_tune(
         space = {name: Param.from_dict(name, d) for name, d in stored["space"].items()}
         if stored.get("from"):
             origin = ForkOrigin.from_dict(stored["from"])
+            if not origin.run.is_run():
+                raise RunError(
+                    f"Study {study!r} forks run {origin.run.path}, which is gone",
+                    hint="put the run back where it was; the finished trials are kept",
+                )
+            origin.run.checkpoint(origin.epoch)  # its checkpoint at the fork is still there
     else:
         if not space:
             raise RunError(
@@ -452,7 +464,7 @@ def _plan_fork(from_run: str, epoch: int | None, named_model: bool, fixed: dict,
         raise RunError(
             "tune --from forks a run: its model and settings are the run's, leave out MODEL, --recipe and --config"
         )
-    changed = sorted(set(space) - set(FORK_SEARCHABLE)) + sorted(set(fixed) - LOCAL - set(FORK_SEARCHABLE))
+    changed = sorted(set(space) - set(FORK_SEARCHABLE)) + sorted(set(fixed) - FORK_LOCAL - set(FORK_SEARCHABLE))
     if changed:
         flags = ", ".join("--" + n.replace("_", "-") for n in changed)
         raise RunError(
@@ -470,6 +482,8 @@ def _plan_fork(from_run: str, epoch: int | None, named_model: bool, fixed: dict,
     base = replace(options, segments=options.segments_before(epoch))
     if fixed.get("data_dir") is not None:
         base = replace(base, data_dir=str(fixed["data_dir"]))
+    if fixed.get("mlflow") is not None:
+        base = replace(base, mlflow=bool(fixed["mlflow"]))
     origin = ForkOrigin(source, epoch, fixed.get("lr"), fixed.get("epochs"), fixed.get("epochs") or base.total_epochs())
     return origin, base.validate()
 
@@ -576,7 +590,7 @@ def _run_trial(plan: TunePlan, study, trial, progress: TuneProgress, params: dic
                 history = run.history()
                 stopped = {"reason": ended.get("reason")} if ended.get("stopped_epoch") else None
             elif plan.origin is not None:
-                result = resume(_fork_plan(plan.origin, run, params), progress.training(), watch)
+                result = resume(_fork_plan(plan, run, params), progress.training(), watch)
                 history, stopped = result.history, result.stopped_early
             elif going_on:
                 result = resume(plan_resume(str(run.path)), progress.training(), watch)
@@ -611,13 +625,14 @@ def _run_trial(plan: TunePlan, study, trial, progress: TuneProgress, params: dic
         progress.trial_end({"number": trial.number, "state": state, "value": value, "epochs": len(history)})
 
 
-def _fork_plan(origin: ForkOrigin, run: RunDir, params: dict):
+def _fork_plan(plan: TunePlan, run: RunDir, params: dict):
     """The resume that trains a fork trial: the run forked into the study (once: a trial taken
     over after its process died finds its fork), then gone on with from the fork's epoch with the
     trial's rate and epochs, or from its latest checkpoint when it had trained past the fork."""
     from resnetctl.lineage import fork
     from resnetctl.plan import plan_resume
 
+    origin, here = plan.origin, {"data_dir": plan.base.data_dir, "mlflow": plan.base.mlflow}  # this host's
     if not run.path.exists():
         try:
             with origin.run.lock(wait=FORK_WAIT):  # another trial forking it holds it for a moment
@@ -628,9 +643,9 @@ def _fork_plan(origin: ForkOrigin, run: RunDir, params: dict):
                 hint="tune --from forks a run that is not training: continue the study when it stops (--resume)",
             ) from None
     if any(r["epoch"] > origin.epoch for r in run.history()):
-        return plan_resume(str(run.path))
+        return plan_resume(str(run.path), **here)
     change = origin.trial_change(params)
-    return plan_resume(str(run.path), epoch=origin.epoch, lr=change["lr"], epochs=change["epochs"])
+    return plan_resume(str(run.path), epoch=origin.epoch, lr=change["lr"], epochs=change["epochs"], **here)
 
 
 def resume_command(plan: TunePlan) -> str:
@@ -694,7 +709,9 @@ def study_report(plan_or_none, study, runs_root: Path | None = None) -> dict:
     root = runs_root or (plan_or_none.runs_root if plan_or_none else None)
     train_command = None
     if best and best["run"] and origin:  # the fork's line again, beside the run it forked
-        train_command = origin.repeat_command(best["params"], f"{study.study_name}-best")
+        train_command = origin.repeat_command(
+            best["params"], free_name(origin.run.path.parent, f"{study.study_name}-best")
+        )
     elif best and best["run"]:
         train_command = command(
             "train", "--config", Path(best["run"]) / "config.json", *(("--runs-dir", root.resolve()) if root else ())
@@ -719,13 +736,16 @@ def study_report(plan_or_none, study, runs_root: Path | None = None) -> dict:
         "best": best,
         "train_command": train_command,
         "epochs_spent": sum(r["epochs_done"] for r in rows),
-        "epochs_without_pruning": sum(r["epochs"] or 0 for r in rows),
+        "epochs_without_pruning": sum(r["epochs"] or 0 for r in rows if r["state"] != "fail"),  # failed: never ran
         "notes": notes,
     }
 
 
-def show_study(study: str, storage: str | None = None, runs_dir=None) -> dict:
-    """``tune --show``: :func:`study_report` of a study read from its storage (nothing run)."""
+def show_study(study: str, storage: str | None = None, runs_dir=None, forking: bool = False) -> dict:
+    """``tune --show``: :func:`study_report` of a study read from its storage (nothing run);
+    ``forking``: --from/--epoch were given too, which a study's record already says."""
+    if forking:
+        raise RunError("tune --show lists a study as it is: leave out --from and --epoch (its record names its fork)")
     optuna = require_optuna()
     root, study_dir, storage = _locate(study, storage, runs_dir, create=False)
     if _stored(storage, study, study_dir) is None:
