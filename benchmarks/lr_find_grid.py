@@ -15,17 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
-import sys
 import tempfile
 import time
 
-
-def cli(*args) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "resnetctl", *map(str, args)], capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"resnetctl {' '.join(map(str, args))} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout) if "--json" in args else {}
+from cli_runner import cli  # benchmarks/ is on the path of a script run from it
 
 
 def main() -> None:
