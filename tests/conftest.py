@@ -1,6 +1,6 @@
 """Session fixtures: the real-format datasets in ../shared/datasets, prepared once through the CLI.
 
-Tiers: ``pytest -m "not e2e and not slow"`` runs the fast tier (under a minute); ``pytest`` runs
+Tiers: ``pytest -m "not e2e and not slow"`` runs the fast tier (100 s on 2 cores); ``pytest`` runs
 all, including the tests that train real models in real subprocesses (``e2e``) and those that run
 the CLI on real archives and folders without training (``slow``).
 """
