@@ -351,9 +351,11 @@ def _differences(theirs: dict, mine: dict) -> list[str]:
     """``its epochs is 2, this command's 3``: the settings two study records differ in."""
     out = []
     if theirs.get("from") != mine.get("from"):
-        where = {k: v for k, v in (theirs.get("from") or {}).items() if k in ("run", "epoch")} or "no run"
-        here = {k: v for k, v in (mine.get("from") or {}).items() if k in ("run", "epoch")} or "no run"
-        out.append(f"it forks {where}, this command {here} (--from, --epoch)")
+
+        def forks(record: dict):
+            return {k: v for k, v in (record.get("from") or {}).items() if k in ("run", "epoch")} or "no run"
+
+        out.append(f"it forks {forks(theirs)}, this command {forks(mine)} (--from, --epoch)")
     for part in ("base", "dataset"):
         a, b = theirs.get(part) or {}, mine.get(part) or {}
         for key in sorted(set(a) | set(b)):
@@ -432,7 +434,7 @@ def plan_tune(
     plan = TunePlan(study, storage, study_dir, root, base, space, int(budget), (stored or {}).get("pruner", pruner),
                     resume, info, origin)  # fmt: skip
     if origin is not None:
-        _check_fork_edges(origin, base, space)
+        _check_fork_edges(origin, space)
     else:
         for name, param in space.items():  # every edge of the space is a valid train setting
             for value in param.ends():
@@ -488,7 +490,7 @@ def _plan_fork(from_run: str, epoch: int | None, named_model: bool, fixed: dict,
     return origin, base.validate()
 
 
-def _check_fork_edges(origin: ForkOrigin, base: TrainConfig, space: dict) -> None:
+def _check_fork_edges(origin: ForkOrigin, space: dict) -> None:
     """Every trial of a fork study trains past the epoch it forks at."""
     ends = space["epochs"].ends() if "epochs" in space else (origin.trains_to,)
     short = [int(e) for e in ends if int(e) <= origin.epoch]
@@ -736,7 +738,8 @@ def study_report(plan_or_none, study, runs_root: Path | None = None) -> dict:
         "best": best,
         "train_command": train_command,
         "epochs_spent": sum(r["epochs_done"] for r in rows),
-        "epochs_without_pruning": sum(r["epochs"] or 0 for r in rows if r["state"] != "fail"),  # failed: never ran
+        # a failed trial would not have trained on unpruned either: it counts what it trained
+        "epochs_without_pruning": sum(r["epochs_done"] if r["state"] == "fail" else r["epochs"] or 0 for r in rows),
         "notes": notes,
     }
 
