@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from resnetctl.runs import RunDir
-from tests.helpers import needs, run_cli
+from tests.helpers import needs, run_in_process
 
 
 def test_the_policy_changes_training_images_only_and_draws_by_epoch(tmp_path):
@@ -48,13 +48,13 @@ def test_the_policy_changes_training_images_only_and_draws_by_epoch(tmp_path):
 @pytest.mark.e2e
 def test_training_with_randaugment_and_erasing(two_class_data, tmp_path):
     runs = tmp_path / "runs"
-    run_cli("train", "resnet8", "--dataset", "tiny", "--data-dir", two_class_data, "--runs-dir", runs, "--run", "ra",
-            "--epochs", 1, "--batch-size", 8, "--augmentation", "randaugment", "--randaugment-magnitude", 0.2,
-            "--random-erasing", 0.5)  # fmt: skip
+    run_in_process("train", "resnet8", "--dataset", "tiny", "--data-dir", two_class_data, "--runs-dir", runs,
+            "--run", "ra", "--epochs", 1, "--batch-size", 8, "--augmentation", "randaugment",
+            "--randaugment-magnitude", 0.2, "--random-erasing", 0.5)  # fmt: skip
     record = RunDir(runs / "ra").config()
     assert record["augmentation"] == "randaugment" and record["random_erasing"] == 0.5
     assert record["randaugment_magnitude"] == 0.2 and len(RunDir(runs / "ra").history()) == 1
-    summary = json.loads(run_cli("summary", runs / "ra", "--json").stdout)
+    summary = json.loads(run_in_process("summary", runs / "ra", "--json").stdout)
     assert summary[0]["recipe"]["augmentation"] == "randaugment"
 
 

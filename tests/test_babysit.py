@@ -15,7 +15,7 @@ import time
 import pytest
 
 from resnetctl.runs import RunDir
-from tests.helpers import cli_command, run_cli, tmpfs
+from tests.helpers import cli_command, run_in_process, tmpfs
 
 COMMAND = re.compile(r"(resnetctl (?:train|resume|evaluate|summary|predict|export) .*)$")
 
@@ -46,7 +46,7 @@ def test_babysitting_a_run(cifar_small, data_dir, runs):
     printed: list[str] = []
 
     def cli(*args, **kw):
-        proc = run_cli(*args, **kw)
+        proc = run_in_process(*args, **kw)
         printed.extend([proc.stdout, proc.stderr])
         return proc
 
@@ -83,7 +83,7 @@ def test_babysitting_a_run(cifar_small, data_dir, runs):
     commands = printed_commands(*printed)
     assert any(c[0] == "evaluate" for c in commands) and any(c[0] == "summary" or c[0] == "evaluate" for c in commands)
     for argv in {tuple(c): c for c in commands}.values():  # each, pasted as printed, works (once is enough)
-        proc = run_cli(*argv, check=False)
+        proc = run_in_process(*argv, check=False)
         assert proc.returncode == 0, (argv, proc.stderr)
 
 
@@ -108,7 +108,7 @@ def test_a_run_can_be_read_while_it_trains_and_the_stop_hint_works(cifar_small, 
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.2)
     follow = subprocess.Popen(cli_command("summary", run.path, "--follow", "--json"), stdout=subprocess.PIPE, text=True)
-    reading = run_cli("evaluate", "--run", run.path, "--checkpoint", "last", "--json", check=False)
+    reading = run_in_process("evaluate", "--run", run.path, "--checkpoint", "last", "--json", check=False)
     assert reading.returncode == 0, reading.stderr
     assert "still training" in reading.stderr and json.loads(reading.stdout)["epoch"] >= 1
     if proc.poll() is None:
@@ -121,7 +121,7 @@ def test_a_run_can_be_read_while_it_trains_and_the_stop_hint_works(cifar_small, 
     assert proc.returncode == 130 and "stopped:" in err and "error:" not in err, err
     (hint,) = printed_commands(err)
     assert hint[0] == "resume"
-    resumed = run_cli(*hint)
+    resumed = run_in_process(*hint)
     assert "Done" in resumed.stdout and run.history()[-1]["epoch"] == 10
 
 
@@ -143,6 +143,6 @@ def test_a_foreign_folder_at_run_is_untouched_on_a_full_disk(tmp_path):
             except OSError:
                 pass
         before = tree(proj)
-        proc = run_cli("train", "resnet8", "--run", "proj", "--runs-dir", disk, "--data-dir", data, check=False)
+        proc = run_in_process("train", "resnet8", "--run", "proj", "--runs-dir", disk, "--data-dir", data, check=False)
         assert proc.returncode == 1 and "is not a resnetctl run" in proc.stderr, proc.stderr
         assert tree(proj) == before

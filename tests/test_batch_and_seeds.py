@@ -11,7 +11,7 @@ import pytest
 from resnetctl.reports import mean_and_interval
 from resnetctl.runs import RunDir, best_row, score
 from resnetctl.training.config import default_batch_size
-from tests.helpers import one_line_error, run_cli
+from tests.helpers import one_line_error, run_in_process
 
 
 def test_the_interval_is_student_s():
@@ -26,10 +26,10 @@ def test_seeds_make_sibling_runs_at_the_batch_auto_found(two_class_data, tmp_pat
     runs = tmp_path / "runs"
     common = ("--dataset", "tiny", "--data-dir", two_class_data, "--runs-dir", runs, "--epochs", 1,
               "--warmup-epochs", 0, "--batch-size", "auto")  # fmt: skip
-    plan = run_cli("train", "resnet8", *common, "--run", "g", "--seeds", 2, "--dry-run").stdout
+    plan = run_in_process("train", "resnet8", *common, "--run", "g", "--seeds", 2, "--dry-run").stdout
     assert "runs: g-s0, g-s1" in plan and "on a CPU the default rule is kept" in plan and not runs.exists()
 
-    proc = run_cli("train", "resnet8", *common, "--run", "g", "--seeds", 2)
+    proc = run_in_process("train", "resnet8", *common, "--run", "g", "--seeds", 2)
     assert proc.stdout.count("batch size auto: on a CPU the default rule is kept") == 2
     siblings = [RunDir(runs / "g-s0"), RunDir(runs / "g-s1")]
     for seed, run in enumerate(siblings):
@@ -39,21 +39,21 @@ def test_seeds_make_sibling_runs_at_the_batch_auto_found(two_class_data, tmp_pat
         assert record["seed_group"] == {"name": "g", "seeds": [0, 1], "runs": ["g-s0", "g-s1"]}
     assert siblings[0].history()[0]["loss"] != siblings[1].history()[0]["loss"]  # two seeds, two runs
 
-    tests = [json.loads(run_cli("evaluate", "--run", r.path, "--json").stdout)["rank_1"] for r in siblings]
-    rows = json.loads(run_cli("summary", "--runs-dir", runs, "--json").stdout)
+    tests = [json.loads(run_in_process("evaluate", "--run", r.path, "--json").stdout)["rank_1"] for r in siblings]
+    rows = json.loads(run_in_process("summary", "--runs-dir", runs, "--json").stdout)
     group = rows[0]["seed_group"]
     assert group["found"] == 2 and group == rows[1]["seed_group"]
     bests = [score(best_row(r.history())) for r in siblings]
     assert group["best_score"]["values"] == pytest.approx(bests)
     assert group["test_rank_1"]["mean"] == pytest.approx(sum(tests) / 2)
     assert group["test_rank_1"]["ci95"] == pytest.approx(12.706 * abs(tests[0] - tests[1]) / 2)
-    assert "seeds g (2 of 2 runs): best val_accuracy" in run_cli("summary", "--runs-dir", runs).stdout
+    assert "seeds g (2 of 2 runs): best val_accuracy" in run_in_process("summary", "--runs-dir", runs).stdout
 
     # resume keeps the batch config.json recorded: no search again
-    resumed = run_cli("resume", "--run", siblings[0].path, "--epochs", 2)
+    resumed = run_in_process("resume", "--run", siblings[0].path, "--epochs", 2)
     assert "batch size auto" not in resumed.stdout and siblings[0].config()["steps_per_epoch"] == 1
 
-    again = run_cli("train", "resnet8", *common, "--run", "g", "--seeds", 2, check=False)
+    again = run_in_process("train", "resnet8", *common, "--run", "g", "--seeds", 2, check=False)
     one_line_error(again, 1, "g-s0 already exists")  # every sibling is checked before any trains
-    bad = run_cli("train", "resnet8", *common[:-1], "autoo", check=False)
+    bad = run_in_process("train", "resnet8", *common[:-1], "autoo", check=False)
     one_line_error(bad, 1, "`batch_size` must be a whole number")

@@ -10,7 +10,7 @@ import pytest
 
 from resnetctl.diagnose import GAP, diagnose
 from resnetctl.plan import plan_resume
-from tests.helpers import copy_run, one_line_error, run_cli
+from tests.helpers import copy_run, one_line_error, run_in_process
 
 pytestmark = pytest.mark.e2e  # the session's trained run
 
@@ -114,9 +114,9 @@ def test_a_run_still_improving_is_trained_on(run_with):
 
 
 def test_diagnose_on_the_command_line(small_run):
-    proc = run_cli("diagnose", "--run", small_run.path, "--json")
+    proc = run_in_process("diagnose", "--run", small_run.path, "--json")
     d = json.loads(proc.stdout)
     assert d["run"] == "small" and d["epochs_done"] == 3 and d["findings"][0]["kind"] == d["verdict"]
-    text = run_cli("diagnose", "--run", small_run.path).stdout
+    text = run_in_process("diagnose", "--run", small_run.path).stdout
     assert d["text"] in text and (d["command"] is None or d["command"] in text)
-    one_line_error(run_cli("diagnose", "--run", small_run.path.parent / "nowhere", check=False), 1, "No run")
+    one_line_error(run_in_process("diagnose", "--run", small_run.path.parent / "nowhere", check=False), 1, "No run")

@@ -12,19 +12,21 @@ import numpy as np
 import pytest
 
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import one_line_error, run_cli
+from tests.helpers import one_line_error, run_cli, run_in_process
 
 pytestmark = pytest.mark.e2e
 
 
 def test_a_plot_that_cannot_be_written_fails_the_run_in_one_line(cifar_small, data_dir, tmp_path):
     common = ["--data-dir", data_dir, "--runs-dir", tmp_path]
-    run_cli("train", "resnet8", "--dataset", "cifar-small", *common, "--run", "plot", "--epochs", 1, "--batch-size", 64)
+    run_in_process(
+        "train", "resnet8", "--dataset", "cifar-small", *common, "--run", "plot", "--epochs", 1, "--batch-size", 64
+    )
     run = RunDir(tmp_path / "plot")
     assert run.monitor_path.stat().st_size > 10_000  # written in the background, there at the end
     run.monitor_path.unlink()
     run.monitor_path.mkdir()  # a folder where the plot goes: its atomic rename fails
-    proc = run_cli("resume", "--run", "plot", "--epochs", 2, *common, check=False)
+    proc = run_in_process("resume", "--run", "plot", "--epochs", 2, *common, check=False)
     one_line_error(proc, 1, "Cannot write")
     assert "resnetctl resume --run" in proc.stderr
     assert [r["epoch"] for r in run.history()] == [1, 2]  # the epoch's checkpoint and row were kept
@@ -128,6 +130,6 @@ def test_checkpoints_after_the_first_are_saved_while_the_next_epoch_trains(cifar
     assert run.monitor_path.stat().st_size > 10_000
     # the twin's epoch-3 file holds the state the live model had: going back to it and training
     # epoch 4 again gives epoch 4's numbers
-    run_cli("resume", "--run", "w", "--epoch", 3, "--fork", "again", *common)
+    run_in_process("resume", "--run", "w", "--epoch", 3, "--fork", "again", *common)
     again = RunDir(tmp_path / "runs" / "again").history()
     assert again[-1]["epoch"] == 4 and again[-1]["loss"] == run.history()[-1]["loss"]

@@ -10,7 +10,7 @@ import pytest
 
 from resnetctl.training.lr_find import DIVERGENCE, RULES, SHORT_VALLEY, SweepRecorder, longest_valley, smooth, suggest
 from resnetctl.training.schedules import ExponentialSweep
-from tests.helpers import needs, one_line_error, run_cli
+from tests.helpers import needs, one_line_error, run_cli, run_in_process
 
 
 def test_smoothing_is_debiased_and_the_valley_is_the_longest_fall():
@@ -78,7 +78,7 @@ def test_the_sweep_recovers_each_step_loss_and_stops_on_divergence():
 @pytest.mark.e2e
 def test_lr_find_sweeps_train_s_step_and_prints_a_train_command_that_works(cifar_small, data_dir, tmp_path):
     plot = tmp_path / "sweep.png"
-    proc = run_cli(
+    proc = run_in_process(
         "lr-find", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--steps", 20, "--batch-size", 32,
         "--weight-decay", 1e-4, "--mixup", 0.2, "--plot", plot, "--json", cwd=tmp_path,
     )  # fmt: skip
@@ -96,10 +96,10 @@ def test_lr_find_sweeps_train_s_step_and_prints_a_train_command_that_works(cifar
     assert words[words.index("--lr") + 1] == f"{result['suggested_lr']:.3g}"
     assert words[words.index("--weight-decay") + 1] == "0.0001" and "--mixup" in words
     # pasted (with --dry-run added), it plans the run lr-find swept
-    plan = run_cli(*words[1:], "--dry-run", cwd=tmp_path).stdout
+    plan = run_in_process(*words[1:], "--dry-run", cwd=tmp_path).stdout
     assert f"{result['suggested_lr']:.3g}" in plan and "nothing was trained" in plan
     # the picture goes through the output policy: an existing file stays without --force
-    again = run_cli("lr-find", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--plot", plot,
+    again = run_in_process("lr-find", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--plot", plot,
                     check=False, cwd=tmp_path)  # fmt: skip
     one_line_error(again, 1, "already exists")
 

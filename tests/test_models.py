@@ -11,7 +11,7 @@ import pytest
 import resnetctl
 from resnetctl.models import create_model, get_spec, list_models
 from resnetctl.models.profile import profile_spec
-from tests.helpers import invoke, run_cli
+from tests.helpers import invoke, run_cli, run_in_process
 
 # He et al. 2015, table 6 (parameters) and the per-image MACs published for these models.
 PAPER = {
@@ -140,7 +140,7 @@ def test_build_cli_json_and_save_with_zero_init_last(tmp_path):
         "--save",
         out,
     )
-    report = json.loads(run_cli(*cmd).stdout)
+    report = json.loads(run_in_process(*cmd).stdout)
     assert report["name"] == "resnet20"
     assert report["trainable_params"] == PINNED_TRAINABLE["resnet20"]
     assert report["input_shape"] == [32, 32, 3] and report["num_classes"] == 10
@@ -177,9 +177,9 @@ def test_importing_the_cli_leaves_keras_out_and_every_command_answers_help():
     code = "import sys, resnetctl.cli; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False False"
-    assert run_cli("--version").stdout.startswith("resnetctl ")
+    assert run_in_process("--version").stdout.startswith("resnetctl ")
     for command in ("prepare", "build", "train", "resume", "evaluate", "summary"):
-        assert "Usage" in run_cli(command, "-h").stdout
+        assert "Usage" in run_in_process(command, "-h").stdout
 
 
 @pytest.mark.parametrize(

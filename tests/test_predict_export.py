@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import TINY_MINI, needs, one_line_error, pets_world, run_cli
+from tests.helpers import TINY_MINI, needs, one_line_error, pets_world, run_cli, run_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 def tiny_run(tiny, tmp_path_factory):
     """A ResNet8 trained for one epoch on the Tiny ImageNet mini (a real run, real checkpoints)."""
     runs = tmp_path_factory.mktemp("predict-runs")
-    run_cli(
+    run_in_process(
         "train",
         "resnet8",
         "--dataset",
@@ -67,7 +67,7 @@ def photo_predictions(tiny_run, val_jpegs, tmp_path_factory):
     reference every export format is compared with."""
     root, _ = val_jpegs
     out = tmp_path_factory.mktemp("predicted") / "predict.csv"
-    proc = run_cli("predict", root, "--run", tiny_run, "--json", "--csv", out)
+    proc = run_in_process("predict", root, "--run", tiny_run, "--json", "--csv", out)
     return json.loads(proc.stdout), out
 
 
@@ -77,7 +77,7 @@ def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, photo_predictio
     wnid_of = dict(zip(meta["classes"], meta["class_ids"], strict=True))
     challenge = tmp_path / "evaluate.txt"
     evaluated = json.loads(
-        run_cli(
+        run_in_process(
             "evaluate",
             "--run",
             tiny_run,
@@ -98,7 +98,9 @@ def test_predict_agrees_with_evaluate(tiny, tiny_run, val_jpegs, photo_predictio
     rank_1 = np.mean([got[name][0] == wnid for name, wnid in labels.items()])
     assert rank_1 == pytest.approx(evaluated["rank_1"])
     every = json.loads(
-        run_cli("predict", next(iter(root.rglob("*.JPEG"))), "--run", tiny_run, "--json", "--topk", len(wnid_of)).stdout
+        run_in_process(
+            "predict", next(iter(root.rglob("*.JPEG"))), "--run", tiny_run, "--json", "--topk", len(wnid_of)
+        ).stdout
     )
     assert sum(p["probability"] for p in every[0]["predictions"]) == pytest.approx(1.0, abs=1e-5)  # a softmax
     for r in results:
@@ -122,7 +124,7 @@ def test_predict_skips_what_it_cannot_read_and_converts_formats(tiny_run, val_jp
     cv2.imwrite(str(mixed / "big.jpg"), cv2.resize(photo, (300, 200)))
     (mixed / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (mixed / "notes.txt").write_text("not an image, not even looked at")
-    proc = run_cli("predict", mixed, mixed / "missing.png", "--run", tiny_run, "--topk", 2, "--json")
+    proc = run_in_process("predict", mixed, mixed / "missing.png", "--run", tiny_run, "--topk", 2, "--json")
     results = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(proc.stdout)}
     assert set(results) == {"grey.png", "rgba.png", "deep.png", "big.jpg", "broken.jpg", "missing.png"}
     assert "error" in results["broken.jpg"] and "error" in results["missing.png"]
@@ -143,7 +145,7 @@ def test_predict_bad_input(tiny_run, tmp_path):
         (("predict", tmp_path / "junk.jpg", "--run", tiny_run, "--topk", 0), "--topk must be between 1"),
         (("predict", tmp_path / "junk.jpg", "--run", tiny_run, "--checkpoint", "7"), "epoch 7"),
     ]:
-        one_line_error(run_cli(*args, check=False), 1, text)
+        one_line_error(run_in_process(*args, check=False), 1, text)
 
 
 # --------------------------------------------------------------------------- export
@@ -205,7 +207,7 @@ def _run_artifact(fmt, path, images, tmp_path):
 def test_every_export_format_round_trips(fmt, name, tiny, tiny_run, val_jpegs, photo_predictions, tmp_path):
     root, _ = val_jpegs
     out = tmp_path / name
-    report = json.loads(run_cli("export", "--run", tiny_run, "--format", fmt, "--out", out, "--json").stdout)
+    report = json.loads(run_in_process("export", "--run", tiny_run, "--format", fmt, "--out", out, "--json").stdout)
     assert report["top1_agreement"] == 1.0 and report["max_abs_difference"] <= 1e-4
     assert report["checked_on"] == "tiny-imagenet/test" and report["checked_images"] == 64
     meta = json.loads((tiny / "meta.json").read_text())
@@ -228,18 +230,18 @@ def test_export_never_replaces_what_is_not_an_export(tiny_run, tmp_path):
     (mine / "notes.txt").write_text("keep me")
     (tmp_path / "model.keras").write_text("a file of the user's")
     one_line_error(
-        run_cli("export", "--run", tiny_run, "--format", "saved-model", "--out", mine, "--force", check=False),
+        run_in_process("export", "--run", tiny_run, "--format", "saved-model", "--out", mine, "--force", check=False),
         1,
         "--force replaces only an earlier output",
     )
     one_line_error(
-        run_cli("export", "--run", tiny_run, "--out", tmp_path / "model.keras", check=False), 1, "already exists"
+        run_in_process("export", "--run", tiny_run, "--out", tmp_path / "model.keras", check=False), 1, "already exists"
     )
     assert (mine / "notes.txt").read_text() == "keep me"
     assert (tmp_path / "model.keras").read_text() == "a file of the user's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model.keras"]  # no temp left behind
     (tmp_path / "exp").mkdir()  # a relative --out: the self-check must not resolve it twice
-    run_cli("export", "--run", tiny_run.resolve(), "--out", "exp/m.keras", cwd=tmp_path)
+    run_in_process("export", "--run", tiny_run.resolve(), "--out", "exp/m.keras", cwd=tmp_path)
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["m.keras", "m.labels.txt"]
 
 
@@ -257,7 +259,7 @@ def test_formats_exported_side_by_side_share_their_labels_and_onnx_carries_them_
     out.mkdir()
     base = ("export", "--model", model, "--dataset", "pets", "--data-dir", data, "--json")
     reports = [
-        json.loads(run_cli(*base, "--format", fmt, "--out", out / f"m.{suffix}").stdout)
+        json.loads(run_in_process(*base, "--format", fmt, "--out", out / f"m.{suffix}").stdout)
         for fmt, suffix in (("onnx", "onnx"), ("tflite", "tflite"), ("keras", "keras"))
     ]
     assert sorted(p.name for p in out.iterdir()) == ["m.keras", "m.labels.txt", "m.onnx", "m.tflite"]
@@ -268,7 +270,7 @@ def test_formats_exported_side_by_side_share_their_labels_and_onnx_carries_them_
     assert reports[0]["labels_inside"] == "metadata_props['classes']"
     (out / "m.keras").unlink()  # a side file that says something else is the user's: refused, unchanged
     (out / "m.labels.txt").write_text("bird\nfish\n")
-    one_line_error(run_cli(*base, "--out", out / "m.keras", check=False), 1, "m.labels.txt already exists")
+    one_line_error(run_in_process(*base, "--out", out / "m.keras", check=False), 1, "m.labels.txt already exists")
     assert (out / "m.labels.txt").read_text() == "bird\nfish\n" and not (out / "m.keras").exists()
 
 
@@ -285,7 +287,7 @@ def test_fine_tuning_a_20_class_run_into_a_3_class_folder(tiny_run, tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
     run_cli("prepare", "folder", "--source", folder, "--data-dir", data, "--size", 64)
     # a learning rate of 1e-9: after one epoch the loaded weights are still the source's
-    run_cli(
+    run_in_process(
         "train",
         "resnet8",
         "--dataset",
@@ -322,11 +324,11 @@ def test_fine_tuning_a_20_class_run_into_a_3_class_folder(tiny_run, tmp_path):
     assert len(convs) >= 7
     for name in convs:
         np.testing.assert_allclose(tuned.get_layer(name).kernel, source.get_layer(name).kernel, atol=1e-6)
-    result = json.loads(run_cli("evaluate", "--run", runs / "ft", "--data-dir", data, "--json").stdout)
+    result = json.loads(run_in_process("evaluate", "--run", runs / "ft", "--data-dir", data, "--json").stdout)
     matrix = np.asarray(result["confusion_matrix"])
     assert result["k"] == 3 and result["rank_1"] == pytest.approx(np.trace(matrix) / matrix.sum())
     one_line_error(
-        run_cli(
+        run_in_process(
             "train",
             "resnet8",
             "--dataset",

@@ -16,7 +16,7 @@ from resnetctl.lineage import fork
 from resnetctl.outputs import claim
 from resnetctl.runs import RunDir
 from resnetctl.training.config import TrainConfig
-from tests.helpers import cli_command, invoke, pets_world, run_cli
+from tests.helpers import cli_command, invoke, pets_world, run_in_process
 
 _ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 _PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": _ENV}
@@ -118,8 +118,8 @@ def pets(tmp_path_factory):
 @pytest.mark.e2e
 def test_predict_csv_dash_writes_the_csv_alone_to_stdout(pets):
     root, model = pets
-    run_cli("predict", "pets", *model, "--csv", "file.csv", cwd=root)
-    piped = run_cli("predict", "pets", *model, "--csv", "-", cwd=root)
+    run_in_process("predict", "pets", *model, "--csv", "file.csv", cwd=root)
+    piped = run_in_process("predict", "pets", *model, "--csv", "-", cwd=root)
     assert piped.stdout == (root / "file.csv").read_text()  # exactly the CSV, nothing else
     assert "predictions (m)" in piped.stderr and not (root / "-").exists()
 
@@ -137,8 +137,8 @@ def test_predict_csv_dash_writes_the_csv_alone_to_stdout(pets):
 @pytest.mark.e2e
 def test_evaluate_predict_dash_writes_the_predictions_alone_to_stdout(pets):
     root, model = pets
-    run_cli("evaluate", *model, "--predict", "file.txt", cwd=root)
-    piped = run_cli("evaluate", *model, "--predict", "-", cwd=root)
+    run_in_process("evaluate", *model, "--predict", "file.txt", cwd=root)
+    piped = run_in_process("evaluate", *model, "--predict", "-", cwd=root)
     assert piped.stdout == (root / "file.txt").read_text() and len(piped.stdout.splitlines()) == 4
     assert "rank-1" in piped.stderr and not (root / "-").exists()
 

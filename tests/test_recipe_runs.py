@@ -13,7 +13,7 @@ import pytest
 
 from resnetctl.runs import RunDir, checkpoint_info
 from resnetctl.training.recipes import RECIPES
-from tests.helpers import invoke, needs, one_line_error, run_cli
+from tests.helpers import invoke, needs, one_line_error, run_cli, run_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def test_a_plateau_run_cuts_at_the_right_epochs_and_resumes_exactly(backend, cif
     env = {"KERAS_BACKEND": backend}
     name = f"plateau-{backend}"
     common = ["--data-dir", data_dir, "--runs-dir", runs]
-    proc = run_cli(
+    proc = run_in_process(
         "train", "resnet8", "--dataset", "cifar-small", *common, "--run", name, "--epochs", 5,
         "--batch-size", 100, "--checkpoint-every", 1, "--augmentation", "none", "--schedule", "plateau",
         "--lr", 1e-6, "--plateau-patience", 2, "--plateau-min-delta", 0.1, "--plateau-min-lr", 0,
@@ -73,14 +73,14 @@ def test_a_plateau_run_cuts_at_the_right_epochs_and_resumes_exactly(backend, cif
     assert shown == pytest.approx(lr, rel=1e-6)
 
     weights, states = _weights(run.last_path), _rule_state(run.last_path)
-    run_cli("resume", "--run", name, "--epoch", 3, *common, env_extra=env)
+    run_in_process("resume", "--run", name, "--epoch", 3, *common, env_extra=env)
     assert _numbers(run) == straight  # the run never stopped, row for row
     assert all(np.array_equal(a, b) for a, b in zip(_weights(run.last_path), weights, strict=True))
     assert _rule_state(run.last_path) == states
     if backend == "jax":  # the rule's restart is plain Python, the same on every backend: checked once
         return
 
-    run_cli("resume", "--run", name, "--epochs", 7, "--lr", 1e-5, *common, env_extra=env)
+    run_in_process("resume", "--run", name, "--epochs", 7, "--lr", 1e-5, *common, env_extra=env)
     rows = run.history()
     assert [r["lr"] for r in rows[5:]] == pytest.approx([1e-5, 1e-5], rel=1e-6)
     again = checkpoint_info(run.last_path)["plateau"]
@@ -90,7 +90,7 @@ def test_a_plateau_run_cuts_at_the_right_epochs_and_resumes_exactly(backend, cif
 
 def test_early_stopping_ends_the_run_and_resume_epochs_continues_it(cifar_small, data_dir, runs):
     common = ["--data-dir", data_dir, "--runs-dir", runs]
-    proc = run_cli(
+    proc = run_in_process(
         "train", "resnet8", "--dataset", "cifar-small", *common, "--run", "early", "--epochs", 10,
         "--batch-size", 100, "--augmentation", "none", "--lr", 1e-6, "--warmup-epochs", 0,
         "--early-stopping", 2, "--early-stopping-monitor", "loss", "--early-stopping-min-delta", 0.1,
@@ -102,18 +102,18 @@ def test_early_stopping_ends_the_run_and_resume_epochs_continues_it(cifar_small,
     assert (state["state"], state["epoch"], state["best_epoch"], state["stopped_epoch"]) == ("finished", 3, 1, 3)
     assert "early stopping: loss did not improve" in state["reason"]
     assert run.epoch_path(3).exists()  # the last epoch keeps its file, as at a run's planned end
-    summary = json.loads(run_cli("summary", "early", "--runs-dir", runs, "--json").stdout)[0]
+    summary = json.loads(run_in_process("summary", "early", "--runs-dir", runs, "--json").stdout)[0]
     assert summary["stopped_early"] == {"stopped_epoch": 3, "best_epoch": 1}
     assert summary["next_command"].startswith("resnetctl evaluate")
-    shown = run_cli("summary", "early", "--runs-dir", runs).stdout
+    shown = run_in_process("summary", "early", "--runs-dir", runs).stdout
     assert "stopped early at epoch 3" in shown and "early stopping" in shown
 
     one_line_error(
-        run_cli("resume", "--run", "early", *common, check=False),
+        run_in_process("resume", "--run", "early", *common, check=False),
         1,
         "train further on purpose, e.g.: resnetctl resume --run",
     )
-    run_cli("resume", "--run", "early", "--epochs", 10, *common)  # on purpose: 2 more epochs to beat epoch 1
+    run_in_process("resume", "--run", "early", "--epochs", 10, *common)  # on purpose: 2 more epochs to beat epoch 1
     assert [r["epoch"] for r in run.history()] == [1, 2, 3, 4, 5]
     state = json.loads(run.state_path.read_text())
     assert (state["state"], state["best_epoch"], state["stopped_epoch"]) == ("finished", 1, 5)
@@ -190,14 +190,14 @@ def test_every_recipe_resolves_on_every_dataset_kind(kind, kinds, tmp_path):
 
 
 def test_recipe_list_and_an_unknown_name(tmp_path):
-    shown = run_cli("train", "--recipe", "list").stdout
+    shown = run_in_process("train", "--recipe", "list").stdout
     for recipe in RECIPES.values():
         assert recipe.name in shown and recipe.model in shown
     assert "91.0%" in shown and "93.79%" in shown and "57.93%" in shown
-    proc = run_cli("train", "--recipe", "resnet-best", "--dataset", "cifar10", check=False)
+    proc = run_in_process("train", "--recipe", "resnet-best", "--dataset", "cifar10", check=False)
     one_line_error(proc, 1, "Unknown recipe 'resnet-best'")
     assert all(name in proc.stderr for name in RECIPES) and len(proc.stderr.strip().splitlines()) <= 2
-    help_text = " ".join(run_cli("train", "-h").stdout.split())  # the notebook's defaults, shown
+    help_text = " ".join(run_in_process("train", "-h").stdout.split())  # the notebook's defaults, shown
     for shown in ("--schedule", "plateau.", "(sqrt(0.1) = 0.3162)", "--plateau-min-lr", "(1e-06)", "(val_accuracy)"):
         assert shown in help_text, shown
 
@@ -205,7 +205,7 @@ def test_recipe_list_and_an_unknown_name(tmp_path):
 def test_a_recipe_run_records_its_name_and_values(cifar_small, data_dir, runs):
     """The notebook recipe, cut to one epoch: config.json says which recipe and every value,
     and the model has the recipe's avg-pool shortcut."""
-    run_cli(
+    run_in_process(
         "train", "resnet8", "--recipe", "keras-resnet20", "--dataset", "cifar-small", "--data-dir", data_dir,
         "--runs-dir", runs, "--run", "notebook", "--epochs", 1,
     )  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 
 from resnetctl.training.recipes import RECIPES, recipe_report
 from resnetctl.training.settings import build_config
-from tests.helpers import run_cli
+from tests.helpers import run_in_process
 
 _OFF = {
     k: (v, "not in the source")
@@ -153,7 +153,7 @@ def test_a_short_run_of_the_papers_recipe_carries_its_drops_along(epochs, milest
 
 @pytest.mark.slow
 def test_train_recipe_he2015_for_one_epoch_dry_runs(cifar_small, data_dir):
-    proc = run_cli(
+    proc = run_in_process(
         "train",
         "--recipe",
         "he2015-cifar",

@@ -13,7 +13,7 @@ from resnetctl.errors import ResnetctlError
 from resnetctl.evaluation import class_scores, confusion_matrix
 from resnetctl.plots import check_plot_path, plot_confusion, runs_figure
 from resnetctl.runs import RunDir
-from tests.helpers import invoke, one_line_error, run_cli
+from tests.helpers import invoke, one_line_error, run_in_process
 
 
 # ------------------------------------------------------------------ scores (fast tier)
@@ -110,11 +110,11 @@ def test_summary_plot_writes_one_picture_and_never_replaces_without_force(tmp_pa
     _fake_run(runs, "a", _history(3, 0.0))
     _fake_run(runs, "b", _history(4, 0.3))
     out = tmp_path / "curves.png"
-    proc = run_cli("summary", "a", "b", "--runs-dir", runs, "--plot", out)
+    proc = run_in_process("summary", "a", "b", "--runs-dir", runs, "--plot", out)
     assert f"curves of 2 run(s): {out}" in proc.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out.write_bytes(b"mine")
-    one_line_error(run_cli("summary", "--runs-dir", runs, "--plot", out, check=False), 1, "already exists")
+    one_line_error(run_in_process("summary", "--runs-dir", runs, "--plot", out, check=False), 1, "already exists")
     assert out.read_bytes() == b"mine"
     result = invoke("summary", "--runs-dir", runs, "--plot", out, "--force")  # in process: matplotlib is loaded
     assert result.exit_code == 0, result.output

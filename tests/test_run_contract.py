@@ -21,7 +21,7 @@ from resnetctl.outputs import claim, write_text, written
 from resnetctl.runs import MARKER, RunDir, best_row, find_run, list_runs
 from resnetctl.training.config import TrainConfig, config_from_file
 from resnetctl.training.settings import config_from_flags
-from tests.helpers import fake_dataset, invoke, one_line_error, run_cli, tree
+from tests.helpers import fake_dataset, invoke, one_line_error, run_in_process, tree
 
 
 def refused(*args) -> ResnetctlError:
@@ -108,10 +108,12 @@ def test_train_refuses_a_foreign_folder_at_run_and_leaves_it_byte_for_byte(tmp_p
 def test_the_default_dataset_is_the_only_one_prepared_and_several_are_a_question(tmp_path):
     data = tmp_path / "data"
     fake_dataset(data, "tiny-imagenet")
-    proc = run_cli("train", "resnet56", "--schedule", "poly", "--dry-run", "--data-dir", data, "--runs-dir", tmp_path)
+    proc = run_in_process(
+        "train", "resnet56", "--schedule", "poly", "--dry-run", "--data-dir", data, "--runs-dir", tmp_path
+    )
     assert "tiny-imagenet" in proc.stdout and "nothing was trained" in proc.stdout
     fake_dataset(data, "cifar10")
-    proc = run_cli("train", "resnet56", "--dry-run", "--data-dir", data, check=False)
+    proc = run_in_process("train", "resnet56", "--dry-run", "--data-dir", data, check=False)
     assert (
         proc.returncode == 1 and "say which with --dataset" in proc.stderr and "cifar10, tiny-imagenet" in proc.stderr
     )
@@ -315,7 +317,7 @@ def test_printed_commands_are_quoted_for_the_shell(tmp_path):
 def test_hints_keep_their_brackets_and_are_never_wrapped(tmp_path):
     """rich markup must not eat `[...]`, and a long hint stays one line that works when pasted."""
     data = tmp_path / "[/b]odd" / ("a-long-folder-name-" * 6)
-    proc = run_cli("train", "resnet8", "--data-dir", data, check=False, env_extra={"COLUMNS": "40"})
+    proc = run_in_process("train", "resnet8", "--data-dir", data, check=False, env_extra={"COLUMNS": "40"})
     message, hint = proc.stderr.splitlines()[-2:]
     assert "Traceback" not in proc.stderr and str(data) in message
     pasted = shlex.split(hint.split(": ", 1)[1])
@@ -596,7 +598,7 @@ def test_a_new_name_of_the_users_in_a_run_folder_is_still_allowed(tmp_path):
 def test_the_issues_predict_csv_history_force_is_one_line_through_the_cli(tmp_path):
     run = _owned_world(tmp_path)
     before = tree(tmp_path)
-    proc = run_cli("predict", tmp_path / "photo.jpg", "--run", run.path, "--csv", run.history_path, "--force",
+    proc = run_in_process("predict", tmp_path / "photo.jpg", "--run", run.path, "--csv", run.history_path, "--force",
                    check=False)  # fmt: skip
     one_line_error(proc, 1, "is a file of run r")
     assert tree(tmp_path) == before

@@ -15,7 +15,7 @@ import pytest
 import resnetctl
 from resnetctl.runs import RunDir, checkpoint_info
 from resnetctl.training.config import TrainConfig, default_steps_per_execution
-from tests.helpers import invoke, needs, run_cli, steps_per_epoch
+from tests.helpers import invoke, needs, run_in_process, steps_per_epoch
 
 
 def test_the_default_keeps_twenty_progress_updates_an_epoch_and_at_most_sixteen_steps():
@@ -40,7 +40,7 @@ def test_calls_of_five_steps_resume_exactly_on_tf_and_equal_single_steps_on_jax(
     env = {"KERAS_BACKEND": backend}
     common = ["--data-dir", data_dir, "--runs-dir", tmp_path]
     train = ["train", "resnet8", "--dataset", "cifar-small", *common, "--epochs", 2, "--batch-size", 64]
-    run_cli(*train, "--run", "k5", "--steps-per-execution", 5, "--checkpoint-every", 1, env_extra=env)
+    run_in_process(*train, "--run", "k5", "--steps-per-execution", 5, "--checkpoint-every", 1, env_extra=env)
     run = RunDir(tmp_path / "k5")
     steps = steps_per_epoch(cifar_small)
     assert steps == 16 and run.config()["steps_per_execution"] == 5
@@ -52,12 +52,12 @@ def test_calls_of_five_steps_resume_exactly_on_tf_and_equal_single_steps_on_jax(
     )  # warmup of 0.2 epochs is over; the rate of each epoch's last step
     straight, trained = numbers(run), weights(run.last_path)
     if backend == "jax":  # JAX runs the same compiled step K times: K changes nothing but the speed
-        run_cli(*train, "--run", "k1", "--steps-per-execution", 1, env_extra=env)
+        run_in_process(*train, "--run", "k1", "--steps-per-execution", 1, env_extra=env)
         assert numbers(RunDir(tmp_path / "k1")) == straight
         # so its resume is a resume at K=1, exact on JAX in test_train's ema test, test_recipe_runs'
         # plateau test and test_jax_multi_process; the K=5 resume itself is the TensorFlow case below
         return
-    run_cli("resume", "--run", "k5", "--epoch", 1, *common, env_extra=env)
+    run_in_process("resume", "--run", "k5", "--epoch", 1, *common, env_extra=env)
     assert numbers(run) == straight
     assert all(np.array_equal(a, b) for a, b in zip(weights(run.last_path), trained, strict=True))
     assert checkpoint_info(run.last_path)["epoch"] == 2

@@ -18,14 +18,14 @@ import pytest
 
 from resnetctl.runs import RunDir
 from resnetctl.tracking import hyperparameters, mlflow_run_of, parent_of, state_after
-from tests.helpers import needs, one_line_error, run_cli
+from tests.helpers import needs, one_line_error, run_cli, run_in_process
 
 LOG_EVERY = 4  # divides the 16 steps of an epoch here: each epoch's last step is logged
 BATCH = 64
 
 
 def _train(data_dir, runs, name, env, *extra):
-    return run_cli(
+    return run_in_process(
         "train",
         "resnet8",
         "--dataset",
@@ -60,10 +60,12 @@ def tracked(cifar_small, data_dir, tmp_path_factory):
     record = json.loads(run.config_path.read_text())
     run.config_path.write_text(json.dumps({**record, "parent": "base"}))  # as a branch's config.json says
     elsewhere = root / "elsewhere.db"
-    run_cli("resume", "--run", run.path, "--epochs", 3, env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{elsewhere}"})
+    run_in_process(
+        "resume", "--run", run.path, "--epochs", 3, env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{elsewhere}"}
+    )
     assert not elsewhere.exists()  # the run's own store, not the one in the environment now
-    evaluation = json.loads(run_cli("evaluate", "--run", run.path, "--json").stdout)
-    flipped = run_cli("evaluate", "--run", run.path, "--tta", "flip").stdout
+    evaluation = json.loads(run_in_process("evaluate", "--run", run.path, "--json").stdout)
+    flipped = run_in_process("evaluate", "--run", run.path, "--tta", "flip").stdout
     return run, first_id, evaluation, flipped
 
 
@@ -151,9 +153,9 @@ def test_evaluation_has_precision_recall_f1_and_the_matrix_as_counts(tracked):
     assert header.endswith("TTA flip") and f"(best, epoch {evaluation['epoch']})" in header
     assert "macro precision" in scores and scores.endswith("(TTA flip)")
     assert (run.path / "eval-test-best-flip-confusion.csv").is_file()
-    (summarised,) = json.loads(run_cli("summary", run.path, "--json").stdout)
+    (summarised,) = json.loads(run_in_process("summary", run.path, "--json").stdout)
     assert summarised["mlflow_run"] == mlflow_run_of(run.config())
-    summary = run_cli("summary", run.path).stdout
+    summary = run_in_process("summary", run.path).stdout
     assert f"run {summarised['mlflow_run']['id']} at sqlite:///" in summary
     assert re.search(r"evaluation\s*│?\s*test rank-1 [0-9.]+ \(best epoch \d, (no TTA|TTA flip)\)", summary), summary
 
@@ -277,7 +279,7 @@ def test_mlflow_flag_without_mlflow_is_refused_with_the_install_line(tmp_path):
     """A Python in which mlflow can't be found (sys.modules says so): one line, nothing written."""
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['mlflow'] = None\n")
     src = Path(__file__).resolve().parents[1] / "src"
-    proc = run_cli(
+    proc = run_in_process(
         "train",
         "resnet8",
         "--mlflow",
@@ -292,7 +294,7 @@ def test_mlflow_flag_without_mlflow_is_refused_with_the_install_line(tmp_path):
 
 
 def test_log_every_must_be_positive(tmp_path):
-    proc = run_cli("train", "resnet8", "--log-every", 0, "--runs-dir", tmp_path, check=False)
+    proc = run_in_process("train", "resnet8", "--log-every", 0, "--runs-dir", tmp_path, check=False)
     one_line_error(proc, 1, "`log_every` must be >= 1")
 
 
@@ -408,16 +410,16 @@ def test_a_refused_resume_leaves_every_file_and_resume_turns_tracking_off_and_on
     client = MlflowClient(known["tracking_uri"])
     client.delete_run(known["id"])
     before = _tree(runs)
-    refused = run_cli("resume", "--run", run.path, "--epochs", 2, env_extra=env, check=False)
+    refused = run_in_process("resume", "--run", run.path, "--epochs", 2, env_extra=env, check=False)
     one_line_error(refused, 1, f"run {known['id']}, which this run logs to, was deleted")
     assert _tree(runs) == before  # config.json, state.json, history.csv: every file as it was
     go_on = _hint_command(refused.stderr, "resume without tracking: ")
     assert go_on[-1] == "--no-mlflow" and "--epochs" in go_on
-    run_cli(*go_on, env_extra=env)  # pasted as printed
+    run_in_process(*go_on, env_extra=env)  # pasted as printed
     assert [r["epoch"] for r in run.history()] == [1, 2]
     assert run.config()["mlflow"] is False and mlflow_run_of(run.config()) == known  # kept, to turn it on again
     client.restore_run(known["id"])
-    run_cli("resume", "--run", run.path, "--epochs", 3, "--mlflow", env_extra=env)
+    run_in_process("resume", "--run", run.path, "--epochs", 3, "--mlflow", env_extra=env)
     logged = client.get_run(known["id"])
     assert logged.info.status == "FINISHED" and run.config()["mlflow"] is True
     points = client.get_metric_history(known["id"], "loss")
@@ -427,7 +429,7 @@ def test_a_refused_resume_leaves_every_file_and_resume_turns_tracking_off_and_on
     )
     store.rename(tmp_path / "moved.db")
     before = _tree(runs)
-    gone = run_cli("resume", "--run", run.path, "--epochs", 4, env_extra=env, check=False)
+    gone = run_in_process("resume", "--run", run.path, "--epochs", 4, env_extra=env, check=False)
     one_line_error(gone, 1, "this run logs to is gone")
     assert _tree(runs) == before and not store.exists()
 
@@ -479,7 +481,7 @@ def test_a_store_that_stops_answering_never_holds_training_and_sigterm_is_answer
         assert run.state()["state"] == "stopped"
         gate.unlink()  # the server answers again
         done = len(run.history())
-        run_cli("resume", "--run", run.path, "--epochs", done + 1, env_extra={"MLFLOW_TRACKING_URI": url})
+        run_in_process("resume", "--run", run.path, "--epochs", done + 1, env_extra={"MLFLOW_TRACKING_URI": url})
         known = mlflow_run_of(run.config())
         logged = MlflowClient(url).get_run(known["id"])
         assert logged.info.status == "FINISHED" and logged.data.params["model"] == "resnet8"

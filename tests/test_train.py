@@ -21,7 +21,7 @@ import pytest
 import resnetctl
 from resnetctl.evaluation import rank_k_accuracy
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import SMALL_RUN, copy_run, invoke, needs, one_line_error, run_cli, steps_per_epoch
+from tests.helpers import SMALL_RUN, copy_run, invoke, needs, one_line_error, run_in_process, steps_per_epoch
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ def trained(small_run, runs):
     ``small_run``) copied here as e2e, then resumed from epoch 2 with a constant lr for a 4-epoch total."""
     run = copy_run(small_run, runs, "e2e")
     before = run.history()
-    run_cli("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, "--runs-dir", runs)
+    run_in_process("resume", "--run", "e2e", "--epoch", 2, "--lr", 0.005, "--epochs", 4, "--runs-dir", runs)
     return run, before
 
 
@@ -99,18 +99,18 @@ def test_resume_continues_where_it_stopped(trained, cifar_small):
 
 
 def test_resume_errors_are_clear(trained, runs, tmp_path):
-    proc = run_cli("resume", "--run", "e2e", "--epoch", 99, "--runs-dir", runs, check=False)
+    proc = run_in_process("resume", "--run", "e2e", "--epoch", 99, "--runs-dir", runs, check=False)
     assert proc.returncode == 1 and "No checkpoint of epoch 99" in proc.stderr
     assert "1, 2, 3, 4" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("resume", "--run", "e2e", "--runs-dir", runs, check=False)
+    proc = run_in_process("resume", "--run", "e2e", "--runs-dir", runs, check=False)
     assert proc.returncode == 1 and "--epochs" in proc.stderr  # already finished
-    proc = run_cli("resume", "--runs-dir", tmp_path, check=False)
+    proc = run_in_process("resume", "--runs-dir", tmp_path, check=False)
     assert proc.returncode == 1 and "No runs" in proc.stderr
 
 
 def test_evaluate_matches_a_direct_recomputation(trained, runs, data_dir):
     run, _ = trained
-    proc = run_cli("evaluate", "--run", run.path, "--json", "--data-dir", data_dir)
+    proc = run_in_process("evaluate", "--run", run.path, "--json", "--data-dir", data_dir)
     result = json.loads(proc.stdout)  # nothing but JSON on stdout
     assert result["split"] == "test" and result["checkpoint"] == "best" and result["images"] == 1000
     assert result["k"] == 5 and result["rank_k"] == result["rank_5"]
@@ -127,7 +127,7 @@ def test_evaluate_matches_a_direct_recomputation(trained, runs, data_dir):
     assert (run.path / "eval-test-best.json").exists()
     assert (run.path / "eval-test-best-confusion.png").exists()
     three = json.loads(
-        run_cli(
+        run_in_process(
             "evaluate", "--run", run.path, "--topk", 3, "--checkpoint", "1", "--json", "--data-dir", data_dir
         ).stdout
     )
@@ -135,7 +135,9 @@ def test_evaluate_matches_a_direct_recomputation(trained, runs, data_dir):
     matrix = np.asarray(three["confusion_matrix"])
     assert three["rank_1"] == pytest.approx(np.trace(matrix) / matrix.sum()) and three["rank_1"] <= three["rank_k"]
     assert three["k"] == 3 and "rank_5" not in three
-    flip = json.loads(run_cli("evaluate", "--run", run.path, "--tta", "flip", "--json", "--data-dir", data_dir).stdout)
+    flip = json.loads(
+        run_in_process("evaluate", "--run", run.path, "--tta", "flip", "--json", "--data-dir", data_dir).stdout
+    )
     assert (run.path / "eval-test-best-flip.json").exists()  # the plain evaluation is kept
     assert json.loads((run.path / "eval-test-best.json").read_text())["tta"] is None and flip["tta"] == "flip"
 
@@ -147,7 +149,7 @@ def test_evaluate_bad_input(trained, runs, data_dir):
         (["--topk", 11], "--topk must be between 1 and the 10 classes"),
         (["--checkpoint", 7], "No checkpoint of epoch 7"),
     ):
-        proc = run_cli("evaluate", "--run", run.path, "--data-dir", data_dir, *args, check=False)
+        proc = run_in_process("evaluate", "--run", run.path, "--data-dir", data_dir, *args, check=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     result = invoke("evaluate", "--runs-dir", data_dir / "nowhere")
@@ -156,12 +158,12 @@ def test_evaluate_bad_input(trained, runs, data_dir):
 
 def test_summary_shows_train_and_resume(trained, runs):
     run, _ = trained
-    (one,) = json.loads(run_cli("summary", "e2e", "--runs-dir", runs, "--json").stdout)  # always a list
+    (one,) = json.loads(run_in_process("summary", "e2e", "--runs-dir", runs, "--json").stdout)  # always a list
     assert one["state"] == "finished" and one["epochs_done"] == 4 and one["epochs"] == 4 and one["model"] == "resnet8"
     assert one["segments"] == [{"from_epoch": 2, "lr": 0.005, "epochs": 4}]
     assert one["branches"][0]["run"] == "e2e.b1" and one["branches"][0]["epoch"] == 2
     assert len(one["sparkline"]) == 4 and one["monitor"].endswith("monitor.png")
-    text = run_cli("summary", "e2e", "--runs-dir", runs).stdout
+    text = run_in_process("summary", "e2e", "--runs-dir", runs).stdout
     assert "4 of 4" in text and "epoch 2: lr 0.005, to epoch 4" in text and "e2e.b1 (branch at epoch 2)" in text
 
 
@@ -209,9 +211,9 @@ def test_sigint_stops_a_streaming_run_within_a_call_of_8_steps_and_the_run_resum
     assert not list(run.path.rglob(".*.tmp-*"))
     done = run.history()[-1]["epoch"]
     assert checkpoint_info(run.last_path)["epoch"] == done
-    run_cli("resume", "--run", run.path, "--epochs", done + 1)
+    run_in_process("resume", "--run", run.path, "--epochs", done + 1)
     assert [r["epoch"] for r in run.history()] == list(range(1, done + 2))
-    summary = json.loads(run_cli("summary", "--runs-dir", runs, "--json").stdout)
+    summary = json.loads(run_in_process("summary", "--runs-dir", runs, "--json").stdout)
     assert "interrupted" in {s["run"] for s in summary}  # beside whatever other tests left in runs/
 
 
@@ -222,12 +224,12 @@ def test_train_input_errors(trained, cifar_small, data_dir, runs):
         (["resnet8", "--schedule", "step"], "--milestones"),
         (["resnet8", "--dataset", "cifar-small", "--run", "e2e"], "already exists"),
     ):
-        proc = run_cli("train", *args, "--data-dir", data_dir, "--runs-dir", runs, check=False)
+        proc = run_in_process("train", *args, "--data-dir", data_dir, "--runs-dir", runs, check=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
-    usage = run_cli("train", "resnet8", "--bogus", check=False)  # a usage error, reported by Typer
+    usage = run_in_process("train", "resnet8", "--bogus", check=False)  # a usage error, reported by Typer
     assert usage.returncode == 2 and "No such option: --bogus" in usage.stderr
     assert "Traceback" not in usage.stderr
-    strategy = run_cli("train", "resnet8", "--strategy", "ring", "--data-dir", data_dir, check=False)
+    strategy = run_in_process("train", "resnet8", "--strategy", "ring", "--data-dir", data_dir, check=False)
     assert strategy.returncode == 1 and "Unknown strategy 'ring'" in strategy.stderr
 
 
@@ -239,7 +241,7 @@ def test_a_non_finite_loss_stops_within_a_call_in_one_line_and_the_run_can_be_st
     nothing to evaluate or resume, but the printed train command starts it again. (One run for
     what were three: this test, test_non_finite_loss_stops_with_a_clear_message and
     test_steps_per_execution's test_a_non_finite_loss_stops_within_a_call.)"""
-    proc = run_cli(
+    proc = run_in_process(
         "train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
         "--run", "restart", "--epochs", 1, "--lr", "1e12", "--schedule", "constant", "--label-smoothing", 0,
         "--steps-per-execution", 4, check=False,
@@ -247,22 +249,22 @@ def test_a_non_finite_loss_stops_within_a_call_in_one_line_and_the_run_can_be_st
     one_line_error(proc, 3, "non-finite")
     assert "--lr" in proc.stderr and f"--runs-dir {runs.resolve()}" in proc.stderr
     assert RunDir(runs / "restart").state()["state"] == "diverged"
-    proc = run_cli("evaluate", "--run", runs / "restart", "--data-dir", data_dir, check=False)
+    proc = run_in_process("evaluate", "--run", runs / "restart", "--data-dir", data_dir, check=False)
     one_line_error(proc, 1, "has no checkpoint")
-    proc = run_cli("resume", "--run", runs / "restart", check=False)
+    proc = run_in_process("resume", "--run", runs / "restart", check=False)
     one_line_error(proc, 1, "has no checkpoint")
     hint = shlex.split(proc.stderr.split("start it again with: ")[1].strip())
     assert hint[:3] == ["resnetctl", "train", "--config"] and "restart" in hint
-    run_cli(*hint[1:], "--lr", 0.05)  # the printed command, with a rate that does not diverge
+    run_in_process(*hint[1:], "--lr", 0.05)  # the printed command, with a rate that does not diverge
     assert [r["epoch"] for r in RunDir(runs / "restart").history()] == [1]
 
 
 def test_predictions_for_unlabelled_tiny_imagenet_images(tiny, tmp_path):
     data_dir = tiny.parent
     model = tmp_path / "tiny.keras"
-    run_cli("build", "resnet8", "--dataset", "tiny-imagenet", "--data-dir", data_dir, "--save", model)
+    run_in_process("build", "resnet8", "--dataset", "tiny-imagenet", "--data-dir", data_dir, "--save", model)
     out = tmp_path / "predictions.csv"
-    proc = run_cli(
+    proc = run_in_process(
         "evaluate",
         "--model",
         model,
@@ -285,7 +287,7 @@ def test_predictions_for_unlabelled_tiny_imagenet_images(tiny, tmp_path):
         name, *classes = line.split(" ")
         assert name.startswith("test_") and name.endswith(".JPEG")
         assert len(classes) == 5 == len(set(classes)) and set(classes) <= set(meta["class_ids"])
-    proc = run_cli(
+    proc = run_in_process(
         "evaluate",
         "--model",
         model,
@@ -315,7 +317,7 @@ def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(small_
     the same options but for the clipping, and every epoch file kept (the default)."""
     common = ["resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs, "--ema", 0]
     common += [*SMALL_RUN]
-    run_cli("train", *common, "--run", "clipped", "--clip-norm", 1e-6, "--keep-checkpoints", 2)
+    run_in_process("train", *common, "--run", "clipped", "--clip-norm", 1e-6, "--keep-checkpoints", 2)
 
     clipped = RunDir(runs / "clipped")
     assert json.loads((clipped.path / "config.json").read_text())["ema"] == 0
@@ -330,12 +332,12 @@ def test_clip_norm_bounds_each_step_and_keep_checkpoints_keeps_the_newest(small_
     # 16 steps of lr <= 0.1 with momentum 0.9: at most 16 * 0.1 * 1e-6 * 10 per weight
     assert moved(clipped) < 2e-5
     assert moved(small_run) > 1e-3
-    one_line_error(run_cli("train", *common, "--run", "bad", "--clip-norm", 0, check=False), 1, "clip_norm")
+    one_line_error(run_in_process("train", *common, "--run", "bad", "--clip-norm", 0, check=False), 1, "clip_norm")
 
 
 def test_a_run_recreated_from_its_config_has_the_same_history(cifar_small, data_dir, runs):
     common = ["--data-dir", data_dir, "--runs-dir", runs]
-    run_cli(
+    run_in_process(
         "train",
         "resnet8",
         "--dataset",
@@ -353,12 +355,12 @@ def test_a_run_recreated_from_its_config_has_the_same_history(cifar_small, data_
         3,
     )
     config = runs / "original" / "config.json"
-    proc = run_cli("train", "--config", config, "--epochs", 5, "--dry-run", *common)
+    proc = run_in_process("train", "--config", config, "--epochs", 5, "--dry-run", *common)
     assert "nothing was trained" in proc.stdout and re.search(r"│ epochs\s+│ 5\s", proc.stdout)
     assert re.search(r"│ lr\s+│ 0.05\s", proc.stdout) and "resnet8 (8 layers" in proc.stdout
     assert sorted(p.name for p in runs.iterdir() if p.name.startswith("original")) == ["original"]
 
-    run_cli("train", "--config", config, "--run", "again", *common)
+    run_in_process("train", "--config", config, "--run", "again", *common)
     recorded = json.loads((runs / "again" / "config.json").read_text())
     assert recorded["seed"] == 3 and recorded["lr"] == 0.05 and recorded["epochs"] == 2
 
@@ -371,7 +373,7 @@ def test_a_run_recreated_from_its_config_has_the_same_history(cifar_small, data_
     assert numbers("again") == numbers("original") and len(numbers("again")) == 2
     (runs / "typo.json").write_text(json.dumps({"model": "resnet8", "learning_rate": 0.1}))
     one_line_error(
-        run_cli("train", "--config", runs / "typo.json", *common, check=False), 1, "Unknown keys in --config"
+        run_in_process("train", "--config", runs / "typo.json", *common, check=False), 1, "Unknown keys in --config"
     )
 
 
@@ -383,7 +385,7 @@ def test_ema_with_mixup_and_cutmix_survives_a_resume_exactly(backend, cifar_smal
     env = {"KERAS_BACKEND": backend}
     name = f"ema-{backend}"
     common = ["--data-dir", data_dir, "--runs-dir", runs]
-    run_cli(
+    run_in_process(
         "train", "resnet8", "--dataset", "cifar-small", *common, "--run", name, "--epochs", 2,
         "--batch-size", 100, "--checkpoint-every", 1, "--ema", 0.9, "--mixup", 0.4, "--cutmix", 1.0,
         "--jit", env_extra=env,
@@ -393,7 +395,7 @@ def test_ema_with_mixup_and_cutmix_survives_a_resume_exactly(backend, cifar_smal
     assert (config["ema"], config["mixup"], config["cutmix"]) == (0.9, 0.4, 1.0)
     straight = run.history()
     weights = _trainable_weights(run.last_path)
-    run_cli("resume", "--run", name, "--epoch", 1, *common, env_extra=env)
+    run_in_process("resume", "--run", name, "--epoch", 1, *common, env_extra=env)
     again = run.history()
     assert [{k: r[k] for k in ("loss", "val_loss", "val_accuracy")} for r in again] == [
         {k: r[k] for k in ("loss", "val_loss", "val_accuracy")} for r in straight
@@ -401,7 +403,7 @@ def test_ema_with_mixup_and_cutmix_survives_a_resume_exactly(backend, cifar_smal
     assert all(np.array_equal(a, b) for a, b in zip(_trainable_weights(run.last_path), weights, strict=True))
 
     scored = json.loads(
-        run_cli(
+        run_in_process(
             "evaluate", "--run", name, "--checkpoint", "last", "--split", "val", "--json", *common, env_extra=env
         ).stdout
     )

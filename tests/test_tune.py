@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from resnetctl.runs import RunDir
-from tests.helpers import cli_command, needs, one_line_error, run_cli, run_together
+from tests.helpers import cli_command, needs, one_line_error, run_in_process, run_together
 
 pytestmark = needs("optuna")
 
@@ -30,7 +30,7 @@ def test_two_workers_share_one_sqlite_study_and_show_repeats_the_best(two_class_
                      "1e-5:1e-3", "--pruner", "none", "--json")  # fmt: skip
     results = run_together(args, [{}, {}])  # two processes at once, one default storage
     assert (runs / "duo" / "optuna.db").is_file()
-    report = json.loads(run_cli("tune", "--study", "duo", "--runs-dir", runs, "--show", "--json").stdout)
+    report = json.loads(run_in_process("tune", "--study", "duo", "--runs-dir", runs, "--show", "--json").stdout)
     trials = report["trials"]
     assert sorted(t["number"] for t in trials) == [0, 1, 2, 3] and report["trials_planned"] == 4
     assert all(t["state"] == "complete" and t["epochs_done"] == 1 for t in trials)
@@ -42,24 +42,24 @@ def test_two_workers_share_one_sqlite_study_and_show_repeats_the_best(two_class_
         run = RunDir(runs / "duo" / f"t{t['number']:04d}")
         assert run.options().lr == pytest.approx(t["params"]["lr"]) and len(run.history()) == 1
         assert 0.01 <= t["params"]["lr"] <= 0.5 and 1e-5 <= t["params"]["weight_decay"] <= 1e-3
-    summary = json.loads(run_cli("summary", "--runs-dir", runs / "duo", "--json").stdout)
+    summary = json.loads(run_in_process("summary", "--runs-dir", runs / "duo", "--json").stdout)
     assert sorted(s["run"] for s in summary) == ["t0000", "t0001", "t0002", "t0003"]
     for proc in results:  # each process ends with the study's report
         assert len(json.loads(proc.stdout)["trials"]) == 4
     words = shlex.split(report["train_command"])
     assert words[1:3] == ["train", "--config"] and words[3] == trials[0]["run"] + "/config.json"
-    plan = run_cli(*words[1:], "--dry-run").stdout
+    plan = run_in_process(*words[1:], "--dry-run").stdout
     assert f"{trials[0]['params']['lr']}"[:6] in plan and "nothing was trained" in plan
 
     # another space on this study: one line, exit 1, and nothing of its trials lost
-    other = run_cli(
+    other = run_in_process(
         *tune_args(two_class_data, runs, "duo", "--trials", 4, "--epochs", 1, "--lr", "0.01:1"), check=False
     )
     one_line_error(other, 1, "is from another space: it searches lr in [0.01, 0.5] (log)")
     space = ("--lr", "0.01:0.5", "--weight-decay", "1e-5:1e-3")
-    longer = run_cli(*tune_args(two_class_data, runs, "duo", "--trials", 4, "--epochs", 2, *space), check=False)
+    longer = run_in_process(*tune_args(two_class_data, runs, "duo", "--trials", 4, "--epochs", 2, *space), check=False)
     one_line_error(longer, 1, "its epochs is 1, this command's 2")
-    again = json.loads(run_cli("tune", "--study", "duo", "--runs-dir", runs, "--show", "--json").stdout)
+    again = json.loads(run_in_process("tune", "--study", "duo", "--runs-dir", runs, "--show", "--json").stdout)
     assert again["trials"] == trials
 
 
@@ -83,9 +83,9 @@ def test_a_killed_study_goes_on_where_it_was_with_resume(two_class_data, tmp_pat
         proc.communicate(timeout=60)
     before = first.history()
     assert 1 <= len(before) < 5, "the trial was killed in its middle"
-    shown = json.loads(run_cli("tune", "--study", "k", "--runs-dir", runs, "--show", "--json").stdout)
+    shown = json.loads(run_in_process("tune", "--study", "k", "--runs-dir", runs, "--show", "--json").stdout)
     assert [t["state"] for t in shown["trials"]] == ["running"]
-    resumed = run_cli("tune", "--study", "k", "--runs-dir", runs, "--resume", "--json")
+    resumed = run_in_process("tune", "--study", "k", "--runs-dir", runs, "--resume", "--json")
     assert "trial 0 of 2 (going on from its checkpoint)" in resumed.stderr
     report = json.loads(resumed.stdout)
     assert sorted((t["number"], t["state"]) for t in report["trials"]) == [(0, "complete"), (1, "complete")]
@@ -166,8 +166,8 @@ def test_bad_input_is_one_line_before_anything_is_written(two_class_data, tmp_pa
         (("--trials", 2, "--lr", "0.01:1", "--pruner", "hyperband"), "Unknown pruner 'hyperband'"),
     ]
     for more, text in cases:
-        one_line_error(run_cli(*tune_args(two_class_data, runs, "s", *more), check=False), 1, text)
-    one_line_error(run_cli("tune", "--study", "s", "--runs-dir", runs, "--show", check=False), 1, "No study 's'")
+        one_line_error(run_in_process(*tune_args(two_class_data, runs, "s", *more), check=False), 1, text)
+    one_line_error(run_in_process("tune", "--study", "s", "--runs-dir", runs, "--show", check=False), 1, "No study 's'")
     assert not runs.exists(), "a refused tune leaves nothing behind"
 
 
@@ -177,8 +177,9 @@ def test_tune_from_a_run_forks_every_trial_at_the_epoch_and_leaves_the_run_as_it
     up to N, ``parent`` recorded) trained on with the trial's rate; only the epochs after N are
     spent; the command shown for the best is a pasteable ``resume --fork``."""
     runs = tmp_path / "runs"
-    run_cli("train", "resnet8", "--dataset", "tiny", "--data-dir", two_class_data, "--runs-dir", runs, "--run", "base",
-            "--epochs", 3, "--batch-size", 8, "--warmup-epochs", 0, "--checkpoint-every", 1)  # fmt: skip
+    run_in_process("train", "resnet8", "--dataset", "tiny", "--data-dir", two_class_data, "--runs-dir", runs,
+            "--run", "base", "--epochs", 3, "--batch-size", 8, "--warmup-epochs", 0,
+            "--checkpoint-every", 1)  # fmt: skip
     source = RunDir(runs / "base")
     before = {p: p.stat().st_mtime_ns for p in source.path.rglob("*")}
     common = ("tune", "--from", "base", "--runs-dir", runs, "--study", "babysit")
@@ -190,13 +191,13 @@ def test_tune_from_a_run_forks_every_trial_at_the_epoch_and_leaves_the_run_as_it
         (("--lr", "0.01:0.5", "--trials", 2, "--tensorboard"), "--tensorboard cannot change in its trials"),
         (("--show",), "leave out --from and --epoch"),
     ]:
-        one_line_error(run_cli(*common, *more, check=False), 1, text)
+        one_line_error(run_in_process(*common, *more, check=False), 1, text)
     one_line_error(
-        run_cli("tune", "--epoch", 1, "--lr", "0.01:0.5", "--runs-dir", runs, "--study", "x", check=False),
+        run_in_process("tune", "--epoch", 1, "--lr", "0.01:0.5", "--runs-dir", runs, "--study", "x", check=False),
         1,
         "give --from RUN too",
     )
-    proc = run_cli(*common, "--epoch", 1, "--lr", "0.01:0.5", "--epochs", 3, "--trials", 3, "--pruner", "none",
+    proc = run_in_process(*common, "--epoch", 1, "--lr", "0.01:0.5", "--epochs", 3, "--trials", 3, "--pruner", "none",
                    "--json")  # fmt: skip
     report = json.loads(proc.stdout)
     assert report["from"]["epoch"] == 1 and report["from"]["run"] == str(source.path.resolve())
@@ -216,16 +217,16 @@ def test_tune_from_a_run_forks_every_trial_at_the_epoch_and_leaves_the_run_as_it
     best = report["trials"][0]
     assert words[1:] == ["resume", "--run", str(source.path.resolve()), "--epoch", "1", "--lr",
                          f"{best['params']['lr']:.6g}", "--epochs", "3", "--fork", "babysit-best1"]  # fmt: skip
-    run_cli(*words[1:])
+    run_in_process(*words[1:])
     again = RunDir(runs / "babysit-best1")
     assert again.config()["parent"]["epoch"] == 1 and [r["epoch"] for r in again.history()] == [1, 2, 3]
-    shown = json.loads(run_cli("tune", "--study", "babysit", "--runs-dir", runs, "--show", "--json").stdout)
+    shown = json.loads(run_in_process("tune", "--study", "babysit", "--runs-dir", runs, "--show", "--json").stdout)
     assert shown["train_command"].endswith("--fork babysit-best2"), "pasteable again: a name not taken"
 
     # another fork epoch on this study says so; a study whose run is gone says so before training
-    other = run_cli(*common, "--epoch", 2, "--lr", "0.01:0.5", "--epochs", 3, "--trials", 3, check=False)
+    other = run_in_process(*common, "--epoch", 2, "--lr", "0.01:0.5", "--epochs", 3, "--trials", 3, check=False)
     one_line_error(other, 1, "(--from, --epoch)")
     source.path.rename(runs / "away")
-    gone = run_cli("tune", "--study", "babysit", "--runs-dir", runs, "--resume", "--trials", 4, check=False)
+    gone = run_in_process("tune", "--study", "babysit", "--runs-dir", runs, "--resume", "--trials", 4, check=False)
     one_line_error(gone, 1, "which is gone")
     assert len(list((runs / "babysit").glob("t*"))) == 3, "no trial was started"

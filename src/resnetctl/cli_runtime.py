@@ -98,49 +98,55 @@ def _closed_pipe() -> None:
 
 
 def run(app) -> None:
-    """Run the Typer ``app`` on this process's argv: every failure becomes one line and a
-    documented exit code."""
-    from resnetctl.signals import RECEIVED, raise_on_signals
+    """Run the Typer ``app`` on this process's argv and exit with its code."""
+    from resnetctl.signals import raise_on_signals
+
+    raise_on_signals()
+    _exit(execute(app, sys.argv[1:]))
+
+
+def execute(app, argv: list[str]) -> int:
+    """Run the Typer ``app`` on ``argv`` and return its exit code: every failure becomes one line
+    and a documented code. The process is left running (the tests run commands in process)."""
+    from resnetctl.signals import RECEIVED
 
     ui.show_library_warnings(err_console)
-    raise_on_signals()
-    args = _take_verbose(sys.argv[1:])
+    args = _take_verbose(argv)
     try:
         code = app(args=args, standalone_mode=False)  # Typer returns Exit codes here
         if code == EXIT_INTERRUPTED:  # Typer's answer to a KeyboardInterrupt: exit 130, silently
             raise KeyboardInterrupt
-        if isinstance(code, int) and code:
-            _exit(code)
+        return code if isinstance(code, int) else 0
     except Stopped as exc:  # a stop asked for (Ctrl+C, SIGTERM) is not an error; divergence is
         (ui.print_error if isinstance(exc, Diverged) else ui.print_stopped)(err_console, exc.message, exc.hint)
-        _exit(exc.exit_code)
+        return exc.exit_code
     except ResnetctlError as exc:
         if STATE["verbose"]:
             err_console.print_exception()
         ui.print_error(err_console, exc.message, exc.hint)
-        _exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt as exc:
         name = getattr(exc, "signal_name", None) or RECEIVED["signal"] or "SIGINT"
         ui.print_stopped(err_console, f"stopped by {name}; nothing half-written was kept")
-        _exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `resnetctl summary | head`: the reader has all it wanted
         _closed_pipe()
     except SystemExit as exc:  # Typer turns a closed pipe into exit 1 itself
         if isinstance(exc.__context__, OSError) and exc.__context__.errno == errno.EPIPE:
             _closed_pipe()
-        raise
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
-        _unexpected(exc)
+        return _unexpected(exc)
 
 
-def _unexpected(exc: Exception) -> None:
+def _unexpected(exc: Exception) -> int:
     """A usage error (Typer's own message and code), an OS error (one line), or a bug (exit 70)."""
     # usage errors; matched by shape, as Typer >= 0.29 vendors Click and older Typer uses Click's own
     if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     if type(exc).__name__ == "Abort":
-        sys.exit(1)
+        return 1
     if STATE["verbose"]:
         err_console.print_exception()
     if isinstance(exc, OSError):
@@ -149,10 +155,10 @@ def _unexpected(exc: Exception) -> None:
             f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
             "check the path and its permissions; --verbose shows where it happened",
         )
-        _exit(1)
+        return 1
     ui.print_error(
         err_console,
         f"internal error: {type(exc).__name__}: {exc}",
         "this is a bug in resnetctl; please report it with the output of --verbose",
     )
-    _exit(EXIT_INTERNAL)
+    return EXIT_INTERNAL
