@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, run_cli
+from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, run_cli, run_in_process
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -111,7 +111,7 @@ def small_run(cifar_small, data_dir, tmp_path_factory):
     Read it, never change it: a test that resumes or damages it works on
     ``tests.helpers.copy_run(small_run, its_runs_dir)``."""
     runs = tmp_path_factory.mktemp("shared-runs")
-    run_cli("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
+    run_in_process("train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
             "--run", "small", *SMALL_RUN)  # fmt: skip
     from resnetctl.runs import RunDir
 

@@ -24,7 +24,17 @@ import numpy as np
 import pytest
 
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, cli_command, copy_run, one_line_error, run_cli, tmpfs
+from tests.helpers import (
+    CIFAR_SUBSET,
+    SMALL_RUN,
+    TINY_MINI,
+    cli_command,
+    copy_run,
+    one_line_error,
+    run_cli,
+    run_in_process,
+    tmpfs,
+)
 
 
 @pytest.fixture
@@ -77,7 +87,7 @@ def test_a_resumed_run_is_the_run_that_was_never_stopped(small, small_run, tmp_p
     rows, weights = _rows(small_run), _weights(small_run.last_path)
 
     again = copy_run(small_run, runs, "again")
-    run_cli("resume", "--run", again.path, "--epoch", 1)
+    run_in_process("resume", "--run", again.path, "--epoch", 1)
     assert _rows(again) == rows
     after = _weights(again.last_path)
     assert set(after) == set(weights) and all(np.array_equal(after[k], weights[k]) for k in weights)
@@ -94,7 +104,7 @@ def test_a_resumed_run_is_the_run_that_was_never_stopped(small, small_run, tmp_p
     out, err = proc.communicate(timeout=120)
     one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 130, "received SIGTERM")
     assert term.state()["state"] == "stopped"
-    run_cli("resume", "--run", term.path)
+    run_in_process("resume", "--run", term.path)
     assert _rows(term) == rows
     assert all(np.array_equal(_weights(term.last_path)[k], weights[k]) for k in weights)
 
@@ -107,18 +117,18 @@ def test_resume_back_rebuilds_best_and_moves_later_evaluations_to_the_branch(sma
     runs = tmp_path / "runs"
     run = copy_run(small_run, runs, "back")
     first_best = checkpoint_info(run.best_path)["epoch"]
-    run_cli("evaluate", "--run", run.path, "--checkpoint", "last", "--data-dir", data_dir)
-    (before,) = json.loads(run_cli("summary", run.path, "--json").stdout)
+    run_in_process("evaluate", "--run", run.path, "--checkpoint", "last", "--data-dir", data_dir)
+    (before,) = json.loads(run_in_process("summary", run.path, "--json").stdout)
     assert before["latest_evaluation"]["stale"] is False and before["latest_evaluation"]["epoch"] == 3
-    run_cli("resume", "--run", run.path, "--epoch", 2, "--lr", 0.02)
+    run_in_process("resume", "--run", run.path, "--epoch", 2, "--lr", 0.02)
     scores = {r["epoch"]: r["val_accuracy"] for r in run.history()}
     assert [r["lr"] for r in run.history()][2:] == pytest.approx([0.02])
     candidates = {2, 3} | ({first_best} if first_best <= 2 else set())
     best = checkpoint_info(run.best_path)["epoch"]
     assert best in candidates and scores[best] == max(scores[e] for e in candidates)
-    (after,) = json.loads(run_cli("summary", run.path, "--json").stdout)
+    (after,) = json.loads(run_in_process("summary", run.path, "--json").stdout)
     assert after["latest_evaluation"] is None and after["state"] == "finished"  # the old epoch 3 is not in this line
-    (branch,) = json.loads(run_cli("summary", runs / "back.b1", "--json").stdout)
+    (branch,) = json.loads(run_in_process("summary", runs / "back.b1", "--json").stdout)
     assert branch["latest_evaluation"]["epoch"] == 3 and branch["latest_evaluation"]["stale"] is False
     assert branch["checkpoints"] == [3] and branch["lineage"][0]["epoch"] == 2
 
@@ -140,7 +150,7 @@ def test_a_row_and_a_best_lost_between_the_epochs_writes_are_put_back_by_resume(
     if worst == best:
         pytest.skip("all three epochs scored the same")
     shutil.copyfile(run.epoch_path(worst) if worst != 3 else run.last_path, run.best_path)
-    run_cli("resume", "--run", run.path, "--epochs", 4)
+    run_in_process("resume", "--run", run.path, "--epochs", 4)
     after = run.history()
     assert after[:3] == rows and [r["epoch"] for r in after] == [1, 2, 3, 4]
     assert checkpoint_info(run.epoch_path(3))["epoch"] == 3
@@ -159,16 +169,16 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(small, tmp_p
     for args in (["resume", "--run", run.path, "--epochs", 50], [*small, "--run", "busy"]):
         second = run_cli(*args, check=False)
         one_line_error(second, 1, f"in use by pid {proc.pid}")
-    reader = run_cli("evaluate", "--run", run.path, "--data-dir", data_dir, "--json")  # readers never wait
+    reader = run_in_process("evaluate", "--run", run.path, "--data-dir", data_dir, "--json")  # readers never wait
     assert "still training" in reader.stderr and json.loads(reader.stdout)["epoch"] >= 1
-    (state,) = json.loads(run_cli("summary", run.path, "--json").stdout)
+    (state,) = json.loads(run_in_process("summary", run.path, "--json").stdout)
     assert state["state"] == "running"
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    (state,) = json.loads(run_cli("summary", run.path, "--json").stdout)
+    (state,) = json.loads(run_in_process("summary", run.path, "--json").stdout)
     assert state["state"] == "failed"  # the kernel released the lock; the run says what happened
     done = run.history()[-1]["epoch"]
-    run_cli("resume", "--run", run.path, "--epochs", done + 1)
+    run_in_process("resume", "--run", run.path, "--epochs", done + 1)
     assert run.history()[-1]["epoch"] == done + 1 and run.state()["state"] == "finished"
 
 
@@ -338,12 +348,12 @@ def test_junk_in_the_runs_and_data_dirs_is_skipped(small_run, tmp_path, data_dir
     (runs / "damaged" / ".resnetctl-run").write_text("{}")  # a run of ours whose config.json is damaged
     (runs / "damaged" / "config.json").write_text("{not json")
     (runs / "stray.txt").write_text("x")
-    proc = run_cli("summary", "--runs-dir", runs, "--json")
+    proc = run_in_process("summary", "--runs-dir", runs, "--json")
     assert [r["run"] for r in json.loads(proc.stdout)] == ["good"]
     assert "warning:" in proc.stderr and "runs/damaged" in proc.stderr and "runs/junk" not in proc.stderr
-    run_cli("evaluate", "--runs-dir", runs, "--data-dir", data_dir)  # the latest *readable* run
+    run_in_process("evaluate", "--runs-dir", runs, "--data-dir", data_dir)  # the latest *readable* run
     good.best_path.write_bytes(b"corrupt")  # only best.keras is damaged: resume still works
-    run_cli("resume", "--runs-dir", runs, "--epochs", 4)
+    run_in_process("resume", "--runs-dir", runs, "--epochs", 4)
     assert good.history()[-1]["epoch"] == 4
 
     other = tmp_path / "data"
@@ -384,9 +394,11 @@ def test_bad_input_gets_one_line(small, tmp_path, data_dir, cifar_small):
     assert not (tmp_path / "r").exists() or not [p for p in (tmp_path / "r").iterdir() if p.name[0] != "."]
 
     tiny_model = tmp_path / "tiny.keras"
-    run_cli("build", "resnet8", "--input-size", 64, "--num-classes", 20, "--save", tiny_model)
+    run_in_process("build", "resnet8", "--input-size", 64, "--num-classes", 20, "--save", tiny_model)
     one_line_error(
-        run_cli("evaluate", "--model", tiny_model, "--dataset", "cifar-small", "--data-dir", data_dir, check=False),
+        run_in_process(
+            "evaluate", "--model", tiny_model, "--dataset", "cifar-small", "--data-dir", data_dir, check=False
+        ),
         1,
         "images into 20 classes",
     )
