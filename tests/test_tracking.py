@@ -343,6 +343,7 @@ def _tree(folder: Path) -> dict:
 
 
 @needs("mlflow")
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind",
     ["file-uri", "folder", "relative-folder", "unknown-scheme", "closed-port", "no-answer", "deleted-experiment"],
@@ -496,6 +497,7 @@ def test_a_store_that_stops_answering_never_holds_training_and_sigterm_is_answer
 
 
 @needs("mlflow")
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_a_signal_is_answered_while_the_store_does_not_answer(cifar_small, data_dir, tmp_path, name):
     """Ctrl+C or SIGTERM while resnetctl waits for a store that hangs: one line and 130 at once

@@ -129,6 +129,7 @@ def test_the_pruner_ends_a_trial_as_early_stopping_ends_a_run(two_class_data, tm
 OPEN = "import sys, resnetctl.tuning as t; t.open_storage(sys.argv[1])"
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_storage_at_once_all_open_it(tmp_path):
     """Each makes the storage's tables; the slower one's insert of the schema version used to fail
     (UNIQUE constraint failed: alembic_version.version_num), 12 times in 24 here without the retry."""
