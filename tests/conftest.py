@@ -17,6 +17,15 @@ from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, run_cli, run_in_pr
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests that train first, then the other slow ones, then the fast tier, each in file
+    order. pytest-xdist hands out tests in this order, so the long journeys start while both
+    workers are busy and the short tests fill the end: in file order, a 150-s journey could start
+    last and leave the other worker idle for minutes (in file order the suite took 22 min and used
+    39 of its 44 core-minutes)."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("slow") else 2)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("datasets")
