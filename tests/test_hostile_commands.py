@@ -15,7 +15,16 @@ import time
 
 import pytest
 
-from tests.helpers import CIFAR_SUBSET, cli_command, one_line_error, pets_world, png_bomb, run_cli, tmpfs
+from tests.helpers import (
+    CIFAR_SUBSET,
+    cli_command,
+    one_line_error,
+    pets_world,
+    png_bomb,
+    run_cli,
+    run_in_process,
+    tmpfs,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -156,8 +165,8 @@ for path in (uncompiled, other):
 def test_a_checkpoint_that_is_not_the_runs_model_is_not_resumed(world, tmp_path):
     runs = tmp_path / "runs"
     data = world / "data"
-    run_cli("train", "resnet8", "--dataset", "pets", "--data-dir", data, "--runs-dir", runs, "--run", "r",
-            "--epochs", 3, "--checkpoint-every", 1, "--batch-size", 8)  # fmt: skip
+    run_in_process("train", "resnet8", "--dataset", "pets", "--data-dir", data, "--runs-dir", runs, "--run", "r",
+                   "--epochs", 3, "--checkpoint-every", 1, "--batch-size", 8)  # fmt: skip
     epoch1 = runs / "r" / "checkpoints" / "epoch_0001.keras"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     script = [sys.executable, "-c", SWAPPED_CHECKPOINTS, epoch1, tmp_path / "u.keras", tmp_path / "o.keras"]
@@ -165,5 +174,5 @@ def test_a_checkpoint_that_is_not_the_runs_model_is_not_resumed(world, tmp_path)
     for swapped, text in (("u.keras", "without its optimizer state"), ("o.keras", "holds a 'resnet20' model")):
         os.replace(tmp_path / swapped, epoch1)
         history = (runs / "r" / "history.csv").read_text()
-        one_line_error(run_cli("resume", "--run", runs / "r", "--epoch", 1, check=False), 1, text)
+        one_line_error(run_in_process("resume", "--run", runs / "r", "--epoch", 1, check=False), 1, text)
         assert (runs / "r" / "history.csv").read_text() == history
