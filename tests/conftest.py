@@ -1,8 +1,10 @@
 """Session fixtures: the real-format datasets in ../shared/datasets, prepared once through the CLI.
 
-Tiers: ``pytest -m "not e2e and not slow"`` runs the fast tier (100 s on 2 cores); ``pytest`` runs
-all, including the tests that train real models in real subprocesses (``e2e``) and those that run
-the CLI on real archives and folders without training (``slow``).
+Tiers: ``pytest -m "not e2e and not slow"`` runs the fast tier (about a minute on 2 cores);
+``pytest`` runs all, including the tests that train real models through the CLI (``e2e``: in
+process through ``tests.helpers.run_in_process``, or as real subprocesses where the process is the
+subject) and the real processes that train nothing (``slow``: archives and folders, stores that
+refuse or hang, processes at once).
 """
 
 from __future__ import annotations

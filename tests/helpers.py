@@ -60,7 +60,10 @@ def invoke(*args):
 
 
 # read when a module is imported or a backend starts: a command run in process can't change them
-_IMPORT_TIME_ENV = ("RESNETCTL_MAX_IMAGE_PIXELS", "TF_CONFIG", "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "COLUMNS")
+_IMPORT_TIME_ENV = (
+    "RESNETCTL_MAX_IMAGE_PIXELS", "TF_CONFIG", "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "COLUMNS",
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID",
+)  # fmt: skip
 
 
 def _backend_here() -> str:
@@ -69,39 +72,55 @@ def _backend_here() -> str:
     return os.environ.get("KERAS_BACKEND") or "tensorflow"
 
 
-def run_in_process(*args, env_extra=None, check=True, cwd=None) -> subprocess.CompletedProcess:
-    """``resnetctl ARGS`` through the same parse, plan, run and error mapping as the console
-    script (``cli_runtime.execute``), in this process: what ``run_cli`` gives, without a new
-    interpreter importing TensorFlow (7-13 s a process on 2 cores). For the tests whose subject is
-    what a command does, not the process around it: signals, concurrency, fd-level output and exit
-    paths keep ``run_cli``. An ``env_extra`` that only a new process can take (another
-    ``KERAS_BACKEND``, a setting read at import) runs it there, through ``run_cli``. The
-    environment, the working folder and the signal handlers are put back afterwards."""
+def run_in_process(*args, env_extra=None, check=True, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    """``resnetctl ARGS`` through the console script's own parse, plan, run and error mapping
+    (``cli_runtime.execute``) in this process, without a new interpreter importing TensorFlow
+    (7-13 s a process on 2 cores): its exit code and what it printed through ``sys.stdout`` and
+    ``sys.stderr``. For the tests whose subject is what a command does to files and runs. What
+    only a process shows stays on ``run_cli``: signals, kills, concurrent processes, output at the
+    fd level (stdout alone for ``-``), tracebacks from threads, children and shutdown (the
+    one-line answers to hostile input), help from a cold start, and a resume in a new interpreter.
+    An ``env_extra`` that only a new process can take (another ``KERAS_BACKEND``, a setting read
+    at import) runs there, through ``run_cli``. The environment's changed keys, the working
+    folder, the signal handlers, the ``resnetctl`` logger and ``--verbose`` are put back; a
+    command still running after ``timeout`` seconds ends the worker with every thread's stack."""
     env_extra = {k: str(v) for k, v in (env_extra or {}).items()}
     backend = env_extra.get("KERAS_BACKEND", _backend_here())
     if backend != _backend_here() or any(os.environ.get(k) != env_extra[k] for k in _IMPORT_TIME_ENV if k in env_extra):
-        return run_cli(*args, env_extra=env_extra, check=check, cwd=cwd)
+        return run_cli(*args, env_extra=env_extra, check=check, cwd=cwd, timeout=timeout)
+    import faulthandler
+    import logging
+
     from resnetctl import cli_runtime
     from resnetctl.cli import app
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    logger = logging.getLogger("resnetctl")
+    saved_logger = (list(logger.handlers), logger.level, logger.propagate)
     out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     os.environ.update(env_extra)
     cli_runtime.STATE["verbose"] = False
+    faulthandler.dump_traceback_later(timeout, exit=True)
     try:
         if cwd is not None:
             os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli_runtime.execute(app, [str(a) for a in args])
     finally:
+        faulthandler.cancel_dump_traceback_later()
         if "keras" in sys.modules:  # a fresh process's layer names and global state, for the next command
             sys.modules["keras"].backend.clear_session()
         os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
+        for key, value in saved_env.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
         for s, handler in saved_signals.items():
             signal.signal(s, handler)
+        logger.handlers[:], logger.level, logger.propagate = saved_logger
+        cli_runtime.STATE["verbose"] = False
     texts = []
     for stream in (out, err):
         stream.flush()

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from resnetctl.runs import RunDir
-from tests.helpers import cli_command, run_in_process, tmpfs
+from tests.helpers import cli_command, run_cli, run_in_process, tmpfs
 
 COMMAND = re.compile(r"(resnetctl (?:train|resume|evaluate|summary|predict|export) .*)$")
 
@@ -108,7 +108,7 @@ def test_a_run_can_be_read_while_it_trains_and_the_stop_hint_works(cifar_small, 
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.2)
     follow = subprocess.Popen(cli_command("summary", run.path, "--follow", "--json"), stdout=subprocess.PIPE, text=True)
-    reading = run_in_process("evaluate", "--run", run.path, "--checkpoint", "last", "--json", check=False)
+    reading = run_cli("evaluate", "--run", run.path, "--checkpoint", "last", "--json", check=False)
     assert reading.returncode == 0, reading.stderr
     assert "still training" in reading.stderr and json.loads(reading.stdout)["epoch"] >= 1
     if proc.poll() is None:
@@ -143,6 +143,6 @@ def test_a_foreign_folder_at_run_is_untouched_on_a_full_disk(tmp_path):
             except OSError:
                 pass
         before = tree(proj)
-        proc = run_in_process("train", "resnet8", "--run", "proj", "--runs-dir", disk, "--data-dir", data, check=False)
+        proc = run_cli("train", "resnet8", "--run", "proj", "--runs-dir", disk, "--data-dir", data, check=False)
         assert proc.returncode == 1 and "is not a resnetctl run" in proc.stderr, proc.stderr
         assert tree(proj) == before

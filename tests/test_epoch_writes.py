@@ -26,7 +26,7 @@ def test_a_plot_that_cannot_be_written_fails_the_run_in_one_line(cifar_small, da
     assert run.monitor_path.stat().st_size > 10_000  # written in the background, there at the end
     run.monitor_path.unlink()
     run.monitor_path.mkdir()  # a folder where the plot goes: its atomic rename fails
-    proc = run_in_process("resume", "--run", "plot", "--epochs", 2, *common, check=False)
+    proc = run_cli("resume", "--run", "plot", "--epochs", 2, *common, check=False)
     one_line_error(proc, 1, "Cannot write")
     assert "resnetctl resume --run" in proc.stderr
     assert [r["epoch"] for r in run.history()] == [1, 2]  # the epoch's checkpoint and row were kept

@@ -87,7 +87,7 @@ def test_a_resumed_run_is_the_run_that_was_never_stopped(small, small_run, tmp_p
     rows, weights = _rows(small_run), _weights(small_run.last_path)
 
     again = copy_run(small_run, runs, "again")
-    run_in_process("resume", "--run", again.path, "--epoch", 1)
+    run_cli("resume", "--run", again.path, "--epoch", 1)
     assert _rows(again) == rows
     after = _weights(again.last_path)
     assert set(after) == set(weights) and all(np.array_equal(after[k], weights[k]) for k in weights)
@@ -396,9 +396,7 @@ def test_bad_input_gets_one_line(small, tmp_path, data_dir, cifar_small):
     tiny_model = tmp_path / "tiny.keras"
     run_in_process("build", "resnet8", "--input-size", 64, "--num-classes", 20, "--save", tiny_model)
     one_line_error(
-        run_in_process(
-            "evaluate", "--model", tiny_model, "--dataset", "cifar-small", "--data-dir", data_dir, check=False
-        ),
+        run_cli("evaluate", "--model", tiny_model, "--dataset", "cifar-small", "--data-dir", data_dir, check=False),
         1,
         "images into 20 classes",
     )

@@ -174,5 +174,5 @@ def test_a_checkpoint_that_is_not_the_runs_model_is_not_resumed(world, tmp_path)
     for swapped, text in (("u.keras", "without its optimizer state"), ("o.keras", "holds a 'resnet20' model")):
         os.replace(tmp_path / swapped, epoch1)
         history = (runs / "r" / "history.csv").read_text()
-        one_line_error(run_in_process("resume", "--run", runs / "r", "--epoch", 1, check=False), 1, text)
+        one_line_error(run_cli("resume", "--run", runs / "r", "--epoch", 1, check=False), 1, text)
         assert (runs / "r" / "history.csv").read_text() == history

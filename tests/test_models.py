@@ -177,9 +177,9 @@ def test_importing_the_cli_leaves_keras_out_and_every_command_answers_help():
     code = "import sys, resnetctl.cli; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False False"
-    assert run_in_process("--version").stdout.startswith("resnetctl ")
+    assert run_cli("--version").stdout.startswith("resnetctl ")
     for command in ("prepare", "build", "train", "resume", "evaluate", "summary"):
-        assert "Usage" in run_in_process(command, "-h").stdout
+        assert "Usage" in run_cli(command, "-h").stdout
 
 
 @pytest.mark.parametrize(

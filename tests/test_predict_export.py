@@ -145,7 +145,7 @@ def test_predict_bad_input(tiny_run, tmp_path):
         (("predict", tmp_path / "junk.jpg", "--run", tiny_run, "--topk", 0), "--topk must be between 1"),
         (("predict", tmp_path / "junk.jpg", "--run", tiny_run, "--checkpoint", "7"), "epoch 7"),
     ]:
-        one_line_error(run_in_process(*args, check=False), 1, text)
+        one_line_error(run_cli(*args, check=False), 1, text)
 
 
 # --------------------------------------------------------------------------- export

@@ -16,7 +16,7 @@ from resnetctl.lineage import fork
 from resnetctl.outputs import claim
 from resnetctl.runs import RunDir
 from resnetctl.training.config import TrainConfig
-from tests.helpers import cli_command, invoke, pets_world, run_in_process
+from tests.helpers import cli_command, invoke, pets_world, run_cli, run_in_process
 
 _ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 _PIPES = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": _ENV}
@@ -119,7 +119,7 @@ def pets(tmp_path_factory):
 def test_predict_csv_dash_writes_the_csv_alone_to_stdout(pets):
     root, model = pets
     run_in_process("predict", "pets", *model, "--csv", "file.csv", cwd=root)
-    piped = run_in_process("predict", "pets", *model, "--csv", "-", cwd=root)
+    piped = run_cli("predict", "pets", *model, "--csv", "-", cwd=root)
     assert piped.stdout == (root / "file.csv").read_text()  # exactly the CSV, nothing else
     assert "predictions (m)" in piped.stderr and not (root / "-").exists()
 
@@ -138,7 +138,7 @@ def test_predict_csv_dash_writes_the_csv_alone_to_stdout(pets):
 def test_evaluate_predict_dash_writes_the_predictions_alone_to_stdout(pets):
     root, model = pets
     run_in_process("evaluate", *model, "--predict", "file.txt", cwd=root)
-    piped = run_in_process("evaluate", *model, "--predict", "-", cwd=root)
+    piped = run_cli("evaluate", *model, "--predict", "-", cwd=root)
     assert piped.stdout == (root / "file.txt").read_text() and len(piped.stdout.splitlines()) == 4
     assert "rank-1" in piped.stderr and not (root / "-").exists()
 

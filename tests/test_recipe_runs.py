@@ -1,5 +1,6 @@
 """Real runs of the plateau schedule and early stopping (resnet8 on the real CIFAR subset), and
-every recipe resolved by ``train --dry-run`` on every dataset kind, through real subprocesses."""
+every recipe resolved by ``train --dry-run`` on every dataset kind, through the CLI (in process on
+TensorFlow, real subprocesses for JAX and for the one-line refusals)."""
 
 from __future__ import annotations
 
@@ -194,7 +195,7 @@ def test_recipe_list_and_an_unknown_name(tmp_path):
     for recipe in RECIPES.values():
         assert recipe.name in shown and recipe.model in shown
     assert "91.0%" in shown and "93.79%" in shown and "57.93%" in shown
-    proc = run_in_process("train", "--recipe", "resnet-best", "--dataset", "cifar10", check=False)
+    proc = run_cli("train", "--recipe", "resnet-best", "--dataset", "cifar10", check=False)
     one_line_error(proc, 1, "Unknown recipe 'resnet-best'")
     assert all(name in proc.stderr for name in RECIPES) and len(proc.stderr.strip().splitlines()) <= 2
     help_text = " ".join(run_in_process("train", "-h").stdout.split())  # the notebook's defaults, shown

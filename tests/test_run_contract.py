@@ -21,7 +21,7 @@ from resnetctl.outputs import claim, write_text, written
 from resnetctl.runs import MARKER, RunDir, best_row, find_run, list_runs
 from resnetctl.training.config import TrainConfig, config_from_file
 from resnetctl.training.settings import config_from_flags
-from tests.helpers import fake_dataset, invoke, one_line_error, run_in_process, tree
+from tests.helpers import fake_dataset, invoke, one_line_error, run_cli, run_in_process, tree
 
 
 def refused(*args) -> ResnetctlError:
@@ -598,7 +598,7 @@ def test_a_new_name_of_the_users_in_a_run_folder_is_still_allowed(tmp_path):
 def test_the_issues_predict_csv_history_force_is_one_line_through_the_cli(tmp_path):
     run = _owned_world(tmp_path)
     before = tree(tmp_path)
-    proc = run_in_process("predict", tmp_path / "photo.jpg", "--run", run.path, "--csv", run.history_path, "--force",
+    proc = run_cli("predict", tmp_path / "photo.jpg", "--run", run.path, "--csv", run.history_path, "--force",
                    check=False)  # fmt: skip
     one_line_error(proc, 1, "is a file of run r")
     assert tree(tmp_path) == before

@@ -15,7 +15,7 @@ import pytest
 import resnetctl
 from resnetctl.runs import RunDir, checkpoint_info
 from resnetctl.training.config import TrainConfig, default_steps_per_execution
-from tests.helpers import invoke, needs, run_in_process, steps_per_epoch
+from tests.helpers import invoke, needs, run_cli, run_in_process, steps_per_epoch
 
 
 def test_the_default_keeps_twenty_progress_updates_an_epoch_and_at_most_sixteen_steps():
@@ -57,7 +57,7 @@ def test_calls_of_five_steps_resume_exactly_on_tf_and_equal_single_steps_on_jax(
         # so its resume is a resume at K=1, exact on JAX in test_train's ema test, test_recipe_runs'
         # plateau test and test_jax_multi_process; the K=5 resume itself is the TensorFlow case below
         return
-    run_in_process("resume", "--run", "k5", "--epoch", 1, *common, env_extra=env)
+    run_cli("resume", "--run", "k5", "--epoch", 1, *common, env_extra=env)
     assert numbers(run) == straight
     assert all(np.array_equal(a, b) for a, b in zip(weights(run.last_path), trained, strict=True))
     assert checkpoint_info(run.last_path)["epoch"] == 2

@@ -294,7 +294,7 @@ def test_mlflow_flag_without_mlflow_is_refused_with_the_install_line(tmp_path):
 
 
 def test_log_every_must_be_positive(tmp_path):
-    proc = run_in_process("train", "resnet8", "--log-every", 0, "--runs-dir", tmp_path, check=False)
+    proc = run_cli("train", "resnet8", "--log-every", 0, "--runs-dir", tmp_path, check=False)
     one_line_error(proc, 1, "`log_every` must be >= 1")
 
 

@@ -1,4 +1,5 @@
-"""train / resume / evaluate / summary on the real CIFAR subset, through real subprocesses."""
+"""train / resume / evaluate / summary on the real CIFAR subset, through the CLI: in process where the
+subject is the run's files, as real subprocesses for signals, divergence and other backends."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pytest
 import resnetctl
 from resnetctl.evaluation import rank_k_accuracy
 from resnetctl.runs import RunDir, checkpoint_info
-from tests.helpers import SMALL_RUN, copy_run, invoke, needs, one_line_error, run_in_process, steps_per_epoch
+from tests.helpers import SMALL_RUN, copy_run, invoke, needs, one_line_error, run_cli, run_in_process, steps_per_epoch
 
 pytestmark = pytest.mark.e2e
 
@@ -241,7 +242,7 @@ def test_a_non_finite_loss_stops_within_a_call_in_one_line_and_the_run_can_be_st
     nothing to evaluate or resume, but the printed train command starts it again. (One run for
     what were three: this test, test_non_finite_loss_stops_with_a_clear_message and
     test_steps_per_execution's test_a_non_finite_loss_stops_within_a_call.)"""
-    proc = run_in_process(
+    proc = run_cli(
         "train", "resnet8", "--dataset", "cifar-small", "--data-dir", data_dir, "--runs-dir", runs,
         "--run", "restart", "--epochs", 1, "--lr", "1e12", "--schedule", "constant", "--label-smoothing", 0,
         "--steps-per-execution", 4, check=False,

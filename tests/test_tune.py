@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from resnetctl.runs import RunDir
-from tests.helpers import cli_command, needs, one_line_error, run_in_process, run_together
+from tests.helpers import cli_command, needs, one_line_error, run_cli, run_in_process, run_together
 
 pytestmark = needs("optuna")
 
@@ -167,8 +167,8 @@ def test_bad_input_is_one_line_before_anything_is_written(two_class_data, tmp_pa
         (("--trials", 2, "--lr", "0.01:1", "--pruner", "hyperband"), "Unknown pruner 'hyperband'"),
     ]
     for more, text in cases:
-        one_line_error(run_in_process(*tune_args(two_class_data, runs, "s", *more), check=False), 1, text)
-    one_line_error(run_in_process("tune", "--study", "s", "--runs-dir", runs, "--show", check=False), 1, "No study 's'")
+        one_line_error(run_cli(*tune_args(two_class_data, runs, "s", *more), check=False), 1, text)
+    one_line_error(run_cli("tune", "--study", "s", "--runs-dir", runs, "--show", check=False), 1, "No study 's'")
     assert not runs.exists(), "a refused tune leaves nothing behind"
 
 

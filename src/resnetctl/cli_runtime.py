@@ -102,12 +102,17 @@ def run(app) -> None:
     from resnetctl.signals import raise_on_signals
 
     raise_on_signals()
-    _exit(execute(app, sys.argv[1:]))
+    try:
+        code = execute(app, sys.argv[1:])
+    except BrokenPipeError:  # `resnetctl summary | head`: the reader has all it wanted
+        _closed_pipe()
+    _exit(code)
 
 
 def execute(app, argv: list[str]) -> int:
     """Run the Typer ``app`` on ``argv`` and return its exit code: every failure becomes one line
-    and a documented code. The process is left running (the tests run commands in process)."""
+    and a documented code. A closed stdout (``| head``) is raised as ``BrokenPipeError`` for the
+    caller to end on; nothing else leaves the process (the tests run commands in process)."""
     from resnetctl.signals import RECEIVED
 
     ui.show_library_warnings(err_console)
@@ -129,12 +134,15 @@ def execute(app, argv: list[str]) -> int:
         name = getattr(exc, "signal_name", None) or RECEIVED["signal"] or "SIGINT"
         ui.print_stopped(err_console, f"stopped by {name}; nothing half-written was kept")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `resnetctl summary | head`: the reader has all it wanted
-        _closed_pipe()
+    except BrokenPipeError:
+        raise
     except SystemExit as exc:  # Typer turns a closed pipe into exit 1 itself
         if isinstance(exc.__context__, OSError) and exc.__context__.errno == errno.EPIPE:
-            _closed_pipe()
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            raise BrokenPipeError(errno.EPIPE, "stdout was closed") from exc
+        if isinstance(exc.code, str):  # sys.exit("text"): Python would print the text and exit 1
+            ui.print_error(err_console, exc.code)
+            return 1
+        return 0 if exc.code is None else exc.code
     except Exception as exc:
         return _unexpected(exc)
 
