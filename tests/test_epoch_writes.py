@@ -45,7 +45,7 @@ def test_a_checkpoint_written_from_the_host_copy_is_the_checkpoint_of_the_live_m
 
     import keras
 
-    from resnetctl.checkpoints import CheckpointTwin, host_copy, save_checkpoint
+    from resnetctl.checkpoints import CheckpointTwin, host_copy, save_checkpoint, variable_layout
     from resnetctl.models import create_model_for
     from resnetctl.training.config import TrainConfig
     from resnetctl.training.trainer import compile_model, make_schedule
@@ -62,7 +62,7 @@ def test_a_checkpoint_written_from_the_host_copy_is_the_checkpoint_of_the_live_m
     writer = ThreadPoolExecutor(max_workers=1)
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
     save_checkpoint(model, tmp_path / "first.keras", {"epoch": 1})
-    twin = writer.submit(CheckpointTwin, tmp_path / "first.keras", model).result()
+    twin = writer.submit(CheckpointTwin, tmp_path / "first.keras", variable_layout(model)).result()
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0)  # the state moves on: 4 more steps
     saving = writer.submit(twin.save, host_copy(model), tmp_path / "twin.keras", {"epoch": 2})
     model.fit(images, labels, batch_size=8, epochs=1, verbose=0)  # and on, while the copy is saved
@@ -133,3 +133,32 @@ def test_checkpoints_after_the_first_are_saved_while_the_next_epoch_trains(cifar
     run_in_process("resume", "--run", "w", "--epoch", 3, "--fork", "again", *common)
     again = RunDir(tmp_path / "runs" / "again").history()
     assert again[-1]["epoch"] == 4 and again[-1]["loss"] == run.history()[-1]["loss"]
+
+
+SPY_ON_JAX_SYNCS = """
+import json, sys, threading
+from keras.src.backend.jax.trainer import JAXTrainer
+from resnetctl.cli import main
+log, sync = sys.argv[1], JAXTrainer.jax_state_sync
+def spy(self):  # records the thread of every sync, then syncs
+    with open(log, "a") as f:
+        f.write(json.dumps({"thread": threading.current_thread().name}) + "\\n")
+    return sync(self)
+JAXTrainer.jax_state_sync = spy
+sys.argv = ["resnetctl", *sys.argv[2:]]
+main()
+"""
+
+
+def test_on_jax_only_the_training_thread_syncs_the_model_state(cifar_small, data_dir, tmp_path):
+    """Keras' ``Callback.model`` puts JAX's training state back into the model (``jax_state_sync``)
+    whenever it is read. Read from the writer thread while the next epoch trains, it put back a
+    state whose buffers the step had already donated, and the next step failed with "Buffer has
+    been deleted or donated" (seen in CI, in a resume's second epoch, when the twin was made)."""
+    log = tmp_path / "syncs.jsonl"
+    common = ["--data-dir", data_dir, "--runs-dir", tmp_path / "runs"]
+    train = ["train", "resnet8", "--dataset", "cifar-small", *common, "--run", "j", "--epochs", 3, "--batch-size", 64]
+    run_cli(*train, launcher=("-c", SPY_ON_JAX_SYNCS, log), env_extra={"KERAS_BACKEND": "jax"})
+    threads = {json.loads(line)["thread"] for line in log.read_text().splitlines()}
+    assert threads == {"MainThread"}, threads
+    assert [r["epoch"] for r in RunDir(tmp_path / "runs" / "j").history()] == [1, 2, 3]

@@ -81,10 +81,10 @@ def saved_variables(model) -> list:
     return [*model.variables, *(model.optimizer.variables if getattr(model, "optimizer", None) else [])]
 
 
-def _layout(variables: list) -> list:
-    """Each variable's path (without the ``_N`` Keras appends to a repeated name: a seed
+def variable_layout(model) -> list:
+    """Each saved variable's path (without the ``_N`` Keras appends to a repeated name: a seed
     generator's), shape and dtype."""
-    return [(re.sub(r"_\d+(?=/|$)", "", v.path), tuple(v.shape), v.dtype) for v in variables]
+    return [(re.sub(r"_\d+(?=/|$)", "", v.path), tuple(v.shape), v.dtype) for v in saved_variables(model)]
 
 
 def host_copy(model) -> list:
@@ -101,12 +101,14 @@ class CheckpointTwin:
     from a :func:`host_copy` so the save (config JSON, HDF5, zip: about a second for ResNet56)
     overlaps the next epoch instead of stopping it. Keras saves from a model's live variables,
     so the state has to be put into a model that training does not touch; this one is only
-    used by the thread that writes."""
+    used by the thread that writes. ``layout`` is :func:`variable_layout` of the live model, taken
+    on the training thread: on JAX, Keras' ``Callback.model`` syncs the training state whenever it
+    is read, and a sync from another thread mid-epoch puts back buffers a step has donated."""
 
-    def __init__(self, source: Path, model):
+    def __init__(self, source: Path, layout: list):
         self.model = load_model(source)
         self.variables = saved_variables(self.model)
-        if _layout(self.variables) != _layout(saved_variables(model)):
+        if variable_layout(self.model) != layout:
             raise RunError(f"{source} does not load as the model that wrote it")
 
     def save(self, state: list, path: Path, info: dict) -> dict:

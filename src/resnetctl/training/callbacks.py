@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 
 from resnetctl import atomic
-from resnetctl.checkpoints import CheckpointTwin, host_copy
+from resnetctl.checkpoints import CheckpointTwin, host_copy, variable_layout
 from resnetctl.hooks import TrainingProgress
 from resnetctl.plots import plot_monitor, rate_samples
 from resnetctl.runs import RunDir, link_or_copy, save_checkpoint, score
@@ -269,6 +269,8 @@ class RunRecorder(keras.callbacks.Callback):
             state = host_copy(self.model)
         else:
             save_checkpoint(self.model, self.run.last_path, info)
+        # the writer thread never reads self.model (on JAX that syncs the state: see CheckpointTwin)
+        layout = variable_layout(self.model) if self.twin is None else None
         best = score(row) > self.best
         self.best = max(self.best, score(row))
         final = epoch + 1 == self.params.get("epochs") or self.model.stop_training
@@ -280,12 +282,13 @@ class RunRecorder(keras.callbacks.Callback):
         rate = rate_samples(self.schedule, steps, epoch + 1) if replayable else None
         if self.writer is None:
             self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnetctl-writes")
-        self.pending = self.writer.submit(self._write_epoch, state, info, row, list(self.submitted), best, final, rate)
+        rows = list(self.submitted)
+        self.pending = self.writer.submit(self._write_epoch, state, info, row, rows, best, final, rate, layout)
         for writer in self.extra:
             writer(row)
         self.progress.epoch_end(row)
 
-    def _write_epoch(self, state, info, row, rows, best, final, rate) -> None:
+    def _write_epoch(self, state, info, row, rows, best, final, rate, layout) -> None:
         """The epoch's files, in the order that keeps the run consistent at every moment."""
         if state is not None:
             self.twin.save(state, self.run.last_path, info)
@@ -304,7 +307,7 @@ class RunRecorder(keras.callbacks.Callback):
         plot_monitor(rows, self.run.monitor_path, self.run.name, rate=rate, marks=self.marks)
         if self.twin is None:  # after the first checkpoint of this call, later ones are saved from here
             try:
-                self.twin = CheckpointTwin(self.run.last_path, self.model)
+                self.twin = CheckpointTwin(self.run.last_path, layout)
             except Exception:  # noqa: BLE001 (an exotic model: the saves stay in the foreground)
                 self.twin = False
 
