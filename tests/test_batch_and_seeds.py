@@ -8,8 +8,10 @@ import math
 
 import pytest
 
+from resnetctl.errors import ModelError
 from resnetctl.reports import mean_and_interval
 from resnetctl.runs import RunDir, best_row, score
+from resnetctl.training.batch_search import MARGIN, choose
 from resnetctl.training.config import default_batch_size
 from tests.helpers import one_line_error, run_in_process
 
@@ -19,6 +21,61 @@ def test_the_interval_is_student_s():
     assert stats["mean"] == pytest.approx(0.72) and stats["std"] == pytest.approx(0.02)
     assert stats["ci95"] == pytest.approx(4.303 * 0.02 / math.sqrt(3))
     assert mean_and_interval([0.5])["ci95"] is None and mean_and_interval([]) is None
+
+
+GIB = 2**30
+
+
+def linear_device(limit_gib: float, base_gib: float, per_image_mib: float, *, reports_peak: bool = True):
+    """The search's probe on a device whose memory grows with the batch as a real step's does
+    (weights plus activations per image), out of memory past its limit, and the batches it was asked."""
+    asked = []
+
+    def probe(batch: int) -> dict:
+        asked.append(batch)
+        peak = int((base_gib + batch * per_image_mib / 1024) * GIB)
+        if peak > limit_gib * GIB:
+            return {"batch_size": batch, "out_of_memory": True}
+        return {"batch_size": batch, "peak_bytes": peak if reports_peak else None}
+
+    return probe, asked
+
+
+def test_the_batch_search_doubles_to_the_largest_batch_within_the_margin():
+    probe, asked = linear_device(10, 1, 20)  # 8 GiB within the margin: 358 images; out of memory past 460
+    found = choose(probe, 128, 2**15, 10 * GIB, "gpu:0")
+    assert found["batch_size"] == 256 and asked == [128, 256, 512]
+    assert found["measured"][-1] == {"batch_size": 512, "out_of_memory": True}
+    assert "the largest within 80% of 10.0 GiB" in found["rule"] and "512: out of memory" in found["rule"]
+
+    probe, asked = linear_device(10, 1, 15)  # 512 runs (8.5 GiB) but past the margin: not taken
+    found = choose(probe, 128, 2**15, 10 * GIB, "gpu:0")
+    assert found["batch_size"] == 256 and asked == [128, 256, 512]
+    assert found["measured"][-1]["peak_bytes"] > (1 - MARGIN) * 10 * GIB
+
+
+def test_the_batch_search_goes_down_where_the_default_batch_does_not_fit():
+    probe, asked = linear_device(2, 0.5, 20)  # 128 out of memory, 64 past the margin, 32 fits
+    found = choose(probe, 128, 2**15, 2 * GIB, "gpu:0")
+    assert found["batch_size"] == 32 and asked == [128, 64, 32]
+    assert "the default 128 did not fit" in found["rule"]
+
+    probe, asked = linear_device(0.4, 0.5, 20)  # the weights alone are past the memory
+    with pytest.raises(ModelError, match="no batch fits on gpu:0: even a batch of 1 ran out of memory"):
+        choose(probe, 128, 2**15, GIB // 2, "gpu:0")
+    assert asked == [128, 64, 32, 16, 8, 4, 2, 1]
+
+
+def test_the_batch_search_is_capped_by_the_dataset_and_halves_where_memory_is_not_reported():
+    probe, asked = linear_device(80, 1, 1)
+    assert choose(probe, 128, 64, 80 * GIB, "gpu:0")["batch_size"] == 64 and asked == [64]
+
+    probe, asked = linear_device(10, 1, 20, reports_peak=False)  # TensorFlow: no limit, no peak
+    found = choose(probe, 128, 2**15, None, "GPU:0")
+    assert asked == [128, 256, 512] and found["batch_size"] == 128  # 256 ran last: halved, not below the default
+    assert "the largest that ran, halved" in found["rule"]
+    probe, asked = linear_device(2.9, 0.5, 20, reports_peak=False)  # 128 ran out of memory; 64 ran
+    assert choose(probe, 128, 2**15, None, "GPU:0")["batch_size"] == 32 and asked == [128, 64]
 
 
 @pytest.mark.e2e

@@ -4,11 +4,12 @@ accelerator's memory for a model and precision, found by short real train steps.
 Starting from the default rule's batch, each candidate builds and compiles the run's model and
 takes :data:`STEPS` real optimizer steps on random images of the dataset's size; the doubling stops
 at the first that runs out of memory or whose measured peak passes ``1 - MARGIN`` of the device's
-memory. The batch kept is the largest within that margin; where the backend does not report the
-device's memory (TensorFlow's allocator), the largest that ran, halved: memory fragments over a
-long run (what makes Ultralytics' ``batch=-1`` run out of memory after some epochs), so the search
-never takes the last batch that fitted. On a CPU memory is not what limits the batch, and the
-default rule is kept. What was measured is returned, for config.json and the output.
+memory, and where the default batch itself does not fit, the search halves down instead. The batch
+kept is the largest within that margin; where the backend does not report the device's memory
+(TensorFlow's allocator), the largest that ran, halved: memory fragments over a long run (what makes
+Ultralytics' ``batch=-1`` run out of memory after some epochs), so the search never takes the last
+batch that fitted. On a CPU memory is not what limits the batch, and the default rule is kept. What
+was measured is returned, for config.json and the output.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import keras
 import numpy as np
 
+from resnetctl.errors import ModelError
 from resnetctl.training import distribute
 from resnetctl.training.config import DEFAULT_BATCH_SIZE_RULE, default_batch_size
 
@@ -41,11 +43,9 @@ def search(build, image_size: int, num_classes: int, train_images: int) -> dict:
             "rule": f"on a CPU the default rule is kept ({DEFAULT_BATCH_SIZE_RULE}): {default}",
             "measured": [],
         }
-    cap = largest_power_of_two(train_images)
-    limit = device["limit_bytes"]
-    measured, batch = [], min(default, cap)
     rng = np.random.default_rng(0)
-    while batch <= cap:
+
+    def probe(batch: int) -> dict:
         images = rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8)
         labels = rng.integers(0, num_classes, (batch,))
         model = None
@@ -54,42 +54,67 @@ def search(build, image_size: int, num_classes: int, train_images: int) -> dict:
             model = build()
             for _ in range(STEPS):
                 model.train_on_batch(images, labels)
-            peak = distribute.peak_memory()
+            return {"batch_size": batch, "peak_bytes": distribute.peak_memory()}
         except Exception as exc:
             if not distribute.is_out_of_memory(exc):
                 raise
-            measured.append({"batch_size": batch, "out_of_memory": True})
-            break
+            return {"batch_size": batch, "out_of_memory": True}
         finally:
             del model
             keras.backend.clear_session()
             gc.collect()
-        measured.append({"batch_size": batch, "peak_bytes": peak})
-        if limit and peak and peak > (1 - MARGIN) * limit:
-            break
-        batch *= 2
-    ran = [m for m in measured if "peak_bytes" in m]
-    if limit:
-        within = [m["batch_size"] for m in ran if m["peak_bytes"] and m["peak_bytes"] <= (1 - MARGIN) * limit]
-        chosen, how = (
-            (max(within) if within else default),
-            f"the largest within {1 - MARGIN:.0%} of {limit / 2**30:.1f} GiB",
-        )
+
+    return choose(probe, default, largest_power_of_two(train_images), device["limit_bytes"], device["device"])
+
+
+def choose(probe, default: int, cap: int, limit: int | None, device: str) -> dict:
+    """The search itself, over ``probe(batch)`` (a measured row: ``peak_bytes``, or ``out_of_memory``).
+
+    Up by doubling from the default batch while a batch fits (ran, and within the margin where the
+    device's memory is known), down by halving where the default itself does not. A batch that fits
+    nowhere, down to 1, is a :class:`ModelError`, not a batch that fails later in training."""
+    measured = []
+
+    def fits(batch: int) -> bool:
+        row = probe(batch)
+        measured.append(row)
+        if row.get("out_of_memory"):
+            return False
+        return not (limit and row["peak_bytes"] and row["peak_bytes"] > (1 - MARGIN) * limit)
+
+    largest, batch = None, min(default, cap)
+    if fits(batch):
+        largest = batch
+        while largest * 2 <= cap and fits(largest * 2):
+            largest *= 2
     else:
-        largest = max((m["batch_size"] for m in ran), default=default)
-        chosen, how = max(default, largest // 2), "the largest that ran, halved (the device's memory is not reported)"
-    if not ran:
-        chosen, how = default, "no candidate ran: the default rule"
+        while batch > 1 and largest is None:
+            batch //= 2
+            largest = batch if fits(batch) else None
     gib = ", ".join(
         f"{m['batch_size']}: "
         + ("out of memory" if m.get("out_of_memory") else f"{(m['peak_bytes'] or 0) / 2**30:.2f} GiB")
         for m in measured
     )
+    if largest is None:
+        raise ModelError(
+            f"no batch fits on {device}: even a batch of 1 ran out of memory ({gib})",
+            hint="a smaller model, a smaller --image-size or --precision mixed_bfloat16",
+        )
+    peaks_known = limit and all(m.get("peak_bytes") for m in measured if not m.get("out_of_memory"))
+    if peaks_known:
+        chosen, how = largest, f"the largest within {1 - MARGIN:.0%} of {limit / 2**30:.1f} GiB"
+    else:
+        # memory fragments over a long run: never the last batch that fitted, unless it is the default's
+        floor = default if largest >= default else 1
+        chosen, how = max(floor, largest // 2), "the largest that ran, halved (the device's memory is not reported)"
+    if largest < min(default, cap):
+        how += f"; the default {min(default, cap)} did not fit"
     return {
         "batch_size": int(chosen),
-        "device": device["device"],
+        "device": device,
         "limit_bytes": limit,
-        "rule": f"{how} on {device['device']} ({gib}; capped at {cap}, the dataset's power of two)",
+        "rule": f"{how} on {device} ({gib}; capped at {cap}, the dataset's power of two)",
         "measured": measured,
     }
 
