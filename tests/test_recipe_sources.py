@@ -37,7 +37,7 @@ SOURCES = {
         "power": (1.0, "resnet_cifar10_decay.py:27"),
         "lr_update": ("epoch", "LearningRateScheduler"),
         "weight_decay": (2e-4, "resnet.py:19"),  # l2(0.0001) in every block: gradient 2e-4 * w
-        "stem_weight_decay": (1e-3, "resnet.py:73-74"),  # l2(0.0005)
+        "stem_weight_decay": (1e-3, "resnet.py:73-74"),  # l2(reg), reg=0.0005 at resnet_cifar10_decay.py:78
         "classifier_weight_decay": (1e-3, "resnet.py:97"),
         "normalization": ("pixel-mean", "resnet_cifar10_decay.py:50-51"),
         "augmentation": ("affine-flip", "fill_mode='nearest'"),
@@ -56,7 +56,7 @@ SOURCES = {
         "power": (1.0, "train_decay.py:29"),
         "lr_update": ("epoch", "train_decay.py:64"),
         "weight_decay": (2e-4, "resnet.py:19"),
-        "stem_weight_decay": (1e-3, "resnet.py:73-74"),
+        "stem_weight_decay": (1e-3, "resnet_tinyimagenet_architecture.png"),
         "classifier_weight_decay": (1e-3, "resnet.py:97"),
         "normalization": ("channel-mean", "MeanPreprocessor"),
         "augmentation": ("affine-flip", "fill_mode='nearest'"),
@@ -131,6 +131,25 @@ def test_every_recipe_setting_is_its_source_and_cites_it(name):
 
 def _info(train: int):
     return SimpleNamespace(splits={"train": train, "val": 5000, "test": 10_000}, num_classes=10, image_size=32)
+
+
+# What no source does, pinned on the resolved config of every recipe: a change of the tool's
+# defaults must not reach a named recipe unseen.
+_IN_NO_SOURCE = {"random_erasing": 0.0, "clip_norm": None, "mix_prob": 1.0, "precision": "float32"}
+_NO_AFFINE = {"rotation": 0.0, "zoom": 0.0, "shear": 0.0}  # only the Tiny ImageNet script rotates, zooms, shears
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_what_no_source_does_stays_off_in_the_resolved_recipe(name):
+    config = build_config(None, name, flags={"dataset": "x"}, open_info=lambda d, dd: _info(45_000))
+    off = {**_IN_NO_SOURCE, **({} if name.startswith("tiny") else _NO_AFFINE)}
+    assert {k: getattr(config, k) for k in off} == off
+
+
+def test_the_papers_iterations_are_its_epochs_at_full_length():
+    # 64k iterations of 128 on 45k images (352 steps an epoch): 182 epochs; the drops at 32k and 48k
+    config = build_config(None, "he2015-cifar", flags={"dataset": "x"}, open_info=lambda d, dd: _info(45_000))
+    assert (config.epochs, config.milestones, config.schedule) == (182, (91, 136), "step")
 
 
 def test_a_flag_over_a_recipe_is_shown_as_a_change():

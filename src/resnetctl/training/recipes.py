@@ -113,12 +113,17 @@ _REPO = "meng1994412/ResNet_from_scratch@8c02640"
 _CIFAR = f"{_REPO} resnet_cifar10_decay.py"
 _TINY = f"{_REPO} train_decay.py"
 _BUILDER = "meng1994412/ResNet_from_scratch@6343e70 pipeline/nn/conv/resnet.py"
+
+
 # Keras' l2(c) adds c * sum(w**2) to the loss: a gradient of 2c * w, --weight-decay 2c here.
-_PROJECT_DECAY = {
-    "weight_decay": Cited(2e-4, f"{_BUILDER}:19 residual_module(reg=0.0001), which build() never passes"),
-    "stem_weight_decay": Cited(1e-3, f"{_BUILDER}:73-74 the stem conv gets build()'s l2(reg=0.0005)"),
-    "classifier_weight_decay": Cited(1e-3, f"{_BUILDER}:97 Dense(classes, l2(reg=0.0005))"),
-}
+def _project_decay(build_call: str, stem: str) -> dict:
+    """The from-scratch project's decay: build()'s ``reg`` (0.0005 at ``build_call``, the caller's
+    line) reaches the stem conv and the classifier only; every block keeps residual_module's 0.0001."""
+    return {
+        "weight_decay": Cited(2e-4, f"{_BUILDER}:19 residual_module(reg=0.0001), which build() never passes"),
+        "stem_weight_decay": Cited(1e-3, f"{stem}, l2(reg) with {build_call} reg=0.0005"),
+        "classifier_weight_decay": Cited(1e-3, f"{_BUILDER}:97 Dense(classes, l2(reg)), {build_call} reg=0.0005"),
+    }
 
 
 def _project_poly(script: str, poly: str, power: int, scheduler: int) -> dict:
@@ -222,7 +227,7 @@ RECIPES: dict[str, Recipe] = {
                 "batch_size": Cited(128, f"{_CIFAR}:84 aug.flow(trainX, trainY, batch_size=128)"),
                 "epochs": Cited(150, "README experiment 4 and output/resnet56_cifar10_5 (150 epochs)"),
                 **_sgd(f"{_CIFAR}:77 SGD(lr=INIT_LR, momentum=0.9)", False, f"{_CIFAR}:20 INIT_LR = 1e-1"),
-                **_PROJECT_DECAY,
+                **_project_decay(f"{_CIFAR}:78", f"{_BUILDER}:73-74 the 3x3 stem conv"),
                 "normalization": Cited("pixel-mean", f"{_CIFAR}:50-51 mean = np.mean(trainX, axis=0); trainX -= mean"),
                 "augmentation": Cited(
                     "affine-flip", f"{_CIFAR}:64-65 ImageDataGenerator(horizontal_flip=True, fill_mode='nearest')"
@@ -246,7 +251,11 @@ RECIPES: dict[str, Recipe] = {
                 "batch_size": Cited(64, f"{_TINY}:56 HDF5DatasetGenerator(config.TRAIN_HDF5, 64)"),
                 "epochs": Cited(75, f"{_TINY}:21 NUM_EPOCHS = 75 and output/resnet_tinyimagenet_2.json (75 epochs)"),
                 **_sgd(f"{_TINY}:71 SGD(lr=INIT_LR, momentum=0.9, nesterov=True)", True, f"{_TINY}:22 INIT_LR = 1e-1"),
-                **_PROJECT_DECAY,
+                **_project_decay(
+                    f"{_TINY}:69-70",
+                    "the 5x5 stem conv of the README's Tiny ImageNet network (resnet_tinyimagenet_architecture.png; "
+                    "the stored resnet.py@6343e70 builds no stem for tiny_imagenet, the version that ran did)",
+                ),
                 "normalization": Cited(
                     "channel-mean", f"{_TINY}:52 MeanPreprocessor(means['R'], means['G'], means['B'])"
                 ),
