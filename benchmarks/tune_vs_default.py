@@ -2,6 +2,7 @@
 
     python benchmarks/tune_vs_default.py --data-dir DIR [--dataset cifar10] [--model resnet20]
         [--epochs 5] [--trials 12] [--space "--lr 0.01:1 --weight-decay 1e-5:1e-3"] [--runs-dir DIR]
+        [--repeats N]
 
 Prepare the dataset first (``resnetctl prepare cifar10 --source ../shared/datasets/cifar-10-python-subset.tar.gz
 --data-dir DIR``). Trains the default recipe for ``--epochs`` (seed 0), runs a ``tune`` study of
@@ -9,7 +10,11 @@ Prepare the dataset first (``resnetctl prepare cifar10 --source ../shared/datase
 the default run's and the best trial's best.keras on the test split (the study chose its best on
 the validation split; the test split is seen once, here). Prints one JSON line per trial and a
 summary line: both test scores, the epochs the study spent against trials x epochs, and the wall
-times. Everything goes through the CLI, as a user runs it.
+times. With ``--repeats N`` the comparison is also made the fair way: the default and the best
+trial's settings each train again as ``train --seeds N`` (seeds 0..N-1, fresh runs), every run is
+scored on test, and the means and their 95% intervals are printed: one val split and one seed can
+choose a trial by luck, N seeds on the test split say whether its settings are better.
+Everything goes through the CLI, as a user runs it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import time
 
 from cli_runner import cli  # benchmarks/ is on the path of a script run from it
 
+from resnetctl.reports import mean_and_interval
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -32,6 +39,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--space", default="--lr 0.01:1 --weight-decay 1e-5:1e-3")
     parser.add_argument("--runs-dir", default=None)
+    parser.add_argument("--repeats", type=int, default=0, help="seeds of each side for the fair comparison")
     args = parser.parse_args()
     runs = args.runs_dir or tempfile.mkdtemp(prefix="tune-vs-default-")
     common = ["--dataset", args.dataset, "--data-dir", args.data_dir, "--epochs", args.epochs, "--runs-dir", runs]
@@ -55,6 +63,17 @@ def main() -> None:
         "epochs_spent": report["epochs_spent"], "epochs_unpruned": args.trials * args.epochs,
         "tune_seconds": round(tune_seconds, 1), "notes": report["notes"], "runs_dir": runs,
     }))  # fmt: skip
+    if args.repeats:
+        flags = [a for k, v in best["params"].items() for a in (f"--{k.replace('_', '-')}", v)]
+        sides = {"default": [], "tuned": flags}
+        for side, side_flags in sides.items():
+            cli("train", args.model, *common, *side_flags, "--run", f"{side}-rep", "--seeds", args.repeats)
+            tests = [
+                cli("evaluate", "--run", f"{runs}/{side}-rep-s{seed}", "--split", "test", "--json")["rank_1"]
+                for seed in range(args.repeats)
+            ]
+            row = {"side": side, "flags": side_flags, "test": tests, **mean_and_interval(tests)}
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
