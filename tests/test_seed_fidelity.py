@@ -4,6 +4,8 @@ placement and input normalisation."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import keras
 import numpy as np
 import pytest
@@ -12,7 +14,9 @@ from scipy import ndimage
 from resnetctl.models import create_model, get_spec
 from resnetctl.models.layers import RandomAffineFlip
 from resnetctl.models.profile import profile_spec
+from resnetctl.training.recipes import RECIPES
 from resnetctl.training.schedules import EpochSchedule
+from tests.helpers import REPO
 
 # meng1994412/ResNet_from_scratch: ResNet.build(32, 32, 3, 10, (9, 9, 9), (64, 64, 128, 256)) and
 # the Tiny ImageNet ResNet at 64 px / 200 classes, counted by Keras' model.summary() of their code.
@@ -122,3 +126,25 @@ def test_per_pixel_normalisation_is_inside_the_model():
     normalize = keras.Model(model.input, model.get_layer("normalize").output)
     image = np.full((1, 32, 32, 3), 128, np.uint8)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(normalize(image))[0], 128 - mean, atol=1e-4)
+
+
+def test_the_notebook_recipe_builds_the_network_of_the_notebook_baseline_script():
+    """keras-resnet20's model and benchmarks/notebook_baseline.py (the notebook as a plain Keras 3
+    script) are one network: the same kernels, Keras' BN defaults, no BN on the pooled projection.
+    The script's convolutions keep Keras' default bias, which each BN after them absorbs."""
+    spec = importlib.util.spec_from_file_location("notebook_baseline", REPO / "benchmarks" / "notebook_baseline.py")
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    theirs = baseline.resnet20((32, 32, 3), 10, seed=0)
+    recipe = RECIPES["keras-resnet20"].settings
+    ours = create_model("resnet20", **{k: recipe[k] for k in ("shortcut", "shortcut_bn", "bn_epsilon", "bn_momentum")})
+
+    def kernels(model):
+        return sorted(tuple(layer.kernel.shape) for layer in model.layers if hasattr(layer, "kernel"))
+
+    def norms(model):
+        bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        return [(layer.epsilon, layer.momentum) for layer in bns]
+
+    assert kernels(ours) == kernels(theirs)
+    assert norms(ours) == norms(theirs) == [(1e-3, 0.99)] * 19  # the stem and two a block, none on a shortcut

@@ -30,6 +30,7 @@ class LayerFactory:
     kernel_init: str = "he_normal"
     stem_l2: float | None = None  # None: ``l2``
     classifier_l2: float | None = None  # None: ``l2``
+    shortcut_bn: bool = True  # a BN after a post-activation block's projection shortcut
 
     @staticmethod
     def _regularizer(l2: float):
@@ -85,7 +86,7 @@ def _shortcut(f: LayerFactory, x, source, out_channels, stride, kind, prefix, no
         )
         stride = 1
     projected = f.conv(source, out_channels, 1, stride, name=f"{prefix}_shortcut_conv")
-    return f.bn(projected, f"{prefix}_shortcut_bn") if normalise else projected
+    return f.bn(projected, f"{prefix}_shortcut_bn") if normalise and f.shortcut_bn else projected
 
 
 def basic_block(f, x, width, stride, shortcut, prefix, project=False, **_):
@@ -172,6 +173,7 @@ def build_from_spec(
     classifier_weight_decay: float | None = None,
     bn_momentum: float | None = None,
     bn_epsilon: float | None = None,
+    shortcut_bn: bool | None = None,
     augmentation: str = "none",
     max_shift: int | None = None,
     affine: dict | None = None,
@@ -191,8 +193,9 @@ def build_from_spec(
     the decay coefficient of the papers (gradient += wd * w), applied as an L2 penalty of ``wd / 2``
     on conv and dense kernels; ``stem_weight_decay``/``classifier_weight_decay`` (``None``: the same)
     set the stem's conv and the classifier apart, as the seeds did. BN momentum and epsilon default
-    to the spec's. ``augmentation`` adds a training-only :class:`RandomCropFlip` (or, for
-    ``affine-flip``, a :class:`RandomAffineFlip` with ``affine``'s shift/rotation/zoom/shear) after the input;
+    to the spec's; ``shortcut_bn=False`` leaves a post-activation projection shortcut without its BN.
+    ``augmentation`` adds a training-only :class:`RandomCropFlip` (or, for ``affine-flip``, a
+    :class:`RandomAffineFlip` with ``affine``'s shift/rotation/zoom/shear) after the input;
     ``mixup``/``cutmix`` (Beta alphas, 0: off) a training-only :class:`BatchMix` after it.
     ``randaugment`` is crop-flip followed by Keras' ``RandAugment`` at ``randaugment_magnitude``;
     ``erasing`` (a probability) adds Keras' ``RandomErasing`` after the augmentation (:class:`KerasPolicy`).
@@ -217,6 +220,7 @@ def build_from_spec(
         kernel_init=spec.kernel_init,
         stem_l2=half(stem_weight_decay),
         classifier_l2=half(classifier_weight_decay),
+        shortcut_bn=True if shortcut_bn is None else shortcut_bn,
     )
 
     inputs = keras.Input((input_size, input_size, 3), dtype="uint8", name="image")

@@ -306,6 +306,13 @@ class TrainConfig:
     shortcut: str | None = _opt(
         None, "The projection between stages: A | B | avgpool.", choices=SHORTCUTS, show_default="the model's own"
     )
+    shortcut_bn: bool | None = _opt(
+        None, "A BatchNormalization after a projection shortcut (post-activation blocks).", show_default="yes"
+    )
+    bn_epsilon: float | None = _opt(None, "BatchNormalization epsilon.", above=0, show_default="the model's own")
+    bn_momentum: float | None = _opt(
+        None, "BatchNormalization moving-average momentum.", minimum=0, below=1, show_default="the model's own"
+    )
     plateau_monitor: str = _opt("loss", "plateau: the metric watched (loss, accuracy, val_loss, val_accuracy, ...).")
     plateau_factor: float = _opt(
         math.sqrt(0.1),

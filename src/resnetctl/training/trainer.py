@@ -164,6 +164,9 @@ def model_options(config: TrainConfig, info: DatasetInfo) -> dict:
         "mix_prob": config.mix_prob,
         "mix_switch_prob": config.mix_switch_prob,
         "shortcut": config.shortcut,
+        "shortcut_bn": config.shortcut_bn,
+        "bn_epsilon": config.bn_epsilon,
+        "bn_momentum": config.bn_momentum,
         "erasing": config.random_erasing,
         "randaugment_magnitude": config.randaugment_magnitude,
     }
