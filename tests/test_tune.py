@@ -231,3 +231,24 @@ def test_tune_from_a_run_forks_every_trial_at_the_epoch_and_leaves_the_run_as_it
     gone = run_in_process("tune", "--study", "babysit", "--runs-dir", runs, "--resume", "--trials", 4, check=False)
     one_line_error(gone, 1, "which is gone")
     assert len(list((runs / "babysit").glob("t*"))) == 3, "no trial was started"
+
+
+@pytest.mark.e2e
+def test_a_study_from_a_space_file_that_explored_nothing_says_so(two_class_data, tmp_path):
+    """A ``--space`` file (a range and a fixed value) whose rates are too small to move the weights:
+    every trial scores the same, and the report says the study explored nothing instead of
+    presenting a best."""
+    runs, space = tmp_path / "runs", tmp_path / "space.json"
+    space.write_text(json.dumps({"lr": "1e-9:1e-8", "label_smoothing": 0.0}))
+    args = tune_args(two_class_data, runs, "flat", "--trials", 2, "--epochs", 1, "--space", space, "--pruner", "none")
+    report = json.loads(run_in_process(*args, "--json").stdout)
+    assert report["space"] == {"lr": "lr in [1e-09, 1e-08] (log)"}
+    assert [t["state"] for t in report["trials"]] == ["complete", "complete"]
+    values = {t["value"] for t in report["trials"]}
+    assert len(values) == 1
+    assert report["notes"] == [f"the study explored nothing: every finished trial scored {values.pop():.4f}"]
+    for t in report["trials"]:
+        options = RunDir(Path(t["run"])).options()
+        assert options.label_smoothing == 0.0 and 1e-9 <= options.lr <= 1e-8
+    shown = run_in_process("tune", "--study", "flat", "--runs-dir", runs, "--show").stdout
+    assert "the study explored nothing" in shown
