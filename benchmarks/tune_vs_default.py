@@ -11,9 +11,10 @@ the default run's and the best trial's best.keras on the test split (the study c
 the validation split; the test split is seen once, here). Prints one JSON line per trial and a
 summary line: both test scores, the epochs the study spent against trials x epochs, and the wall
 times. With ``--repeats N`` the comparison is also made the fair way: the default and the best
-trial's settings each train again as ``train --seeds N`` (seeds 0..N-1, fresh runs), every run is
-scored on test, and the means and their 95% intervals are printed: one val split and one seed can
-choose a trial by luck, N seeds on the test split say whether its settings are better.
+trial's settings each train with seeds 1..N-1 too (``train --seed 1 --seeds N-1``; seed 0 is the
+default run and the best trial themselves), every run is scored on test, and the means and their
+95% intervals are printed: one val split and one seed can choose a trial by luck, N seeds on the
+test split say whether its settings are better.
 Everything goes through the CLI, as a user runs it.
 """
 
@@ -63,14 +64,13 @@ def main() -> None:
         "epochs_spent": report["epochs_spent"], "epochs_unpruned": args.trials * args.epochs,
         "tune_seconds": round(tune_seconds, 1), "notes": report["notes"], "runs_dir": runs,
     }))  # fmt: skip
-    if args.repeats:
+    if args.repeats > 1:  # seed 0 of each side is the run above (the default, the best trial); seeds 1.. are new
         flags = [a for k, v in best["params"].items() for a in (f"--{k.replace('_', '-')}", v)]
-        sides = {"default": [], "tuned": flags}
-        for side, side_flags in sides.items():
-            cli("train", args.model, *common, *side_flags, "--run", f"{side}-rep", "--seeds", args.repeats)
-            tests = [
-                cli("evaluate", "--run", f"{runs}/{side}-rep-s{seed}", "--split", "test", "--json")["rank_1"]
-                for seed in range(args.repeats)
+        for side, side_flags, seed_0 in (("default", [], default_test), ("tuned", flags, best_test)):
+            cli("train", args.model, *common, *side_flags, "--run", side, "--seed", 1, "--seeds", args.repeats - 1)
+            tests = [seed_0] + [
+                cli("evaluate", "--run", f"{runs}/{side}-s{seed}", "--split", "test", "--json")["rank_1"]
+                for seed in range(1, args.repeats)
             ]
             row = {"side": side, "flags": side_flags, "test": tests, **mean_and_interval(tests)}
             print(json.dumps(row), flush=True)
