@@ -14,7 +14,8 @@ times. With ``--repeats N`` the comparison is also made the fair way: the defaul
 trial's settings each train with seeds 1..N-1 too (``train --seed 1 --seeds N-1``; seed 0 is the
 default run and the best trial themselves), every run is scored on test, and the means and their
 95% intervals are printed: one val split and one seed can choose a trial by luck, N seeds on the
-test split say whether its settings are better.
+test split say whether its settings are better (the tuned side's seed 0 is the trial the study
+chose, so that side keeps a little of the selection's luck).
 Everything goes through the CLI, as a user runs it.
 """
 

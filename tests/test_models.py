@@ -187,6 +187,7 @@ def test_importing_the_cli_leaves_keras_out_and_every_command_answers_help():
     [
         ("resnet8", {}, 32, 10),  # basic, option A, CIFAR stem
         ("resnet20", {"shortcut": "B"}, 32, 10),
+        ("resnet20", {"shortcut": "avgpool", "shortcut_bn": False}, 32, 10),  # keras-resnet20: no BN on the projection
         ("preact-resnet20", {"shortcut": "avgpool"}, 32, 100),  # pre-activation basic, no stem BN
         ("preact-resnet164", {"stages": (3, 2, 2)}, 32, 10),  # pre-activation bottleneck, fewer blocks
         ("tiny-imagenet-resnet41", {}, 64, 20),  # the Tiny ImageNet stem (pad + valid pool)

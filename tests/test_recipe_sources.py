@@ -138,7 +138,7 @@ def _info(train: int):
 
 # What no source does, pinned on the resolved config of every recipe: a change of the tool's
 # defaults must not reach a named recipe unseen.
-_IN_NO_SOURCE = {"random_erasing": 0.0, "clip_norm": None, "mix_prob": 1.0, "precision": "float32"}
+_IN_NO_SOURCE = {"random_erasing": 0.0, "clip_norm": None, "precision": "float32"}
 _NO_AFFINE = {"rotation": 0.0, "zoom": 0.0, "shear": 0.0}  # only the Tiny ImageNet script rotates, zooms, shears
 
 

@@ -5,6 +5,7 @@ placement and input normalisation."""
 from __future__ import annotations
 
 import importlib.util
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -14,8 +15,9 @@ from scipy import ndimage
 from resnetctl.models import create_model, get_spec
 from resnetctl.models.layers import RandomAffineFlip
 from resnetctl.models.profile import profile_spec
-from resnetctl.training.recipes import RECIPES
 from resnetctl.training.schedules import EpochSchedule
+from resnetctl.training.settings import build_config
+from resnetctl.training.trainer import build_model
 from tests.helpers import REPO
 
 # meng1994412/ResNet_from_scratch: ResNet.build(32, 32, 3, 10, (9, 9, 9), (64, 64, 128, 256)) and
@@ -136,8 +138,11 @@ def test_the_notebook_recipe_builds_the_network_of_the_notebook_baseline_script(
     baseline = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(baseline)
     theirs = baseline.resnet20((32, 32, 3), 10, seed=0)
-    recipe = RECIPES["keras-resnet20"].settings
-    ours = create_model("resnet20", **{k: recipe[k] for k in ("shortcut", "shortcut_bn", "bn_epsilon", "bn_momentum")})
+    # the run's own path: the recipe's config through train's model options (per-channel statistics
+    # here, so no train.h5 is read; normalisation is a layer without kernels either way)
+    info = SimpleNamespace(image_size=32, num_classes=10, mean=(125.0,) * 3, std=(60.0,) * 3, splits={"train": 45_000})
+    config = build_config(None, "keras-resnet20", flags={"dataset": "x", "normalization": "channel"}, open_info=None)
+    ours = build_model(config, info)
 
     def kernels(model):
         return sorted(tuple(layer.kernel.shape) for layer in model.layers if hasattr(layer, "kernel"))

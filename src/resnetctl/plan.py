@@ -67,8 +67,9 @@ class TrainPlan:
         """The architecture that will be trained (the model's spec with the run's shortcut)."""
         from resnetctl.models.specs import get_spec
 
-        spec = get_spec(self.config.model)
-        return spec.replace(shortcut=self.config.shortcut) if self.config.shortcut else spec
+        c = self.config
+        changes = {k: v for k, v in (("shortcut", c.shortcut), ("shortcut_bn", c.shortcut_bn)) if v is not None}
+        return get_spec(c.model).replace(**changes)
 
     def model_profile(self) -> tuple:
         """(spec, profile, dataset) for ``--dry-run``: the model counted for this dataset."""

@@ -30,7 +30,7 @@ class LayerFactory:
     kernel_init: str = "he_normal"
     stem_l2: float | None = None  # None: ``l2``
     classifier_l2: float | None = None  # None: ``l2``
-    shortcut_bn: bool = True  # a BN after a post-activation block's projection shortcut
+    shortcut_bn: bool = True  # the spec's: a BN after a post-activation block's projection shortcut
 
     @staticmethod
     def _regularizer(l2: float):
@@ -173,7 +173,6 @@ def build_from_spec(
     classifier_weight_decay: float | None = None,
     bn_momentum: float | None = None,
     bn_epsilon: float | None = None,
-    shortcut_bn: bool | None = None,
     augmentation: str = "none",
     max_shift: int | None = None,
     affine: dict | None = None,
@@ -193,7 +192,7 @@ def build_from_spec(
     the decay coefficient of the papers (gradient += wd * w), applied as an L2 penalty of ``wd / 2``
     on conv and dense kernels; ``stem_weight_decay``/``classifier_weight_decay`` (``None``: the same)
     set the stem's conv and the classifier apart, as the seeds did. BN momentum and epsilon default
-    to the spec's; ``shortcut_bn=False`` leaves a post-activation projection shortcut without its BN.
+    to the spec's.
     ``augmentation`` adds a training-only :class:`RandomCropFlip` (or, for ``affine-flip``, a
     :class:`RandomAffineFlip` with ``affine``'s shift/rotation/zoom/shear) after the input;
     ``mixup``/``cutmix`` (Beta alphas, 0: off) a training-only :class:`BatchMix` after it.
@@ -220,7 +219,7 @@ def build_from_spec(
         kernel_init=spec.kernel_init,
         stem_l2=half(stem_weight_decay),
         classifier_l2=half(classifier_weight_decay),
-        shortcut_bn=True if shortcut_bn is None else shortcut_bn,
+        shortcut_bn=spec.shortcut_bn,
     )
 
     inputs = keras.Input((input_size, input_size, 3), dtype="uint8", name="image")
@@ -270,11 +269,11 @@ def build_from_spec(
 def create_model(name: str, **overrides) -> keras.Model:
     """Build a registered model by name; ``None`` overrides fall back to the model's defaults.
 
-    ``shortcut``, ``stages`` and ``widths`` change the spec; the rest go to the builder.
+    ``shortcut``, ``shortcut_bn``, ``stages`` and ``widths`` change the spec; the rest go to the builder.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     spec = get_spec(name)
-    spec_changes = {k: overrides.pop(k) for k in ("shortcut", "stages", "widths") if k in overrides}
+    spec_changes = {k: overrides.pop(k) for k in ("shortcut", "shortcut_bn", "stages", "widths") if k in overrides}
     if spec_changes:
         spec = spec.replace(**spec_changes)
     return build_from_spec(spec, **overrides)

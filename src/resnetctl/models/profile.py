@@ -76,7 +76,7 @@ def _block(c: _Count, spec: ResNetSpec, size: int, cin: int, width: int, stride:
         c.bn(width)
     if (stride != 1 or cin != width or (first and spec.project_first)) and spec.shortcut != "A":
         c.conv(out, 1, cin, width)
-        if not spec.preact:
+        if not spec.preact and spec.shortcut_bn:
             c.bn(width)
     return out
 

@@ -41,6 +41,7 @@ class ResNetSpec:
     stem: str
     stem_width: int
     shortcut: str = "B"
+    shortcut_bn: bool = True  # a BN after a post-activation block's projection shortcut
     input_size: int = 32
     num_classes: int = 10
     expansion: int = 4

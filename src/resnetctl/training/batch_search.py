@@ -64,25 +64,32 @@ def search(build, image_size: int, num_classes: int, train_images: int) -> dict:
             keras.backend.clear_session()
             gc.collect()
 
-    return choose(probe, default, largest_power_of_two(train_images), device["limit_bytes"], device["device"])
+    cap, limit = largest_power_of_two(train_images), device["limit_bytes"]
+    return choose(probe, default, cap, limit, device["device"], peak_resets=distribute.peak_resets())
 
 
-def choose(probe, default: int, cap: int, limit: int | None, device: str) -> dict:
+def choose(probe, default: int, cap: int, limit: int | None, device: str, peak_resets: bool = True) -> dict:
     """The search itself, over ``probe(batch)`` (a measured row: ``peak_bytes``, or ``out_of_memory``).
 
     Up by doubling from the default batch while a batch fits (ran, and within the margin where the
     device's memory is known), down by halving where the default itself does not. A batch that fits
-    nowhere, down to 1, is a :class:`ModelError`, not a batch that fails later in training."""
+    nowhere, down to 1, is a :class:`ModelError`, not a batch that fails later in training. Where
+    the peak only grows (``peak_resets=False``: JAX), it is this batch's own only while every batch
+    before it was smaller and ran; after a larger one or one out of memory it is unknown."""
     measured = []
 
     def fits(batch: int) -> bool:
         row = probe(batch)
+        grew = all(m["batch_size"] < batch and not m.get("out_of_memory") for m in measured)
+        if not peak_resets and not grew and not row.get("out_of_memory"):
+            row = {**row, "peak_bytes": None}  # the peak of an earlier, larger attempt
         measured.append(row)
         if row.get("out_of_memory"):
             return False
         return not (limit and row["peak_bytes"] and row["peak_bytes"] > (1 - MARGIN) * limit)
 
-    largest, batch = None, min(default, cap)
+    start = min(default, cap)
+    largest, batch = None, start
     if fits(batch):
         largest = batch
         while largest * 2 <= cap and fits(largest * 2):
@@ -91,25 +98,25 @@ def choose(probe, default: int, cap: int, limit: int | None, device: str) -> dic
         while batch > 1 and largest is None:
             batch //= 2
             largest = batch if fits(batch) else None
-    gib = ", ".join(
-        f"{m['batch_size']}: "
-        + ("out of memory" if m.get("out_of_memory") else f"{(m['peak_bytes'] or 0) / 2**30:.2f} GiB")
-        for m in measured
-    )
+    gib = ", ".join(f"{m['batch_size']}: {_what_ran(m)}" for m in measured)
     if largest is None:
         raise ModelError(
-            f"no batch fits on {device}: even a batch of 1 ran out of memory ({gib})",
-            hint="a smaller model, a smaller --image-size or --precision mixed_bfloat16",
+            f"no batch fits on {device}: down to a batch of 1, each ran out of memory"
+            + (f" or passed {1 - MARGIN:.0%} of its {limit / 2**30:.1f} GiB" if limit else "")
+            + f" ({gib})",
+            hint="a smaller model, or --precision mixed_bfloat16",
         )
     peaks_known = limit and all(m.get("peak_bytes") for m in measured if not m.get("out_of_memory"))
     if peaks_known:
         chosen, how = largest, f"the largest within {1 - MARGIN:.0%} of {limit / 2**30:.1f} GiB"
     else:
-        # memory fragments over a long run: never the last batch that fitted, unless it is the default's
-        floor = default if largest >= default else 1
-        chosen, how = max(floor, largest // 2), "the largest that ran, halved (the device's memory is not reported)"
-    if largest < min(default, cap):
-        how += f"; the default {min(default, cap)} did not fit"
+        # memory fragments over a long run: never the last batch that fitted, unless it is the start's
+        floor = start if largest >= start else 1
+        why = "the device's memory is not reported" if not limit else "its own peak is not known"
+        how = f"the largest that ran, halved ({why})"
+        chosen = max(floor, largest // 2)
+    if largest < start:
+        how += f"; the default {start} did not fit"
     return {
         "batch_size": int(chosen),
         "device": device,
@@ -117,6 +124,12 @@ def choose(probe, default: int, cap: int, limit: int | None, device: str) -> dic
         "rule": f"{how} on {device} ({gib}; capped at {cap}, the dataset's power of two)",
         "measured": measured,
     }
+
+
+def _what_ran(row: dict) -> str:
+    if row.get("out_of_memory"):
+        return "out of memory"
+    return "ran" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**30:.2f} GiB"
 
 
 def scaled_lr(lr: float, batch: int, default: int) -> float:

@@ -402,8 +402,14 @@ def accelerator() -> dict | None:
     return {"device": torch.cuda.get_device_name(0), "limit_bytes": torch.cuda.mem_get_info()[1]}
 
 
+def peak_resets() -> bool:
+    """Whether :func:`reset_peak_memory` starts the peak anew: not on JAX, whose peak only grows,
+    so a measurement smaller than an earlier one reads the earlier peak."""
+    return keras.backend.backend() != "jax"
+
+
 def reset_peak_memory() -> None:
-    """Start counting the peak anew where the backend can (JAX's peak only grows)."""
+    """Start counting the peak anew where the backend can (:func:`peak_resets`)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
