@@ -125,6 +125,13 @@ def test_unknown_model_and_bad_options_are_clear_errors():
     assert result.exit_code != 0 and "shortcut" in str(result.exception)
 
 
+def test_build_counts_the_network_its_shortcut_flags_name():
+    report = json.loads(invoke("build", "resnet20", "--shortcut", "avgpool", "--no-shortcut-bn", "--json").stdout)
+    model = create_model("resnet20", shortcut="avgpool", shortcut_bn=False)  # the notebook's network
+    assert (report["params"], report["trainable_params"]) == keras_counts(model)[:2]
+    assert not [layer for layer in model.layers if layer.name.endswith("_shortcut_bn")]
+
+
 @pytest.mark.e2e  # two Python processes that import TensorFlow: 15 s
 def test_build_cli_json_and_save_with_zero_init_last(tmp_path):
     out = tmp_path / "r20.keras"

@@ -140,6 +140,9 @@ def build(
     shortcut: Annotated[
         str | None, typer.Option(help="A | B | avgpool.", show_default="the model's (CIFAR ResNets: A)")
     ] = None,
+    shortcut_bn: Annotated[
+        bool | None, typer.Option("--shortcut-bn/--no-shortcut-bn", help="A BN after a projection shortcut.")
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="Decay coefficient on conv/dense kernels (--save).")] = 0.0,
     zero_init_last: Annotated[
         bool, typer.Option("--zero-init-last", help="Start each residual branch at zero (--save).")
@@ -160,7 +163,7 @@ def build(
 
     plan = plan_build(
         model, dataset, data_dir, input_size, num_classes, shortcut, save, force,
-        weight_decay=weight_decay, zero_init_last=zero_init_last,
+        weight_decay=weight_decay, zero_init_last=zero_init_last, shortcut_bn=shortcut_bn,
     )  # fmt: skip
     if plan.save is not None:
         import_backend_quietly()

@@ -65,11 +65,9 @@ class TrainPlan:
 
     def spec(self):
         """The architecture that will be trained (the model's spec with the run's shortcut)."""
-        from resnetctl.models.specs import get_spec
+        from resnetctl.models.specs import spec_with
 
-        c = self.config
-        changes = {k: v for k, v in (("shortcut", c.shortcut), ("shortcut_bn", c.shortcut_bn)) if v is not None}
-        return get_spec(c.model).replace(**changes)
+        return spec_with(self.config.model, shortcut=self.config.shortcut, shortcut_bn=self.config.shortcut_bn)
 
     def model_profile(self) -> tuple:
         """(spec, profile, dataset) for ``--dry-run``: the model counted for this dataset."""
@@ -440,17 +438,15 @@ def plan_build(
     the model to save it)."""
     from resnetctl.errors import ModelError
     from resnetctl.models.profile import profile_spec
-    from resnetctl.models.specs import get_spec
+    from resnetctl.models.specs import spec_with
     from resnetctl.outputs import claim
 
-    spec = get_spec(model)
+    spec = spec_with(model, shortcut=shortcut, shortcut_bn=options.get("shortcut_bn"))
     target = None
     if save is not None:
         if save.suffix != ".keras":
             raise ModelError(f"--save must end in .keras. Received: {save}")
         target = claim(save, "--save", force=force)
-    if shortcut:
-        spec = spec.replace(shortcut=shortcut)
     info = open_dataset(dataset, data_dir) if dataset else None
     if info is not None:
         input_size, num_classes = info.image_size, info.num_classes

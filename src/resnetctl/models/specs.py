@@ -99,6 +99,11 @@ def register(spec: ResNetSpec) -> ResNetSpec:
     return spec
 
 
+def spec_with(name: str, **changes) -> ResNetSpec:
+    """The model's spec with ``changes`` (shortcut, shortcut_bn, ...; ``None``: the model's own)."""
+    return get_spec(name).replace(**{k: v for k, v in changes.items() if v is not None})
+
+
 def get_spec(name: str) -> ResNetSpec:
     try:
         return _REGISTRY[name]
