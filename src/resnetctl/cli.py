@@ -28,6 +28,8 @@ from resnetctl.cli_options import (
     RunOpt,
     RunsDir,
     SeedsOpt,
+    ShortcutBnOpt,
+    ShortcutOpt,
     ShowStudyOpt,
     SpaceOpt,
     StorageOpt,
@@ -42,6 +44,7 @@ from resnetctl.cli_options import (
     TuneEpochOpt,
     TuneFromOpt,
     TuneResumeOpt,
+    ZeroInitLastOpt,
     with_model_choice,
     with_train_options,
 )
@@ -137,16 +140,10 @@ def build(
     data_dir: DataDir = None,
     input_size: Annotated[int | None, typer.Option(help="Input height = width.", show_default="the model's")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Number of classes.", show_default="the model's")] = None,
-    shortcut: Annotated[
-        str | None, typer.Option(help="A | B | avgpool.", show_default="the model's (CIFAR ResNets: A)")
-    ] = None,
-    shortcut_bn: Annotated[
-        bool | None, typer.Option("--shortcut-bn/--no-shortcut-bn", help="A BN after a projection shortcut.")
-    ] = None,
+    shortcut: ShortcutOpt = None,
+    shortcut_bn: ShortcutBnOpt = None,
     weight_decay: Annotated[float, typer.Option(help="Decay coefficient on conv/dense kernels (--save).")] = 0.0,
-    zero_init_last: Annotated[
-        bool, typer.Option("--zero-init-last", help="Start each residual branch at zero (--save).")
-    ] = False,
+    zero_init_last: ZeroInitLastOpt = False,
     save: Annotated[Path | None, typer.Option(help="Save the untrained model to PATH.keras.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file at --save.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List every model with depth, parameters, MACs.")] = False,

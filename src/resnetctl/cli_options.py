@@ -73,6 +73,14 @@ ConfigFileOpt = Annotated[
         "included; flags given here override it.",
     ),
 ]
+# build's architecture flags (train's come from TrainConfig)
+ShortcutOpt = Annotated[
+    str | None, typer.Option(help="A | B | avgpool.", show_default="the model's (CIFAR ResNets: A)")
+]
+ShortcutBnOpt = Annotated[
+    bool | None, typer.Option("--shortcut-bn/--no-shortcut-bn", help="A BN after a projection shortcut.")
+]
+ZeroInitLastOpt = Annotated[bool, typer.Option("--zero-init-last", help="Start each residual branch at zero (--save).")]
 DryRunOpt = Annotated[
     bool,
     typer.Option(
