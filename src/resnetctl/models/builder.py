@@ -16,7 +16,7 @@ import numpy as np
 from resnetctl.checkpoints import deep_graph_recursion
 from resnetctl.errors import ModelError
 from resnetctl.models.layers import BatchMix, ChannelZeroPad, KerasPolicy, RandomAffineFlip, RandomCropFlip
-from resnetctl.models.specs import AUGMENTATIONS, ResNetSpec, get_spec
+from resnetctl.models.specs import AUGMENTATIONS, ResNetSpec, spec_with
 
 
 @dataclass(frozen=True)
@@ -192,9 +192,8 @@ def build_from_spec(
     the decay coefficient of the papers (gradient += wd * w), applied as an L2 penalty of ``wd / 2``
     on conv and dense kernels; ``stem_weight_decay``/``classifier_weight_decay`` (``None``: the same)
     set the stem's conv and the classifier apart, as the seeds did. BN momentum and epsilon default
-    to the spec's.
-    ``augmentation`` adds a training-only :class:`RandomCropFlip` (or, for ``affine-flip``, a
-    :class:`RandomAffineFlip` with ``affine``'s shift/rotation/zoom/shear) after the input;
+    to the spec's. ``augmentation`` adds a training-only :class:`RandomCropFlip` (or, for
+    ``affine-flip``, a :class:`RandomAffineFlip` with ``affine``'s shift/rotation/zoom/shear) after the input;
     ``mixup``/``cutmix`` (Beta alphas, 0: off) a training-only :class:`BatchMix` after it.
     ``randaugment`` is crop-flip followed by Keras' ``RandAugment`` at ``randaugment_magnitude``;
     ``erasing`` (a probability) adds Keras' ``RandomErasing`` after the augmentation (:class:`KerasPolicy`).
@@ -272,8 +271,5 @@ def create_model(name: str, **overrides) -> keras.Model:
     ``shortcut``, ``shortcut_bn``, ``stages`` and ``widths`` change the spec; the rest go to the builder.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    spec = get_spec(name)
     spec_changes = {k: overrides.pop(k) for k in ("shortcut", "shortcut_bn", "stages", "widths") if k in overrides}
-    if spec_changes:
-        spec = spec.replace(**spec_changes)
-    return build_from_spec(spec, **overrides)
+    return build_from_spec(spec_with(name, **spec_changes), **overrides)
