@@ -10,6 +10,8 @@ refuse or hang, processes at once).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,22 @@ import pytest
 from tests.helpers import CIFAR_SUBSET, SMALL_RUN, TINY_MINI, run_cli, run_in_process
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# One JAX compilation cache for the whole session: the controller sets it before pytest-xdist
+# starts its workers, and every JAX process of the suite inherits it. A resume, the second worker
+# of a two-process run and a test that repeats another's model and batch load the compiled step
+# instead of compiling it again (a resnet8 train of 2 epochs: 25 s instead of 40, on 2 cores).
+# JAX keys an entry on the program, its shapes and the backend versions, so what runs is the same.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="resnetctl-tests-jax-cache-")
+    _OWN_JAX_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
+else:
+    _OWN_JAX_CACHE = None
+
+
+def pytest_unconfigure(config):
+    if _OWN_JAX_CACHE and not hasattr(config, "workerinput"):  # the controller, once the workers are done
+        shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

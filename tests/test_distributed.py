@@ -19,6 +19,7 @@ from tests.helpers import (
     needs,
     placements,
     run_cli,
+    run_in_process,
     run_two_cpus,
     run_workers,
     steps_per_epoch,
@@ -43,7 +44,7 @@ def test_mirrored_over_two_devices_resumes_on_one_and_back(train_small, common, 
         *train_small, "--epochs", 1, "--batch-size", 64, "--strategy", "mirrored", "--run", "mirrored", *common
     ).stdout
     assert "2 replicas, MirroredStrategy" in out
-    run_cli("resume", "--run", "mirrored", "--epochs", 2, "--strategy", "none", *common)
+    run_in_process("resume", "--run", "mirrored", "--epochs", 2, "--strategy", "none", *common)
     run_two_cpus("resume", "--run", "mirrored", "--epochs", 3, "--strategy", "mirrored", *common)
 
     run = RunDir(tmp_path / "mirrored")
@@ -91,7 +92,7 @@ def test_torch_backend_trains_resumes_and_evaluates(train_small, common, tmp_pat
     assert run.config()["versions"]["backend"] == "torch"
     assert iterations(run.last_path) == 2 * steps_per_epoch(cifar_small)
     # a torch checkpoint names torch's optimizer class; the state still moves to TensorFlow
-    run_cli("resume", "--run", "torch", "--epochs", 3, *common)
+    run_in_process("resume", "--run", "torch", "--epochs", 3, *common)
     assert run.config()["versions"]["backend"] == "tensorflow"
     assert [r["epoch"] for r in run.history()] == [1, 2, 3]
     steps = steps_per_epoch(cifar_small)  # lr: the rate of each epoch's last step
@@ -100,7 +101,9 @@ def test_torch_backend_trains_resumes_and_evaluates(train_small, common, tmp_pat
     result = json.loads(
         run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json", *common, env_extra=env).stdout
     )
-    on_tensorflow = json.loads(run_cli("evaluate", "--run", "torch", "--checkpoint", "last", "--json", *common).stdout)
+    on_tensorflow = json.loads(
+        run_in_process("evaluate", "--run", "torch", "--checkpoint", "last", "--json", *common).stdout
+    )
     assert result["images"] == on_tensorflow["images"] == 1000
     assert result["rank_1"] == pytest.approx(on_tensorflow["rank_1"], abs=0.002)  # same weights, other backend
 
