@@ -44,6 +44,17 @@ def test_two_workers_share_one_sqlite_study_and_show_repeats_the_best(two_class_
         assert 0.01 <= t["params"]["lr"] <= 0.5 and 1e-5 <= t["params"]["weight_decay"] <= 1e-3
     summary = json.loads(run_in_process("summary", "--runs-dir", runs / "duo", "--json").stdout)
     assert sorted(s["run"] for s in summary) == ["t0000", "t0001", "t0002", "t0003"]
+    # summary STUDY: its trials ranked as tune ranks them, the settings that differ, the best's command
+    ranked = json.loads(run_in_process("summary", "duo", "--runs-dir", runs, "--json").stdout)
+    assert [s["best_score"] for s in ranked] == values and {s["path"] for s in ranked} == {t["run"] for t in trials}
+    params = {t["run"]: t["params"] for t in trials}
+    for s in ranked:
+        assert set(s["settings"]) == {"lr", "weight_decay"}
+        assert s["settings"] == pytest.approx(params[s["path"]])
+    again_words = shlex.split(ranked[0]["train_command"])
+    assert again_words[1:3] == ["train", "--config"] and again_words[3] == ranked[0]["path"] + "/config.json"
+    shown = run_in_process("summary", "duo", "--runs-dir", runs).stdout
+    assert f"best: {ranked[0]['run']}; train it again with: resnetctl train --config" in shown.replace("\n", " ")
     for proc in results:  # each process ends with the study's report
         assert len(json.loads(proc.stdout)["trials"]) == 4
     words = shlex.split(report["train_command"])

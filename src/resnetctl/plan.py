@@ -466,15 +466,31 @@ class SummaryPlan:
     named: bool  # runs were named: one that can't be read is an error, not a skipped line
     plot: object | None  # an outputs.Output for --plot
     runs_dir: Path | None
+    study: Path | None = None  # a tune study's folder was named: its trials, best first
 
 
 def plan_summary(runs: list[str] | None, runs_dir=None, plot: Path | None = None, force: bool = False) -> SummaryPlan:
+    """The runs named (or every run of the runs dir). A folder that is not a run but holds runs
+    (a ``tune`` study's, RUNS/STUDY/tNNNN) stands for its runs: its trials, ranked best first."""
     from resnetctl.plots import check_plot_path
     from resnetctl.runs import list_runs
 
     output = check_plot_path(plot, force) if plot is not None else None
-    found = [find_run(r, runs_dir) for r in runs] if runs else list_runs(runs_dir)
-    return SummaryPlan(found, bool(runs), output, runs_dir)
+    if not runs:
+        return SummaryPlan(list_runs(runs_dir), False, output, runs_dir)
+    study = _study_folder(runs[0], runs_dir) if len(runs) == 1 else None
+    found = list_runs(study) if study else [find_run(r, runs_dir) for r in runs]
+    return SummaryPlan(found, True, output, runs_dir, study)
+
+
+def _study_folder(name: str, runs_dir) -> Path | None:
+    """``name`` as a folder (a path, or a name under the runs dir) that is not a run and has runs in it."""
+    from resnetctl.runs import list_runs
+
+    for candidate in (Path(name).expanduser(), paths.runs_dir(runs_dir) / name):
+        if candidate.is_dir() and not RunDir(candidate).is_run() and list_runs(candidate):
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)

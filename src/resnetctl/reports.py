@@ -215,8 +215,31 @@ def summarise(plan) -> list[dict]:
     if not rows:
         hint = "start one, e.g.: " + command("train", "resnet20", "--runs-dir", runs_root(plan.runs_dir).resolve())
         raise RunError("No runs to summarise", hint=hint)
+    if plan.study is not None:
+        rows, readable = _ranked(rows, readable, runs_root(plan.runs_dir))
     if plan.plot is not None:
         from resnetctl.plots import plot_runs
 
         plot_runs([(row["run"], run.history()) for row, run in zip(rows, readable, strict=True)], plan.plot)
     return rows
+
+
+def _ranked(rows: list[dict], runs: list[RunDir], root) -> tuple[list[dict], list[RunDir]]:
+    """A study's trials best first (by best score; trials with none last), each with the settings
+    that differ between them (``settings``), and the best with the ``train`` command that trains
+    its settings again as a new run of the runs dir (``train_command``)."""
+    pairs = sorted(zip(rows, runs, strict=True), key=lambda pair: -_score_or(pair[0]["best_score"], -1.0))
+    keys = {k for row, _ in pairs for k in row["recipe"]}
+    varying = sorted(k for k in keys if len({repr(row["recipe"].get(k)) for row, _ in pairs}) > 1)
+    for row, _ in pairs:
+        row["settings"] = {k: row["recipe"].get(k) for k in varying}
+    best, best_run = pairs[0]
+    if best["best_score"] is not None:
+        best["train_command"] = command(
+            "train", "--config", best_run.config_path.resolve(), "--runs-dir", root.resolve()
+        )
+    return [r for r, _ in pairs], [run for _, run in pairs]
+
+
+def _score_or(value: float | None, missing: float) -> float:
+    return missing if value is None else value

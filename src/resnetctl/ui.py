@@ -569,6 +569,15 @@ def show_runs(console: Console, rows: list[dict]) -> None:
             s["sparkline"],
         )
     console.print(table)
+    if "settings" in rows[0]:  # a study's trials, best first
+        for s in rows:
+            if s["settings"]:
+                settings = ", ".join(f"{k} {v}" for k, v in s["settings"].items())
+                console.print(f"  {escape(s['run'])}: {escape(settings)}", highlight=False)
+        best = rows[0]
+        if best.get("train_command"):
+            line = f"best: {best['run']}; train it again with: {best['train_command']}"
+            console.print(escape(line), highlight=False)
     show_seed_groups(console, rows)
 
 
