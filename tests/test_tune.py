@@ -53,6 +53,7 @@ def test_two_workers_share_one_sqlite_study_and_show_repeats_the_best(two_class_
         assert s["settings"] == pytest.approx(params[s["path"]])
     again_words = shlex.split(ranked[0]["train_command"])
     assert again_words[1:3] == ["train", "--config"] and again_words[3] == ranked[0]["path"] + "/config.json"
+    assert "nothing was trained" in run_in_process(*again_words[1:], "--dry-run").stdout  # it works when pasted
     shown = run_in_process("summary", "duo", "--runs-dir", runs).stdout
     assert f"best: {ranked[0]['run']}; train it again with: resnetctl train --config" in shown.replace("\n", " ")
     for proc in results:  # each process ends with the study's report
