@@ -18,6 +18,12 @@ def resume_command(run, lr: float | None = None) -> str:
     return command("resume", "--run", run.path.resolve(), *(("--lr", f"{lr:.3g}") if lr else ()))
 
 
+def train_again_command(config_path, runs_root=None) -> str:
+    """``train --config`` of a run's settings as a new run (of ``runs_root`` when given): the
+    command that repeats a study's best trial."""
+    return command("train", "--config", config_path, *(("--runs-dir", runs_root.resolve()) if runs_root else ()))
+
+
 def start_again_command(run, dataset_path=None, lr: float | None = None) -> str:
     """``train --config`` of a run that never finished an epoch: same settings, same name."""
     return command(

@@ -478,19 +478,22 @@ def plan_summary(runs: list[str] | None, runs_dir=None, plot: Path | None = None
     output = check_plot_path(plot, force) if plot is not None else None
     if not runs:
         return SummaryPlan(list_runs(runs_dir), False, output, runs_dir)
-    study = _study_folder(runs[0], runs_dir) if len(runs) == 1 else None
-    found = list_runs(study) if study else [find_run(r, runs_dir) for r in runs]
+    study, trials = _study_trials(runs[0], runs_dir) if len(runs) == 1 else (None, [])
+    found = trials or [find_run(r, runs_dir) for r in runs]
     return SummaryPlan(found, True, output, runs_dir, study)
 
 
-def _study_folder(name: str, runs_dir) -> Path | None:
-    """``name`` as a folder (a path, or a name under the runs dir) that is not a run and has runs in it."""
+def _study_trials(name: str, runs_dir) -> tuple[Path | None, list[RunDir]]:
+    """``name`` as a folder (a path, or a name under the runs dir) that is not a run, and the runs
+    in it; (None, []) when there is no such folder or it holds no run."""
     from resnetctl.runs import list_runs
 
     for candidate in (Path(name).expanduser(), paths.runs_dir(runs_dir) / name):
-        if candidate.is_dir() and not RunDir(candidate).is_run() and list_runs(candidate):
-            return candidate
-    return None
+        if candidate.is_dir() and not RunDir(candidate).is_run():
+            trials = list_runs(candidate)
+            if trials:
+                return candidate, trials
+    return None, []
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 
-from resnetctl.commands import command, start_again_command
+from resnetctl.commands import command, start_again_command, train_again_command
 from resnetctl.errors import RunError
 from resnetctl.lineage import lineage
 from resnetctl.runs import RunDir, best_row, list_runs, score
@@ -228,18 +228,16 @@ def _ranked(rows: list[dict], runs: list[RunDir], root) -> tuple[list[dict], lis
     """A study's trials best first (by best score; trials with none last), each with the settings
     that differ between them (``settings``), and the best with the ``train`` command that trains
     its settings again as a new run of the runs dir (``train_command``)."""
-    pairs = sorted(zip(rows, runs, strict=True), key=lambda pair: -_score_or(pair[0]["best_score"], -1.0))
+    pairs = sorted(zip(rows, runs, strict=True), key=lambda pair: _best_first(pair[0]["best_score"]))
     keys = {k for row, _ in pairs for k in row["recipe"]}
     varying = sorted(k for k in keys if len({repr(row["recipe"].get(k)) for row, _ in pairs}) > 1)
     for row, _ in pairs:
         row["settings"] = {k: row["recipe"].get(k) for k in varying}
     best, best_run = pairs[0]
     if best["best_score"] is not None:
-        best["train_command"] = command(
-            "train", "--config", best_run.config_path.resolve(), "--runs-dir", root.resolve()
-        )
+        best["train_command"] = train_again_command(best_run.config_path.resolve(), root)
     return [r for r, _ in pairs], [run for _, run in pairs]
 
 
-def _score_or(value: float | None, missing: float) -> float:
-    return missing if value is None else value
+def _best_first(best_score: float | None) -> tuple[bool, float]:
+    return best_score is None, -(best_score or 0.0)  # a run without a score last

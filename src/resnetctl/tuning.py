@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from resnetctl import locks, paths
-from resnetctl.commands import command
+from resnetctl.commands import command, train_again_command
 from resnetctl.data.store import DatasetInfo, open_dataset
 from resnetctl.errors import Busy, Diverged, RunError, Stopped
 from resnetctl.hooks import TuneProgress
@@ -715,9 +715,7 @@ def study_report(plan_or_none, study, runs_root: Path | None = None) -> dict:
             best["params"], free_name(origin.run.path.parent, f"{study.study_name}-best")
         )
     elif best and best["run"]:
-        train_command = command(
-            "train", "--config", Path(best["run"]) / "config.json", *(("--runs-dir", root.resolve()) if root else ())
-        )
+        train_command = train_again_command(Path(best["run"]) / "config.json", root)
     notes = []
     if not finished:
         notes.append("no trial has finished yet: there is no best")
